@@ -1,0 +1,54 @@
+# flux-pipeline: every target creates the virtualenv it needs first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install demo test lint typecheck pytest bench ui emulator clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+## Materialize one partition of the bundled sample on the embedded emulator.
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/flux-pipeline demo
+
+## Lint, type-check and run the whole test suite.
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# assets/ and resources/ install as flux_pipeline.assets / .resources; mypy sees
+# that layout through a throw-away copy of the package tree.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck
+	cp -r flux_pipeline build/typecheck/flux_pipeline
+	cp -r assets build/typecheck/flux_pipeline/assets
+	cp -r resources build/typecheck/flux_pipeline/resources
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p flux_pipeline
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+emulator: $(STAMP)
+	$(BIN)/flux-pipeline emulator --port 8765
+
+clean:
+	rm -rf $(VENV) build .dagster_home .pytest_cache .mypy_cache .ruff_cache data

@@ -1,0 +1,4 @@
+"""The ``flux-pipeline`` console command."""
+
+def main() -> None:
+    raise SystemExit("not yet")

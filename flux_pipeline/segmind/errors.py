@@ -1,0 +1,32 @@
+"""One exception hierarchy for everything the Segmind client can raise."""
+
+from __future__ import annotations
+
+
+class SegmindError(Exception):
+    """Base of every error raised by :mod:`flux_pipeline.segmind`."""
+
+
+class AuthenticationError(SegmindError):
+    """401/403: the key is missing, wrong or not allowed this model. Aborts a whole batch."""
+
+
+class InsufficientCredits(SegmindError):
+    """406: the account has no credits left. Stops submitting; in-flight jobs finish first."""
+
+
+class InferenceFailed(SegmindError):
+    """A request ended FAILED (422) or was refused (400); ``detail`` is Segmind's error text."""
+
+    def __init__(self, detail: str, *, request_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.request_id = request_id
+
+
+class InferenceTimeout(SegmindError):
+    """A request did not finish before its deadline; it may still complete server-side."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id

@@ -1,0 +1,35 @@
+"""What the engine hands back for each request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from flux_pipeline.protocol import GenerationRequest
+
+Status = Literal["COMPLETED", "FAILED"]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The outcome of one :class:`GenerationRequest`: everything lineage needs."""
+
+    request: GenerationRequest
+    status: Status
+    request_id: str | None
+    error: str | None = None
+    #: The image bytes exactly as served, and their content type (a PNG stays PNG).
+    content: bytes | None = field(default=None, repr=False)
+    content_type: str | None = None
+    #: ``metrics.inference_time`` (or ``x-generation-time``) exactly as reported.
+    inference_time: float | None = None
+    queue_time: float | None = None
+    cost: float | None = None
+    #: HTTP requests spent on this image, retries included.
+    attempts: int = 0
+    #: UTC, client clock: when the accepted submit was sent / when the outcome was seen.
+    submitted_at: datetime | None = None
+    completed_at: datetime | None = None
+    #: True when a later run may succeed (deadline, ambiguous submit); False for 400/422.
+    retryable: bool = False
