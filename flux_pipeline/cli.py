@@ -1,4 +1,128 @@
-"""The ``flux-pipeline`` console command."""
+"""The ``flux-pipeline`` console command: one argparse subcommand per tool."""
 
-def main() -> None:
-    raise SystemExit("not yet")
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from flux_pipeline import protocol
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_emulator(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "emulator",
+        help="serve a local Segmind-compatible API (synthetic images)",
+        description=(
+            f"Serve Segmind's wire protocol for {protocol.MODEL} on HOST:PORT, rendering "
+            "deterministic synthetic images. Point SEGMIND_BASE_URL at it."
+        ),
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port, 0 for any free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        metavar="KEY",
+        help="accepted x-api-key (repeatable); none given: any non-empty key is accepted",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=4, help="concurrent inference slots (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--step-time",
+        type=float,
+        default=0.3,
+        help="seconds per inference step (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="probability of answering any request 500/502/504 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retention",
+        type=float,
+        default=3600.0,
+        help="seconds results stay available after submission (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of faults and jitter (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="requests per second per key (default: unlimited)",
+    )
+    parser.add_argument(
+        "--credits",
+        type=float,
+        default=None,
+        help="credit balance per key, one per job (default: unlimited)",
+    )
+    parser.add_argument(
+        "--output-format",
+        choices=("jpeg", "png"),
+        default="jpeg",
+        help="image encoding (default: %(default)s)",
+    )
+    parser.set_defaults(handler=_run_emulator)
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from flux_pipeline.emulator import EmulatorSettings, serve
+
+    try:
+        settings = EmulatorSettings(
+            api_keys=tuple(args.api_keys),
+            workers=args.workers,
+            step_time=args.step_time,
+            fault_rate=args.fault_rate,
+            retention=args.retention,
+            seed=args.seed,
+            rate_limit=args.rate_limit,
+            credits=args.credits,
+            output_format=args.output_format,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"flux-pipeline emulator: {exc}") from None
+    accepted = f"{len(settings.api_keys)} configured key(s)" if settings.api_keys else "any key"
+    print(
+        f"Segmind emulator for {protocol.MODEL} (SYNTHETIC images) on http://{args.host}:{args.port},"
+        f" accepting {accepted}, {settings.workers} workers x {settings.step_time}s/step",
+        flush=True,
+    )
+    serve(settings, args.host, args.port)
+    return 0
+
+
+#: Each entry adds one subcommand; its parser sets ``handler``.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_emulator,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flux-pipeline",
+        description="Synthetic image datasets through Segmind's Fast Flux API.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)

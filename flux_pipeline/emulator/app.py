@@ -1,0 +1,280 @@
+"""The Segmind-compatible ASGI app: routes, auth, quotas, faults and request counters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flux_pipeline import protocol
+from flux_pipeline.emulator.jobs import InferencePool, Job, JobStore
+from flux_pipeline.emulator.limits import FAULTS, CreditLedger, FaultInjector, RateLimiter
+from flux_pipeline.emulator.params import InvalidParameters, parse_params
+from flux_pipeline.emulator.settings import COST_PER_JOB, UNLIMITED_BALANCE, EmulatorSettings
+
+REQUEST_KINDS = ("submit", "status", "result", "output", "sync")
+MISSING_KEY = "Missing Authorization or x-api-key in header"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _account(api_key: str) -> str:
+    """A stable, non-reversible name for a key, used for per-key quotas."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+class Emulator:
+    """The server's state: settings, jobs, slots, quotas, and counters."""
+
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        self.store = JobStore(settings.retention)
+        self.pool = InferencePool(settings, self.store, self._finished)
+        self.credits = CreditLedger(settings.credits, UNLIMITED_BALANCE)
+        self.faults = FaultInjector(settings.fault_rate, settings.seed)
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.requests: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
+        self._accounts = {_account(key) for key in settings.api_keys}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.pool.start()
+        sweeper = asyncio.create_task(self._sweep_forever())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await self.pool.stop()
+
+    async def _sweep_forever(self) -> None:
+        interval = min(max(self.settings.retention / 2, 0.05), 10.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.store.sweep()
+
+    def _finished(self, job: Job) -> None:
+        job.remaining_credits = self.credits.balance(job.account)
+
+    # -- gatekeeping ------------------------------------------------------------------------
+
+    def gate(self, request: Request, kind: str, identity: str) -> tuple[str, Response | None]:
+        """Count the request, then apply faults, auth and rate limit, in the gateway's order.
+
+        Returns the caller's account and, when the request is refused, the response to send.
+        """
+        self.requests[kind] += 1
+        fault = self.faults.fault(kind, identity)
+        if fault is not None:
+            return "", _error(fault, FAULTS[fault])
+        if kind == "output":  # media is served like a CDN: no key needed
+            return "", None
+        api_key = request.headers.get("x-api-key", "")
+        account = _account(api_key) if api_key else ""
+        if not api_key or (self._accounts and account not in self._accounts):
+            return "", _error(401, MISSING_KEY)
+        if self.limiter is not None:
+            wait = self.limiter.acquire(account)
+            if wait > 0:
+                reset_at = datetime.now(UTC) + timedelta(seconds=wait)
+                headers = {
+                    "Retry-After": str(max(1, math.ceil(wait))),
+                    "x-rate-limit-reset-at-utc": reset_at.isoformat(timespec="milliseconds"),
+                }
+                return account, _error(429, "Rate limit exceeded", headers)
+        return account, None
+
+    def job_identity(self, request_id: str) -> str:
+        """What a poll is about, for reproducible faults: the job's request key if known."""
+        job = self.store.get(request_id)
+        return job.params.request_key if job is not None else request_id
+
+    # -- bodies -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.store.counts
+        return {
+            "requests": {kind: self.requests[kind] for kind in REQUEST_KINDS},
+            "jobs": {
+                "queued": counts["queued"],
+                "processing": counts["processing"],
+                "completed": counts["completed"],
+                "failed": counts["failed"],
+                "expired": counts["expired"],
+                "by_request_key": dict(self.store.by_request_key),
+            },
+        }
+
+    @staticmethod
+    def urls(request: Request, request_id: str) -> dict[str, str]:
+        base = str(request.base_url).rstrip("/")
+        status_url = f"{base}/v2/requests/{request_id}/status"
+        return {"status_url": status_url, "response_url": f"{base}/v2/requests/{request_id}"}
+
+    def status_body(self, request: Request, job: Job) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "request_id": job.request_id,
+            "status": job.status,
+            **self.urls(request, job.request_id),
+            "metrics": self.metrics(job) if job.status == protocol.COMPLETED else {},
+        }
+        if job.status == protocol.FAILED:
+            body["error"] = job.error
+            return 422, body
+        return 200, body
+
+    def metrics(self, job: Job) -> dict[str, Any]:
+        return {
+            "inference_time": job.inference_time,
+            "queue_time": job.queue_time,
+            "total_time": job.total_time,
+            "cost": COST_PER_JOB,
+            "remaining_credits": job.remaining_credits,
+        }
+
+    def media_url(self, request: Request, job: Job) -> str:
+        base = str(request.base_url).rstrip("/")
+        return f"{base}/media/{job.request_id}.{self.settings.output_format}"
+
+    # -- accepting work ---------------------------------------------------------------------
+
+    async def accept(self, request: Request, kind: str) -> tuple[Job | None, Response | None]:
+        """Gate, validate and charge a generation request; enqueue it when accepted."""
+        raw = await request.body()
+        account, refused = self.gate(request, kind, hashlib.sha256(raw).hexdigest())
+        if refused is not None:
+            return None, refused
+        model = request.path_params["model"]
+        if model != protocol.MODEL:
+            return None, _error(404, f"Model {model} not found")
+        try:
+            params = parse_params(raw)
+        except InvalidParameters as exc:
+            return None, _error(400, str(exc))
+        if not self.credits.charge(account, COST_PER_JOB):
+            return None, _error(406, "Insufficient credits")
+        job = Job(params=params, account=account)
+        self.store.add(job)
+        self.pool.submit(job)
+        return job, None
+
+
+def create_app(settings: EmulatorSettings) -> Starlette:
+    """The ASGI app serving Segmind's protocol for ``fast-flux-schnell``."""
+    emulator = Emulator(settings)
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def stats(_request: Request) -> Response:
+        return JSONResponse(emulator.stats())
+
+    async def submit(request: Request) -> Response:
+        job, refused = await emulator.accept(request, "submit")
+        if refused is not None or job is None:
+            return refused or _error(500, "Internal Server Error")
+        urls = emulator.urls(request, job.request_id)
+        return JSONResponse(
+            {
+                "request_id": job.request_id,
+                "status": protocol.QUEUED,
+                "poll_url": urls["status_url"],
+                **urls,
+            }
+        )
+
+    async def status(request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        _, refused = emulator.gate(request, "status", emulator.job_identity(request_id))
+        if refused is not None:
+            return refused
+        job = emulator.store.get(request_id)
+        if job is None:
+            return _error(404, f"Request {request_id} not found")
+        code, body = emulator.status_body(request, job)
+        return JSONResponse(body, status_code=code)
+
+    async def result(request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        _, refused = emulator.gate(request, "result", emulator.job_identity(request_id))
+        if refused is not None:
+            return refused
+        job = emulator.store.get(request_id)
+        if job is None:
+            return _error(404, f"Request {request_id} not found")
+        if job.status == protocol.FAILED:
+            body = {"request_id": job.request_id, "status": job.status, "output": None}
+            return JSONResponse({**body, "error": job.error}, status_code=422)
+        if job.status != protocol.COMPLETED or job.output is None:
+            code, body = emulator.status_body(request, job)
+            return JSONResponse(body, status_code=code)
+        output = (
+            base64.b64encode(job.output).decode("ascii")
+            if job.params.base64
+            else emulator.media_url(request, job)
+        )
+        return JSONResponse(
+            {
+                "request_id": job.request_id,
+                "status": job.status,
+                "output": output,
+                "error": None,
+                "metrics": emulator.metrics(job),
+            }
+        )
+
+    async def media(request: Request) -> Response:
+        name = request.path_params["name"]
+        request_id, _, extension = name.rpartition(".")
+        _, refused = emulator.gate(request, "output", emulator.job_identity(request_id))
+        if refused is not None:
+            return refused
+        job = emulator.store.get(request_id)
+        if job is None or job.output is None or extension != settings.output_format:
+            return _error(404, f"Output {name} not found")
+        return Response(job.output, media_type=settings.content_type)
+
+    async def sync(request: Request) -> Response:
+        job, refused = await emulator.accept(request, "sync")
+        if refused is not None or job is None:
+            return refused or _error(500, "Internal Server Error")
+        await job.done.wait()
+        if job.status != protocol.COMPLETED or job.output is None:
+            emulator.credits.refund(job.account, COST_PER_JOB)
+            return _error(422, job.error or "Inference failed")
+        headers = {
+            "x-remaining-credits": str(job.remaining_credits),
+            "x-cost": str(COST_PER_JOB),
+            "x-generation-time": str(job.inference_time),
+            "x-seed-value": str(job.params.seed),
+            "x-request-id": job.request_id,
+        }
+        if job.params.base64:
+            image = base64.b64encode(job.output).decode("ascii")
+            return JSONResponse({"image": image}, headers=headers)
+        return Response(job.output, media_type=settings.content_type, headers=headers)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/_emulator/stats", stats, methods=["GET"]),
+        Route("/media/{name}", media, methods=["GET"]),
+        Route("/v1/{model}", sync, methods=["POST"]),
+        Route("/v2/requests/{request_id}/status", status, methods=["GET"]),
+        Route("/v2/requests/{request_id}", result, methods=["GET"]),
+        Route("/v2/{model}", submit, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=emulator.lifespan)

@@ -1,0 +1,88 @@
+"""Per-key quotas and injected faults: rate limit (429), credits (406), gateway errors (5xx)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+#: Statuses (and their bodies) served by ``--fault-rate``.
+FAULTS: dict[int, str] = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+}
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per account: ``rate`` requests/s with a burst of one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self._buckets: dict[str, _Bucket] = {}
+
+    def acquire(self, account: str) -> float:
+        """Take one token; returns 0 when allowed, else the seconds until a token is available."""
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(account, _Bucket(self.capacity, now))
+        bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+
+class CreditLedger:
+    """Credit balance per account; ``budget=None`` never runs out."""
+
+    def __init__(self, budget: float | None, unlimited_balance: float) -> None:
+        self.budget = budget
+        self._start = unlimited_balance if budget is None else budget
+        self._spent: defaultdict[str, float] = defaultdict(float)
+
+    def balance(self, account: str) -> float:
+        return self._start - self._spent[account]
+
+    def charge(self, account: str, cost: float) -> bool:
+        """Spend ``cost``; False (nothing spent) when a budgeted balance cannot cover it."""
+        if self.budget is not None and self.balance(account) < cost:
+            return False
+        self._spent[account] += cost
+        return True
+
+    def refund(self, account: str, cost: float) -> None:
+        self._spent[account] -= cost
+
+
+class FaultInjector:
+    """Decides which requests fail, reproducibly from the seed.
+
+    The decision for the n-th occurrence of the same request (endpoint kind plus what it is
+    about: the request key of a submit or of a polled job) depends only on ``seed``, so a
+    workload replays the same faults however its requests interleave.
+    """
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate = rate
+        self.seed = seed
+        self._seen: Counter[tuple[str, str]] = Counter()
+
+    def fault(self, kind: str, identity: str) -> int | None:
+        """The status to answer instead of serving the request, or None to serve it."""
+        if self.rate <= 0.0:
+            return None
+        occurrence = self._seen[kind, identity]
+        self._seen[kind, identity] += 1
+        draw = random.Random(f"{self.seed}\x00{kind}\x00{identity}\x00{occurrence}")
+        if draw.random() >= self.rate:
+            return None
+        return draw.choice(sorted(FAULTS))

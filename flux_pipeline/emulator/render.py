@@ -1,0 +1,112 @@
+"""Deterministic synthetic images: a seeded abstract composition captioned with its prompt.
+
+The same ``(prompt, seed, steps, aspect_ratio)`` always renders byte-identical output; the
+caption names the prompt and marks the picture as synthetic, so a contact sheet stays honest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import textwrap
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+from flux_pipeline.emulator.settings import OutputFormat
+from flux_pipeline.protocol import ASPECT_RATIOS
+
+#: The composition is drawn at 1/SKETCH_SCALE size and upscaled: soft shapes, cheap to draw.
+SKETCH_SCALE = 8
+MAX_CAPTION_LINES = 5
+BANNER = "SYNTHETIC IMAGE - Segmind emulator, not a model output"
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    font = ImageFont.load_default(size=size)
+    if not isinstance(font, ImageFont.FreeTypeFont):
+        raise RuntimeError("Pillow was built without FreeType; the emulator needs it for captions")
+    return font
+
+
+def _rng(prompt: str, seed: int, steps: int, aspect_ratio: str) -> random.Random:
+    digest = hashlib.sha256(f"{seed}\x00{steps}\x00{aspect_ratio}\x00{prompt}".encode()).digest()
+    return random.Random(digest)
+
+
+def _color(rng: random.Random, low: int = 0, high: int = 255) -> tuple[int, int, int]:
+    return (rng.randint(low, high), rng.randint(low, high), rng.randint(low, high))
+
+
+def _composition(rng: random.Random, size: tuple[int, int], steps: int) -> Image.Image:
+    """A seeded gradient with overlapping shapes; more steps, more detail."""
+    width, height = size
+    top, bottom = _color(rng, 20, 200), _color(rng, 20, 200)
+    sketch = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(sketch)
+    for y in range(height):
+        t = y / max(1, height - 1)
+        row = tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
+        draw.line([(0, y), (width, y)], fill=row)
+    for _ in range(4 + 2 * steps):
+        x0, y0 = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.2, 1.0) * height
+        x1 = x0 + rng.uniform(0.1, 0.6) * width
+        y1 = y0 + rng.uniform(0.1, 0.6) * height
+        fill = _color(rng, 40, 255)
+        shape = rng.choice(("ellipse", "rectangle", "triangle"))
+        if shape == "ellipse":
+            draw.ellipse([x0, y0, x1, y1], fill=fill)
+        elif shape == "rectangle":
+            draw.rectangle([x0, y0, x1, y1], fill=fill)
+        else:
+            draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], fill=fill)
+    return sketch
+
+
+def _caption(image: Image.Image, prompt: str, seed: int, steps: int, aspect_ratio: str) -> None:
+    """Draw the synthetic banner on top and the wrapped prompt in a band at the bottom."""
+    width, height = image.size
+    size = max(14, width // 30)
+    font, small = _font(size), _font(max(12, size * 2 // 3))
+    margin = size // 2
+    draw = ImageDraw.Draw(image)
+
+    banner_height = small.size + margin
+    draw.rectangle([0, 0, width, banner_height], fill=(0, 0, 0))
+    draw.text((margin, margin // 2), BANNER, font=small, fill=(255, 210, 0))
+
+    chars_per_line = max(10, int((width - 2 * margin) / (0.55 * size)))
+    lines = textwrap.wrap(prompt, chars_per_line) or [""]
+    if len(lines) > MAX_CAPTION_LINES:
+        lines = [*lines[: MAX_CAPTION_LINES - 1], lines[MAX_CAPTION_LINES - 1][:-3] + "..."]
+    lines.append(f"seed {seed} - {steps} steps - {aspect_ratio}")
+    line_height = round(size * 1.25)
+    band_top = height - margin * 2 - line_height * len(lines)
+    draw.rectangle([0, band_top, width, height], fill=(0, 0, 0))
+    for index, line in enumerate(lines):
+        is_meta = index == len(lines) - 1
+        draw.text(
+            (margin, band_top + margin + index * line_height),
+            line,
+            font=small if is_meta else font,
+            fill=(170, 170, 170) if is_meta else (255, 255, 255),
+        )
+
+
+def render_image(
+    prompt: str, seed: int, steps: int, aspect_ratio: str, output_format: OutputFormat = "jpeg"
+) -> bytes:
+    """Encode the synthetic image for one request; sizes follow ``protocol.ASPECT_RATIOS``."""
+    width, height = ASPECT_RATIOS[aspect_ratio]
+    rng = _rng(prompt, seed, steps, aspect_ratio)
+    sketch = _composition(rng, (width // SKETCH_SCALE, height // SKETCH_SCALE), steps)
+    image = sketch.resize((width, height), Image.Resampling.BICUBIC)
+    _caption(image, prompt, seed, steps, aspect_ratio)
+    buffer = io.BytesIO()
+    if output_format == "png":
+        image.save(buffer, format="PNG", compress_level=1)
+    else:
+        image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

@@ -1,0 +1,62 @@
+"""The emulator's knobs as one immutable value object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+OutputFormat = Literal["jpeg", "png"]
+
+#: Credits one accepted job costs (``x-cost`` and ``metrics.cost``).
+COST_PER_JOB = 1.0
+#: Balance reported for keys without a configured credit budget.
+UNLIMITED_BALANCE = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """How the local Segmind-compatible server behaves. Keys are kept out of ``repr``."""
+
+    #: Accepted ``x-api-key`` values; empty means any non-empty key is accepted.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Concurrent inference slots.
+    workers: int = 4
+    #: Seconds one denoising step holds a slot (4 steps x 0.3 s ~ the real service).
+    step_time: float = 0.3
+    #: Probability that any API request is answered 500, 502 or 504 instead.
+    fault_rate: float = 0.0
+    #: Seconds a job's status and result stay available after submission.
+    retention: float = 3600.0
+    #: Makes faults and inference-time jitter reproducible.
+    seed: int = 0
+    #: Requests per second allowed per key (token bucket); ``None`` disables the limit.
+    rate_limit: float | None = None
+    #: Credit balance of each key (one credit per job); ``None`` means unlimited.
+    credits: float | None = None
+    #: Encoding of generated images.
+    output_format: OutputFormat = "jpeg"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_keys, str):
+            raise ValueError("api_keys: expected a tuple of keys, got a single string")
+        if any(not key for key in self.api_keys):
+            raise ValueError("api_keys: keys must be non-empty strings")
+        if self.workers < 1:
+            raise ValueError(f"workers: must be at least 1, got {self.workers}")
+        if self.step_time < 0:
+            raise ValueError(f"step_time: must be >= 0, got {self.step_time}")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError(f"fault_rate: must be between 0 and 1, got {self.fault_rate}")
+        if self.retention <= 0:
+            raise ValueError(f"retention: must be > 0 seconds, got {self.retention}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError(f"rate_limit: must be > 0 requests/s, got {self.rate_limit}")
+        if self.credits is not None and self.credits < 0:
+            raise ValueError(f"credits: must be >= 0, got {self.credits}")
+        if self.output_format not in ("jpeg", "png"):
+            raise ValueError(f"output_format: must be 'jpeg' or 'png', got {self.output_format!r}")
+
+    @property
+    def content_type(self) -> str:
+        """MIME type of the generated images."""
+        return f"image/{self.output_format}"
