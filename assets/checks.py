@@ -1,0 +1,148 @@
+"""Asset checks on each ``generated_images`` partition (partitioned like the asset itself)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import dagster as dg
+from flux_pipeline.assets.generated_images import generated_images
+from flux_pipeline.assets.partition_lineage import (
+    lineage_path,
+    read_lineage_schema,
+    read_partition_lineage,
+)
+from flux_pipeline.assets.partitions import daily_partitions
+from flux_pipeline.assets.prompt_table import read_prompt_table
+from flux_pipeline.resources.storage import ObjectStoreResource
+
+from flux_pipeline.lineage import LINEAGE_SCHEMA
+
+DEFAULT_MAX_FAILURE_RATE = 0.05
+#: Prompt ids listed in a failed check's metadata (the count is always complete).
+LISTED = 20
+
+
+def _missing_lineage(partition: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False, description=f"partition {partition} has no lineage: materialize it first"
+    )
+
+
+def _ids(ids: list[str]) -> str:
+    shown = ", ".join(ids[:LISTED])
+    return shown + (f" (+{len(ids) - LISTED} more)" if len(ids) > LISTED else "")
+
+
+@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+def one_row_per_prompt(
+    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    """The partition's lineage holds exactly one row per prompt of the stored table."""
+    store = storage.store()
+    lineage = read_partition_lineage(store, context.partition_key)
+    if lineage is None:
+        return _missing_lineage(context.partition_key)
+    expected = set(read_prompt_table(store)["prompt_id"].astype(str))
+    counts = lineage["prompt_id"].astype(str).value_counts()
+    missing = sorted(expected - set(counts.index))
+    unexpected = sorted(set(counts.index) - expected)
+    duplicated = sorted(str(key) for key in counts[counts > 1].index)
+    problems = {"missing": missing, "unexpected": unexpected, "duplicated": duplicated}
+    return dg.AssetCheckResult(
+        passed=not (missing or unexpected or duplicated),
+        metadata={
+            "prompts": len(expected),
+            "lineage_rows": len(lineage),
+            **{name: _ids(ids) for name, ids in problems.items() if ids},
+        },
+    )
+
+
+@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+def images_match_sha256(
+    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    """Every COMPLETED image exists in storage and its sha256 equals ``image_sha256``."""
+    store = storage.store()
+    partition = context.partition_key
+    lineage = read_partition_lineage(store, partition)
+    if lineage is None:
+        return _missing_lineage(partition)
+    completed = lineage[lineage["status"] == "COMPLETED"]
+    missing: list[str] = []
+    altered: list[str] = []
+    for row in completed.itertuples():
+        path = store.relpath(str(row.image_uri))
+        if path is None or not store.exists(path):
+            missing.append(str(row.prompt_id))
+        elif hashlib.sha256(store.read_bytes(path)).hexdigest() != row.image_sha256:
+            altered.append(str(row.prompt_id))
+    metadata: dict[str, object] = {"images_verified": len(completed) - len(missing) - len(altered)}
+    if missing:
+        metadata["missing"] = _ids(sorted(missing))
+    if altered:
+        metadata["sha256_mismatch"] = _ids(sorted(altered))
+    return dg.AssetCheckResult(passed=not (missing or altered), metadata=metadata)
+
+
+@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+def failure_rate_below_threshold(
+    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    """The share of FAILED images stays at or under ``FLUX_MAX_FAILURE_RATE`` (default 0.05)."""
+    lineage = read_partition_lineage(storage.store(), context.partition_key)
+    if lineage is None:
+        return _missing_lineage(context.partition_key)
+    threshold = float(os.environ.get("FLUX_MAX_FAILURE_RATE", DEFAULT_MAX_FAILURE_RATE))
+    failed = lineage[lineage["status"] == "FAILED"]
+    rate = len(failed) / len(lineage) if len(lineage) else 0.0
+    metadata: dict[str, object] = {
+        "failure_rate": round(rate, 4),
+        "threshold": threshold,
+        "failed": len(failed),
+    }
+    if len(failed):
+        errors = failed["error"].fillna("").astype(str).value_counts().head(5)
+        metadata["top_errors"] = dg.MetadataValue.json({str(k): int(v) for k, v in errors.items()})
+    return dg.AssetCheckResult(
+        passed=rate <= threshold, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
+    )
+
+
+@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+def lineage_schema_as_declared(
+    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    """The stored lineage file has exactly the declared columns and types (``partition`` comes
+    from the Hive folder, not the file)."""
+    store = storage.store()
+    path = lineage_path(context.partition_key)
+    if not store.exists(path):
+        return _missing_lineage(context.partition_key)
+    stored = read_lineage_schema(store, context.partition_key)
+    found = {field.name: f"{field.type}{'' if field.nullable else ' not null'}" for field in stored}
+    declared = {
+        field.name: f"{field.type}{'' if field.nullable else ' not null'}"
+        for field in LINEAGE_SCHEMA
+    }
+    differences = {
+        name: f"declared {declared.get(name, 'absent')}, found {found.get(name, 'absent')}"
+        for name in sorted(declared.keys() | found.keys())
+        if declared.get(name) != found.get(name)
+    }
+    return dg.AssetCheckResult(
+        passed=not differences,
+        metadata={
+            "columns": len(found),
+            **({"differences": dg.MetadataValue.json(differences)} if differences else {}),
+        },
+    )
+
+
+generated_images_checks = [
+    one_row_per_prompt,
+    images_match_sha256,
+    failure_rate_below_threshold,
+    lineage_schema_as_declared,
+]

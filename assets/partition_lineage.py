@@ -1,0 +1,34 @@
+"""Reading one partition's lineage file, as the assets and checks need it."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flux_pipeline.lineage import LINEAGE_FILE, LINEAGE_SCHEMA, partition_dir
+from flux_pipeline.storage import ObjectStore
+
+#: The lineage columns as a reader sees them: ``partition`` (from the Hive folder) first.
+LINEAGE_READ_SCHEMA = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])
+
+
+def lineage_path(partition: str) -> str:
+    """The store-relative path of a partition's lineage file."""
+    return f"{partition_dir(partition)}/{LINEAGE_FILE}"
+
+
+def read_lineage_schema(store: ObjectStore, partition: str) -> pa.Schema:
+    """The schema stored in the partition's lineage file."""
+    return pq.read_schema(io.BytesIO(store.read_bytes(lineage_path(partition))))
+
+
+def read_partition_lineage(store: ObjectStore, partition: str) -> pd.DataFrame | None:
+    """The partition's lineage rows, or None when the partition has no lineage yet."""
+    path = lineage_path(partition)
+    if not store.exists(path):
+        return None
+    frame: pd.DataFrame = pq.read_table(io.BytesIO(store.read_bytes(path))).to_pandas()
+    return frame

@@ -1,0 +1,59 @@
+"""``prompt_table``: the validated prompt table, stored as Parquet for the builds downstream."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import dagster as dg
+import pandas as pd
+from flux_pipeline.assets.metadata import frame_schema, preview_table
+from flux_pipeline.resources.storage import ObjectStoreResource
+
+from flux_pipeline.prompts import PromptTableError, load_prompt_table
+from flux_pipeline.storage import ObjectStore
+
+#: Where the validated table lives under the storage root.
+PROMPT_TABLE_PATH = "prompt_table/prompt_table.parquet"
+
+
+@dg.asset(kinds={"parquet"})
+def prompt_table(
+    context: dg.AssetExecutionContext, storage: ObjectStoreResource
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """The prompt table named by ``FLUX_PROMPTS`` (or the bundled sample), validated.
+
+    Every bad row is reported by id and field before any credit is spent; the valid table is
+    written to ``prompt_table/prompt_table.parquet`` under the storage root.
+    """
+    source = os.environ.get("FLUX_PROMPTS") or None
+    context.log.info(f"loading prompt table from {source or 'the bundled sample'}")
+    try:
+        table = load_prompt_table(source)
+    except PromptTableError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from err
+    store = storage.store()
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    store.write_atomic(PROMPT_TABLE_PATH, buffer.getvalue())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(table),
+            "dagster/column_schema": frame_schema(table),
+            "dagster/uri": store.uri(PROMPT_TABLE_PATH),
+            "source": source or "bundled sample",
+            "preview": preview_table(table, rows=10),
+        }
+    )
+
+
+def read_prompt_table(store: ObjectStore) -> pd.DataFrame:
+    """The table stored by the ``prompt_table`` asset; fails clearly if it was never built."""
+    if not store.exists(PROMPT_TABLE_PATH):
+        raise dg.Failure(
+            description=(
+                f"{store.uri(PROMPT_TABLE_PATH)} does not exist: materialize prompt_table first"
+            ),
+            allow_retries=False,
+        )
+    return load_prompt_table(store.uri(PROMPT_TABLE_PATH))

@@ -1,0 +1,30 @@
+"""The object store every asset reads from and writes to, as a Dagster resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from flux_pipeline.storage import ObjectStore
+
+DEFAULT_ROOT = "./data"
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """The storage root shared by all assets: a local folder or an ``s3://bucket/prefix`` URI.
+
+    Assets hand data to each other through this store (not Dagster's IO manager), so a run on
+    another machine, or a CLI call without ``DAGSTER_HOME``, sees the same inputs.
+    """
+
+    root: str = Field(
+        default=DEFAULT_ROOT,
+        description=(
+            "fsspec URI of the storage root (FLUX_STORAGE_ROOT): a local folder or "
+            "s3://bucket/prefix; S3 endpoint and credentials come from the standard AWS variables."
+        ),
+    )
+
+    def store(self) -> ObjectStore:
+        """The :class:`ObjectStore` at :attr:`root`."""
+        return ObjectStore.from_uri(self.root)
