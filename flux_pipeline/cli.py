@@ -96,9 +96,10 @@ def _run_emulator(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"flux-pipeline emulator: {exc}") from None
     accepted = f"{len(settings.api_keys)} configured key(s)" if settings.api_keys else "any key"
+    where = f"http://{args.host}:{args.port}" if args.port else f"{args.host}, a free port"
     print(
-        f"Segmind emulator for {protocol.MODEL} (SYNTHETIC images) on http://{args.host}:{args.port},"
-        f" accepting {accepted}, {settings.workers} workers x {settings.step_time}s/step",
+        f"Segmind emulator for {protocol.MODEL} serving SYNTHETIC images on {where};"
+        f" accepting {accepted}; {settings.workers} workers x {settings.step_time}s/step",
         flush=True,
     )
     serve(settings, args.host, args.port)
