@@ -32,5 +32,7 @@ class EngineConfig:
     backoff_max: float = 30.0
     #: Ask for the output inline as base64 instead of a media URL.
     base64: bool = False
+    #: Seconds per step assumed before the first job reports its ``inference_time``.
+    prior_step_time: float = 0.25
     #: Re-POST a submit whose answer never arrived (may pay twice). Off by default.
     repost_ambiguous_submits: bool = False

@@ -33,3 +33,5 @@ class GenerationResult:
     completed_at: datetime | None = None
     #: True when a later run may succeed (deadline, ambiguous submit); False for 400/422.
     retryable: bool = False
+    #: True when the deadline ended the wait (the job may still finish server-side).
+    timed_out: bool = False

@@ -1,0 +1,435 @@
+"""The asyncio engine: generation requests in, results out as they complete."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from flux_pipeline.protocol import COMPLETED, FAILED, PROCESSING, QUEUED, GenerationRequest
+from flux_pipeline.segmind.config import EngineConfig
+from flux_pipeline.segmind.errors import InsufficientCredits
+from flux_pipeline.segmind.estimator import CompletionEstimator
+from flux_pipeline.segmind.pacing import AdaptiveWindow
+from flux_pipeline.segmind.results import GenerationResult
+from flux_pipeline.segmind.stats import EngineStats, RequestKind
+from flux_pipeline.segmind.transport import Budget, StepFailed, Transport
+
+log = logging.getLogger("flux_pipeline.segmind")
+
+SubmittedHook = Callable[[str, str], None]
+
+_EXPIRED = object()  # the service no longer knows the request id (404)
+_FED = object()  # the feeder has handed out every request
+
+_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    budget: Budget
+    request_id: str | None = None
+    status_url: str = ""
+    response_url: str = ""
+    submitted_at: datetime | None = None
+
+
+@dataclass
+class _Run:
+    """State shared by the jobs of one ``generate`` call."""
+
+    spawned: int = 0
+    stop_submitting: bool = False
+    credits_error: InsufficientCredits | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class SegmindEngine:
+    """Turns many :class:`GenerationRequest` into :class:`GenerationResult`, concurrently.
+
+    Use as ``async with SegmindEngine(config, on_submitted=hook) as engine``; see
+    :meth:`generate`. ``stats`` accumulates over the engine's lifetime.
+    """
+
+    def __init__(self, config: EngineConfig, *, on_submitted: SubmittedHook | None = None) -> None:
+        self.config = config
+        self.stats = EngineStats()
+        self._on_submitted = on_submitted
+        self._estimator = CompletionEstimator(config.prior_step_time)
+        self._transport: Transport | None = None
+        self._window: AdaptiveWindow | None = None
+
+    def __repr__(self) -> str:
+        return f"SegmindEngine({self.config!r})"
+
+    async def __aenter__(self) -> SegmindEngine:
+        self._window = AdaptiveWindow(self.config.max_concurrency)
+        self._transport = Transport(self.config, self.stats, self._window)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+        self._transport = None
+
+    @property
+    def _http(self) -> Transport:
+        if self._transport is None:
+            raise RuntimeError("use the engine inside 'async with SegmindEngine(...)'")
+        return self._transport
+
+    def _open_window(self) -> AdaptiveWindow:
+        if self._window is None or self._transport is None:
+            raise RuntimeError("use the engine inside 'async with SegmindEngine(...)'")
+        return self._window
+
+    async def generate(
+        self,
+        requests: Iterable[GenerationRequest],
+        attach: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[GenerationResult]:
+        """Yield one result per request as each completes, ``max_concurrency`` at a time.
+
+        ``requests`` is consumed lazily. ``attach`` maps request keys to request ids of an
+        earlier run: those are polled instead of submitted (expired ones are submitted once).
+        Raises :class:`AuthenticationError` at once; :class:`InsufficientCredits` once the
+        jobs already in flight have been yielded.
+        """
+        window = self._open_window()
+        run = _Run()
+        outbox: asyncio.Queue[object] = asyncio.Queue()
+        feeder = asyncio.create_task(self._feed(requests, dict(attach or {}), outbox, run))
+        fed, taken = False, 0
+        try:
+            while not (fed and taken == run.spawned):
+                item = await outbox.get()
+                if item is _FED:
+                    fed = True
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                taken += 1
+                await window.release()
+                if isinstance(item, GenerationResult):
+                    yield item
+            if run.credits_error is not None:
+                raise run.credits_error
+        finally:
+            for task in (feeder, *run.tasks):
+                task.cancel()
+            await asyncio.gather(feeder, *run.tasks, return_exceptions=True)
+
+    async def _feed(
+        self,
+        requests: Iterable[GenerationRequest],
+        attach: dict[str, str],
+        outbox: asyncio.Queue[object],
+        run: _Run,
+    ) -> None:
+        window = self._open_window()
+        try:
+            for request in requests:
+                await window.acquire()
+                if run.stop_submitting:
+                    await window.release()
+                    break
+                run.spawned += 1
+                task = asyncio.create_task(
+                    self._job(request, attach.get(request.request_key), outbox, run)
+                )
+                run.tasks.add(task)
+                task.add_done_callback(run.tasks.discard)
+        except Exception as exc:  # a bad request iterable ends the run with its own error
+            await outbox.put(exc)
+        await outbox.put(_FED)
+
+    async def _job(
+        self,
+        request: GenerationRequest,
+        attach_id: str | None,
+        outbox: asyncio.Queue[object],
+        run: _Run,
+    ) -> None:
+        item: object
+        try:
+            item = await self._run_job(request, attach_id, run)
+        except Exception as exc:  # auth errors and hook failures end the whole run
+            item = exc
+        await outbox.put(item)
+
+    async def _run_job(
+        self, request: GenerationRequest, attach_id: str | None, run: _Run
+    ) -> GenerationResult | None:
+        job = _Job(request, Budget(time.monotonic() + self.config.deadline))
+        try:
+            if self.config.mode == "sync":
+                return await self._run_sync(job, run)
+            if attach_id:
+                self.stats.attached += 1
+                job.request_id = attach_id
+                job.status_url = f"{self._http.base}/v2/requests/{attach_id}/status"
+                job.response_url = f"{self._http.base}/v2/requests/{attach_id}"
+                outcome = await self._follow(job, first_delay=0.0, optimistic=False)
+                if isinstance(outcome, GenerationResult):
+                    return outcome
+                self.stats.expired += 1
+                log.info("request %s of %s expired; submitting it again", attach_id, request.key)
+            if not await self._submit(job, run):
+                return None
+            first = self._estimator.first_poll(request.steps)
+            outcome = await self._follow(job, first_delay=first, optimistic=True)
+            if isinstance(outcome, GenerationResult):
+                return outcome
+            raise StepFailed(
+                f"request {job.request_id} was gone (HTTP 404) before its result was fetched",
+                retryable=True,
+            )
+        except StepFailed as exc:
+            return self._failed(job, exc.error, retryable=exc.retryable, timed_out=exc.timed_out)
+
+    async def _submit(self, job: _Job, run: _Run) -> bool:
+        """POST the job; False when submitting has stopped (credits)."""
+        if run.stop_submitting:
+            return False
+        http = self._http
+        payload = job.request.payload(base64=self.config.base64)
+        try:
+            response = await http.send(
+                "submit", "POST", f"{http.base}/v2/{self.config.model}", job.budget, json=payload
+            )
+        except InsufficientCredits as exc:
+            run.stop_submitting = True
+            run.credits_error = run.credits_error or exc
+            return False
+        if response.status_code != 200:
+            raise StepFailed(
+                f"submit: HTTP {response.status_code}: {http.error_text(response)}",
+                retryable=response.status_code >= 500,
+            )
+        body = _json(response)
+        request_id = str(body.get("request_id") or "")
+        if not request_id:
+            raise StepFailed("submit: answer without request_id", retryable=True)
+        job.request_id = request_id
+        job.submitted_at = job.budget.sent_at
+        requests_url = f"{http.base}/v2/requests/{request_id}"
+        job.status_url = str(body.get("status_url") or f"{requests_url}/status")
+        job.response_url = str(body.get("response_url") or requests_url)
+        http.trust(job.status_url)
+        http.trust(job.response_url)
+        self.stats.submitted += 1
+        if self._on_submitted is not None:
+            await asyncio.to_thread(self._on_submitted, job.request.request_key, request_id)
+        return True
+
+    async def _follow(self, job: _Job, *, first_delay: float, optimistic: bool) -> object:
+        """Poll until the job ends: a result, or ``_EXPIRED`` for an unknown request id.
+
+        While the job is believed done (``optimistic``), the result URL is asked directly,
+        saving the status round trip; any answer there without ``output`` sends us back to
+        the documented status URL.
+        """
+        http, steps = self._http, job.request.steps
+        delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
+        while True:
+            if delay > 0:
+                if delay >= job.budget.remaining():
+                    raise StepFailed(
+                        f"deadline of {self.config.deadline:g} s reached while request "
+                        f"{job.request_id} was still running (attach to it to collect it)",
+                        retryable=True,
+                        timed_out=True,
+                    )
+                await asyncio.sleep(delay)
+            kind: RequestKind = "result" if use_result else "status"
+            url = job.response_url if use_result else job.status_url
+            response = await http.send(kind, "GET", url, job.budget)
+            body = _json(response)
+            state = body.get("status")
+            if response.status_code == 422 or state == FAILED:
+                return self._failed(job, _error(http, response, body), retryable=False)
+            if use_result and response.status_code == 200 and body.get("output"):
+                return await self._completed(job, body)
+            if response.status_code == 404 and (confirmed or not use_result):
+                return _EXPIRED
+            if not use_result and response.status_code == 200 and state == COMPLETED:
+                delay, use_result, confirmed = 0.0, True, True
+                continue
+            if response.status_code == 200 and state in (QUEUED, PROCESSING, COMPLETED):
+                misses += 1
+                delay = self._estimator.next_poll(steps, misses, queued=state == QUEUED)
+            elif use_result:  # an undocumented not-ready answer: ask /status instead
+                not_found = response.status_code == 404
+                delay = 0.0 if not_found else self._estimator.next_poll(steps, 1, queued=False)
+            else:
+                raise StepFailed(
+                    f"status: HTTP {response.status_code}: {_error(http, response, body)}",
+                    retryable=response.status_code >= 500,
+                )
+            use_result = False
+
+    async def _completed(self, job: _Job, body: dict[str, Any]) -> GenerationResult:
+        output = body["output"]
+        if isinstance(output, list):
+            output = output[0]
+        if isinstance(output, str) and output.startswith(("http://", "https://")):
+            response = await self._http.send("download", "GET", output, job.budget)
+            if response.status_code != 200:
+                raise StepFailed(
+                    f"download: HTTP {response.status_code}: {self._http.error_text(response)}",
+                    retryable=True,
+                )
+            content, content_type = response.content, _media_type(response)
+        else:
+            content, content_type = _decode_image(str(output))
+        metrics = body.get("metrics") or {}
+        if metrics.get("remaining_credits") is not None:
+            self.stats.remaining_credits = _number(metrics["remaining_credits"])
+        return await self._success(
+            job,
+            content,
+            content_type,
+            inference_time=_number(metrics.get("inference_time")),
+            queue_time=_number(metrics.get("queue_time")),
+            cost=_number(metrics.get("cost")),
+        )
+
+    async def _run_sync(self, job: _Job, run: _Run) -> GenerationResult | None:
+        """v1: one POST answers the image itself (bytes, or JSON base64)."""
+        if run.stop_submitting:
+            return None
+        http = self._http
+        payload = job.request.payload(base64=self.config.base64)
+        try:
+            response = await http.send(
+                "sync", "POST", f"{http.base}/v1/{self.config.model}", job.budget, json=payload
+            )
+        except InsufficientCredits as exc:
+            run.stop_submitting = True
+            run.credits_error = run.credits_error or exc
+            return None
+        job.request_id = response.headers.get("x-request-id")
+        job.submitted_at = job.budget.sent_at
+        if response.status_code != 200:
+            return self._failed(job, _error(http, response, _json(response)), retryable=False)
+        self.stats.submitted += 1
+        headers = response.headers
+        if headers.get("x-remaining-credits") is not None:
+            self.stats.remaining_credits = _number(headers["x-remaining-credits"])
+        if _media_type(response) == "application/json":
+            body = _json(response)
+            content, content_type = _decode_image(str(body.get("image") or body.get("output")))
+        else:
+            content, content_type = response.content, _media_type(response)
+        return await self._success(
+            job,
+            content,
+            content_type,
+            inference_time=_number(headers.get("x-generation-time")),
+            queue_time=None,
+            cost=_number(headers.get("x-cost")),
+        )
+
+    async def _success(
+        self,
+        job: _Job,
+        content: bytes,
+        content_type: str,
+        *,
+        inference_time: float | None,
+        queue_time: float | None,
+        cost: float | None,
+    ) -> GenerationResult:
+        self._estimator.observe(job.request.steps, inference_time, queue_time)
+        self.stats.completed += 1
+        self.stats.cost += cost or 0.0
+        await self._open_window().succeeded()
+        return GenerationResult(
+            request=job.request,
+            status="COMPLETED",
+            request_id=job.request_id,
+            content=content,
+            content_type=content_type,
+            inference_time=inference_time,
+            queue_time=queue_time,
+            cost=cost,
+            attempts=job.budget.attempts,
+            submitted_at=job.submitted_at,
+            completed_at=datetime.now(UTC),
+        )
+
+    def _failed(
+        self, job: _Job, error: str, *, retryable: bool, timed_out: bool = False
+    ) -> GenerationResult:
+        self.stats.failed += 1
+        log.info("%s failed: %s", job.request.key, error)
+        return GenerationResult(
+            request=job.request,
+            status="FAILED",
+            request_id=job.request_id,
+            error=error,
+            attempts=job.budget.attempts,
+            submitted_at=job.submitted_at,
+            completed_at=datetime.now(UTC),
+            retryable=retryable,
+            timed_out=timed_out,
+        )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error(http: Transport, response: httpx.Response, body: dict[str, Any]) -> str:
+    if body.get("error"):
+        return http.scrub(str(body["error"]))
+    return f"HTTP {response.status_code}: {http.error_text(response)}"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _media_type(response: httpx.Response) -> str:
+    media_type: str = response.headers.get("content-type", "application/octet-stream")
+    return media_type.split(";", maxsplit=1)[0].strip()
+
+
+def _decode_image(data: str) -> tuple[bytes, str]:
+    """Bytes and content type of a base64 image (plain or ``data:`` URI)."""
+    declared = None
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        declared = header[5:].split(";")[0] or None
+    try:
+        content = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise StepFailed(
+            f"result: output is neither a URL nor base64 ({exc})", retryable=True
+        ) from None
+    sniffed = next((kind for magic, kind in _MAGIC if content.startswith(magic)), None)
+    if sniffed is None and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        sniffed = "image/webp"
+    return content, declared or sniffed or "application/octet-stream"

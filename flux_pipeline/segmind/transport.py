@@ -1,0 +1,240 @@
+"""One pooled HTTP client with pacing, retries and error classification for every step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from flux_pipeline.segmind.config import EngineConfig
+from flux_pipeline.segmind.errors import AuthenticationError, InsufficientCredits
+from flux_pipeline.segmind.pacing import AdaptiveWindow, RequestPacer
+from flux_pipeline.segmind.stats import EngineStats, RequestKind
+
+log = logging.getLogger("flux_pipeline.segmind")
+
+#: Answers worth asking again: rate limited, or a transient server fault.
+RETRY_STATUSES = frozenset({429, 500, 502, 504})
+#: Transport errors raised before the request reached the server: a submit is safe to resend.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError)
+#: Seconds an idle pooled connection is kept: below uvicorn's/nginx's usual 5 s, so we do not
+#: reuse a connection the server is closing (a POST on it would end "answer never arrived").
+_KEEPALIVE_EXPIRY = 2.0
+
+
+class StepFailed(Exception):
+    """One step of one image could not be done; becomes a FAILED result."""
+
+    def __init__(self, error: str, *, retryable: bool, timed_out: bool = False) -> None:
+        super().__init__(error)
+        self.error = error
+        self.retryable = retryable
+        self.timed_out = timed_out
+
+
+@dataclass
+class Budget:
+    """What one image may still spend: time until its deadline; attempts made so far."""
+
+    deadline_at: float
+    attempts: int = 0
+    #: UTC time the latest request was sent (for a submit: the accepted one).
+    sent_at: datetime | None = None
+
+    def remaining(self) -> float:
+        return self.deadline_at - time.monotonic()
+
+
+def api_base(base_url: str) -> str:
+    """``https://api.segmind.com`` from any of it, ``.../``, ``.../v1`` or ``.../v2``."""
+    base = base_url.strip().rstrip("/")
+    if base.rsplit("/", 1)[-1] in ("v1", "v2"):
+        base = base.rsplit("/", 1)[0]
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"SEGMIND_BASE_URL must be an http(s) URL, got {base_url!r}")
+    return base
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After`` or ``x-rate-limit-reset-at-utc``)."""
+    waits = [
+        wait
+        for wait in (
+            _seconds_until(response.headers.get("retry-after"), relative=True),
+            _seconds_until(response.headers.get("x-rate-limit-reset-at-utc"), relative=False),
+        )
+        if wait is not None
+    ]
+    return max(0.0, *waits) if waits else None
+
+
+def _seconds_until(value: str | None, *, relative: bool) -> float | None:
+    """A header as seconds from now: delta seconds, epoch (s or ms), HTTP date or ISO 8601."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None:
+        if relative:
+            return number
+        return (number / 1000 if number > 1e11 else number) - time.time()
+    for parse in (parsedate_to_datetime, datetime.fromisoformat):
+        try:
+            at = parse(value.replace("Z", "+00:00") if parse is datetime.fromisoformat else value)
+        except (TypeError, ValueError):
+            continue
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        return (at - datetime.now(UTC)).total_seconds()
+    return None
+
+
+class Transport:
+    """Sends every request of the engine: paced, retried, classified, key kept private."""
+
+    def __init__(self, config: EngineConfig, stats: EngineStats, window: AdaptiveWindow) -> None:
+        if not config.api_key:
+            raise AuthenticationError(
+                "No Segmind API key configured: set SEGMIND_API_KEY (or unset SEGMIND_BASE_URL "
+                "too, to use the local emulator)."
+            )
+        self.base = api_base(config.base_url)
+        self._config = config
+        self._stats = stats
+        self._window = window
+        self._pacer = RequestPacer(config.max_requests_per_second)
+        self._trusted = {_origin(self.base)}
+        pool = config.max_concurrency + 4
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(config.request_timeout, connect=min(config.request_timeout, 10)),
+            limits=httpx.Limits(
+                max_connections=pool,
+                max_keepalive_connections=pool,
+                keepalive_expiry=_KEEPALIVE_EXPIRY,
+            ),
+            headers={"user-agent": "flux-pipeline"},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def trust(self, url: str) -> None:
+        """Send the key to ``url``'s origin too (status/response URLs handed out by the API)."""
+        self._trusted.add(_origin(url))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the key masked, should a server ever echo it."""
+        return text.replace(self._config.api_key, "***") if self._config.api_key else text
+
+    def error_text(self, response: httpx.Response) -> str:
+        """Segmind's ``error`` text of an answer (or the start of its body)."""
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            for name in ("error", "message", "detail"):
+                if body.get(name):
+                    return self.scrub(str(body[name]))
+        return self.scrub(response.text[:300].strip() or response.reason_phrase)
+
+    async def send(
+        self,
+        kind: RequestKind,
+        method: str,
+        url: str,
+        budget: Budget,
+        *,
+        json: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send until an answer that is not transient; raise on 401/403/406 and give-ups.
+
+        Returns every other answer (200, 400, 404, 422, ...) for the caller to interpret.
+        """
+        failures = 0
+        while True:
+            await self._pacer.wait()
+            timeout = min(self._config.request_timeout, max(budget.remaining(), 0.1))
+            budget.attempts += 1
+            budget.sent_at = datetime.now(UTC)
+            self._stats.requests[kind] += 1
+            delay: float | None = None
+            try:
+                response = await self._client.request(
+                    method, url, json=json, headers=self._headers(url), timeout=timeout
+                )
+            except httpx.TransportError as exc:
+                self._stats.transport_errors += 1
+                error = f"{kind}: {type(exc).__name__}: {self.scrub(str(exc)) or 'no detail'}"
+                if method == "POST" and not isinstance(exc, _NOT_SENT):
+                    self._stats.ambiguous_submits += 1
+                    if not self._config.repost_ambiguous_submits:
+                        log.warning("submit answer lost (%s); not re-POSTed", type(exc).__name__)
+                        raise StepFailed(
+                            f"{error}; the submit was sent but its answer never arrived, so the "
+                            "job may exist and be billed: not re-POSTed (set "
+                            "repost_ambiguous_submits to allow it)",
+                            retryable=True,
+                        ) from None
+            else:
+                status = response.status_code
+                if status in (401, 403):
+                    raise AuthenticationError(self._auth_message(status, response))
+                if status == 406:
+                    raise InsufficientCredits(
+                        f"Segmind answered HTTP 406 ({self.error_text(response)}): the account "
+                        "behind SEGMIND_API_KEY is out of credits. Top it up and run again; "
+                        "images already generated are kept and not paid for twice."
+                    )
+                if status not in RETRY_STATUSES:
+                    return response
+                error = f"{kind}: HTTP {status}: {self.error_text(response)}"
+                delay = retry_after(response)
+                if status == 429:
+                    self._stats.rate_limited += 1
+                    self._window.rate_limited(delay or 1.0)
+                else:
+                    self._stats.server_errors += 1
+            failures += 1
+            if failures > self._config.max_retries:
+                raise StepFailed(f"{error} (gave up after {failures} attempts)", retryable=True)
+            if delay is None:
+                cap = min(self._config.backoff_max, self._config.backoff_base * 2 ** (failures - 1))
+                delay = random.uniform(0, cap)  # full jitter
+            if delay >= budget.remaining():
+                raise StepFailed(
+                    f"{error} (deadline of {self._config.deadline:g} s reached)",
+                    retryable=True,
+                    timed_out=True,
+                )
+            self._stats.retries += 1
+            log.debug("%s retry %d in %.2f s after %s", kind, failures, delay, error)
+            await asyncio.sleep(delay)
+
+    def _headers(self, url: str) -> dict[str, str]:
+        if _origin(url) in self._trusted:
+            return {"x-api-key": self._config.api_key}
+        return {}
+
+    def _auth_message(self, status: int, response: httpx.Response) -> str:
+        return (
+            f"Segmind refused the API key (HTTP {status}: {self.error_text(response)}) at "
+            f"{self.base}. Check that SEGMIND_API_KEY holds a valid key for this account and "
+            f"model {self._config.model!r}, and that SEGMIND_BASE_URL points at the right "
+            "service (unset both to use the local emulator)."
+        )
