@@ -1,0 +1,84 @@
+"""Helpers of the Dagster suite: resources, an in-process runner, result accessors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+KEY = "SG_00112233aabbccdd"
+PARTITION = "2026-11-20"
+
+
+def make_resources(base_url: str, root: str, api_key: str = KEY) -> dict[str, Any]:
+    """The two resources, pointed at an emulator and a storage root."""
+    from flux_pipeline.resources import ObjectStoreResource, SegmindResource
+
+    return {
+        "segmind": SegmindResource(api_key=api_key, base_url=base_url),
+        "storage": ObjectStoreResource(root=root),
+    }
+
+
+class Runner:
+    """Materializes the code location's assets (and their checks) in-process."""
+
+    def __init__(self, resources: dict[str, Any], instance: dg.DagsterInstance) -> None:
+        self.resources = resources
+        self.instance = instance
+
+    def _materialize(self, selection: Any, **kwargs: Any) -> dg.ExecuteInProcessResult:
+        from flux_pipeline.assets import (
+            generated_images,
+            generated_images_checks,
+            generation_metrics,
+            prompt_table,
+        )
+
+        return dg.materialize(
+            [prompt_table, generated_images, generation_metrics, *generated_images_checks],
+            selection=selection,
+            resources=self.resources,
+            instance=self.instance,
+            raise_on_error=False,
+            **kwargs,
+        )
+
+    def prompt_table(self) -> dg.ExecuteInProcessResult:
+        return self._materialize(["prompt_table"])
+
+    def partition(self, key: str = PARTITION) -> dg.ExecuteInProcessResult:
+        """``generated_images`` for one partition, with its four checks."""
+        return self._materialize(["generated_images"], partition_key=key)
+
+    def checks(self, key: str = PARTITION) -> dg.ExecuteInProcessResult:
+        """Only the checks of ``generated_images`` for one partition."""
+        return self._materialize(
+            dg.AssetSelection.checks_for_assets("generated_images"), partition_key=key
+        )
+
+    def metrics(self) -> dg.ExecuteInProcessResult:
+        return self._materialize(["generation_metrics"])
+
+
+def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    return {
+        evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    (materialization,) = result.asset_materializations_for_node(asset)
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's message (and its cause's) as one string."""
+    parts: list[str] = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            while error is not None:
+                parts.append(error.message)
+                error = error.cause
+    return "\n".join(parts)

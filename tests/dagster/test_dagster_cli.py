@@ -1,0 +1,57 @@
+"""``dagster asset materialize -m flux_pipeline.definitions`` from another working directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from dagster_support import KEY, PARTITION
+
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+@pytest.mark.slow
+def test_the_dagster_cli_materializes_a_partition_from_any_directory(
+    fast_emulator: Any, prompts_csv: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "home").mkdir()
+    root = tmp_path / "data"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "FLUX_STORAGE_ROOT": str(root),
+        "FLUX_PROMPTS": str(prompts_csv),
+        "SEGMIND_API_KEY": KEY,
+        "SEGMIND_BASE_URL": fast_emulator.url,
+    }
+    base = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
+
+    steps = (
+        ["--select", "prompt_table"],
+        ["--select", "generated_images", "--partition", PARTITION],
+    )
+    for step in steps:
+        run = subprocess.run(
+            [*base, *step],
+            check=False,
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert KEY not in run.stdout + run.stderr
+
+    lineage = pd.read_parquet(root / "lineage" / f"partition={PARTITION}" / "lineage.parquet")
+    assert len(lineage) == 6
+    assert set(lineage["status"]) == {"COMPLETED"}
+    assert fast_emulator.stats()["requests"]["submit"] == 6
+    assert not (elsewhere / "data").exists()

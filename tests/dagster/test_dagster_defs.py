@@ -1,0 +1,101 @@
+"""The code location loads: asset graph, checks, job, schedule and resources as designed."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from flux_pipeline.definitions import defs
+
+
+def test_asset_graph_is_prompt_table_to_images_to_metrics() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {"prompt_table", "generated_images", "generation_metrics"}
+    assert graph.get(dg.AssetKey("generated_images")).parent_keys == {dg.AssetKey("prompt_table")}
+    assert graph.get(dg.AssetKey("generation_metrics")).parent_keys == {
+        dg.AssetKey("generated_images")
+    }
+    images = graph.get(dg.AssetKey("generated_images"))
+    assert isinstance(images.partitions_def, dg.DailyPartitionsDefinition)
+    assert images.partitions_def.start.strftime("%Y-%m-%d") == "2026-01-01"
+    assert graph.get(dg.AssetKey("prompt_table")).partitions_def is None
+
+
+def test_four_partitioned_checks_guard_generated_images() -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    assert checks == {
+        "one_row_per_prompt": "generated_images",
+        "images_match_sha256": "generated_images",
+        "failure_rate_below_threshold": "generated_images",
+        "lineage_schema_as_declared": "generated_images",
+    }
+    images_partitions = graph.get(dg.AssetKey("generated_images")).partitions_def
+    for key in graph.asset_check_keys:
+        assert graph.get(key).partitions_def == images_partitions
+
+
+def test_job_and_stopped_daily_schedule() -> None:
+    job = defs.resolve_job_def("synthetic_build")
+    assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
+        "prompt_table",
+        "generated_images",
+    }
+    schedule = defs.resolve_schedule_def("synthetic_build_daily")
+    assert schedule.job_name == "synthetic_build"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == "5 0 * * *"
+
+
+def test_resources_default_to_the_embedded_emulator_and_local_storage() -> None:
+    resources = defs.resources or {}
+    assert set(resources) == {"segmind", "storage"}
+    segmind = resources["segmind"]
+    assert segmind.api_key is None
+    assert segmind.base_url is None
+
+
+def _reloaded_resources(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, object]:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import flux_pipeline.definitions as module
+
+    try:
+        return dict(importlib.reload(module).defs.resources or {})
+    finally:
+        for name in env:
+            monkeypatch.delenv(name)
+        importlib.reload(module)
+
+
+def test_segmind_variables_are_bound_as_env_vars_not_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resources = _reloaded_resources(
+        monkeypatch,
+        SEGMIND_API_KEY="SG_feedfacefeedface",
+        SEGMIND_BASE_URL="http://127.0.0.1:9/v1",
+        FLUX_STORAGE_ROOT="s3://bucket/prefix",
+    )
+    segmind = resources["segmind"]
+    assert isinstance(segmind.api_key, dg.EnvVar)  # type: ignore[attr-defined]
+    assert segmind.api_key.env_var_name == "SEGMIND_API_KEY"  # type: ignore[attr-defined]
+    assert segmind.base_url.env_var_name == "SEGMIND_BASE_URL"  # type: ignore[attr-defined]
+    assert "SG_feedfacefeedface" not in repr(segmind)
+    assert resources["storage"].root == "s3://bucket/prefix"  # type: ignore[attr-defined]
+
+
+def test_core_modules_do_not_import_dagster() -> None:
+    code = (
+        "import sys, flux_pipeline.storage, flux_pipeline.prompts, flux_pipeline.lineage, "
+        "flux_pipeline.build, flux_pipeline.metrics, flux_pipeline.contact_sheet, "
+        "flux_pipeline.demo; "
+        "assert 'dagster' not in sys.modules, 'the core imported dagster'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
