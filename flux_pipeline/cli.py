@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from flux_pipeline import protocol
+from flux_pipeline import demo, protocol
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -109,6 +109,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
 #: Each entry adds one subcommand; its parser sets ``handler``.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_emulator,
+    demo.add_parser,
 ]
 
 
