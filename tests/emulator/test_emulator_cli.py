@@ -1,0 +1,120 @@
+"""``flux-pipeline emulator`` as a real subprocess, and the settings it validates."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flux_pipeline.emulator import EmulatorSettings
+
+SECRET = "SG_feedfacecafebeef"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_cli_serves_healthz_and_never_prints_the_key(tmp_path: Path) -> None:
+    port = _free_port()
+    command = Path(sys.executable).with_name("flux-pipeline")
+    log = tmp_path / "emulator.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                str(command),
+                "emulator",
+                "--port",
+                str(port),
+                "--api-key",
+                SECRET,
+                "--api-key",
+                "SG_second",
+                "--workers",
+                "2",
+                "--step-time",
+                "0.001",
+                "--fault-rate",
+                "0",
+                "--retention",
+                "60",
+                "--seed",
+                "3",
+                "--output-format",
+                "png",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    health = httpx.get(f"{base}/healthz")
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "the emulator did not start"
+                    time.sleep(0.1)
+            accepted = httpx.post(
+                f"{base}/v1/fast-flux-schnell",
+                json={"prompt": "x"},
+                headers={"x-api-key": "SG_second"},
+            )
+            refused = httpx.post(
+                f"{base}/v1/fast-flux-schnell", json={"prompt": "x"}, headers={"x-api-key": "nope"}
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+    assert health.json() == {"status": "ok"}
+    assert accepted.headers["content-type"] == "image/png"
+    assert refused.status_code == 401
+    output = log.read_text()
+    assert "SYNTHETIC" in output
+    assert SECRET not in output
+    assert "SG_second" not in output
+
+
+def test_cli_rejects_bad_settings_naming_the_option() -> None:
+    command = Path(sys.executable).with_name("flux-pipeline")
+
+    result = subprocess.run(
+        [str(command), "emulator", "--fault-rate", "2"], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode != 0
+    assert "fault_rate" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"step_time": -1}, "step_time"),
+        ({"fault_rate": 1.5}, "fault_rate"),
+        ({"retention": 0}, "retention"),
+        ({"rate_limit": 0}, "rate_limit"),
+        ({"credits": -1}, "credits"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"api_keys": "SG_one"}, "api_keys"),
+        ({"api_keys": ("",)}, "api_keys"),
+    ],
+)
+def test_settings_validate_each_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        EmulatorSettings(**changes)  # type: ignore[arg-type]
+
+
+def test_settings_repr_hides_the_keys() -> None:
+    assert SECRET not in repr(EmulatorSettings(api_keys=(SECRET,)))
