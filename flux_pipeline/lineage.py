@@ -1,0 +1,137 @@
+"""The lineage dataset: one Parquet file per partition, Hive layout, an explicit schema.
+
+``lineage/partition=KEY/lineage.parquet`` holds one row per prompt of the partition. The
+``partition`` column comes from the folder name only (a file column of the same name would make
+``pandas.read_parquet(lineage_dir)`` fail to merge the two).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from flux_pipeline.storage import ObjectStore
+
+LINEAGE_DIR: Final = "lineage"
+LINEAGE_FILE: Final = "lineage.parquet"
+
+_UTC = pa.timestamp("us", tz="UTC")
+
+#: Every column written into the files; ``partition`` is added by the Hive folder.
+LINEAGE_SCHEMA: Final = pa.schema(
+    [
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("steps", pa.int64(), nullable=False),
+        pa.field("aspect_ratio", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("request_id", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("inference_time", pa.float64()),
+        pa.field("queue_time", pa.float64()),
+        pa.field("cost", pa.float64()),
+        pa.field("attempts", pa.int64(), nullable=False),
+        pa.field("submitted_at", _UTC),
+        pa.field("completed_at", _UTC),
+        pa.field("image_uri", pa.string()),
+        pa.field("image_sha256", pa.string()),
+        pa.field("image_bytes", pa.int64()),
+        pa.field("content_type", pa.string()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("request_key", pa.string(), nullable=False),
+        pa.field("cached", pa.bool_(), nullable=False),
+    ]
+)
+PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
+#: The DESIGN.md column order, as read back: ``partition`` first.
+LINEAGE_COLUMNS: Final = ("partition", *LINEAGE_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class LineageRow:
+    """One prompt's outcome in one partition; field for field the file columns."""
+
+    prompt_id: str
+    prompt: str
+    seed: int
+    steps: int
+    aspect_ratio: str
+    model: str
+    request_id: str | None
+    status: str
+    error: str | None
+    inference_time: float | None
+    queue_time: float | None
+    cost: float | None
+    attempts: int
+    submitted_at: datetime | None
+    completed_at: datetime | None
+    image_uri: str | None
+    image_sha256: str | None
+    image_bytes: int | None
+    content_type: str | None
+    width: int | None
+    height: int | None
+    request_key: str
+    cached: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as ISO 8601)."""
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LineageRow:
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        for name in ("submitted_at", "completed_at"):
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        return cls(**values)
+
+
+def partition_dir(partition: str) -> str:
+    if not partition or "/" in partition or "\\" in partition or partition.startswith("."):
+        raise ValueError(f"not a usable partition key: {partition!r}")
+    return f"{LINEAGE_DIR}/partition={partition}"
+
+
+def lineage_table(rows: list[LineageRow]) -> pa.Table:
+    """The rows as an Arrow table with :data:`LINEAGE_SCHEMA` (raises on a wrong type)."""
+    return pa.Table.from_pylist([asdict(r) for r in rows], schema=LINEAGE_SCHEMA)
+
+
+def write_partition_lineage(store: ObjectStore, partition: str, rows: list[LineageRow]) -> str:
+    """Replace the partition's lineage file atomically with ``rows``; return its URI."""
+    buffer = io.BytesIO()
+    pq.write_table(lineage_table(rows), buffer, compression="zstd")
+    return store.write_atomic(f"{partition_dir(partition)}/{LINEAGE_FILE}", buffer.getvalue())
+
+
+def read_lineage(store: ObjectStore) -> pd.DataFrame:
+    """Every partition's lineage as one frame, ``partition`` (a string) first."""
+    schema = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])
+    if not store.list(LINEAGE_DIR):
+        return _to_pandas(schema.empty_table())
+    dataset = ds.dataset(
+        store.path(LINEAGE_DIR),
+        filesystem=store.fs,
+        format="parquet",
+        partitioning=PARTITIONING,
+        schema=schema,
+        exclude_invalid_files=False,
+    )
+    return _to_pandas(dataset.to_table())
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    frame: pd.DataFrame = table.to_pandas()
+    return frame

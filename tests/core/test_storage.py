@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from flux_pipeline.storage import ObjectStore, StorageError, WriteRetry
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> ObjectStore:
+    name = "local_store" if request.param == "local" else "s3_store"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+def test_write_read_list_copy_delete(store: ObjectStore) -> None:
+    uri = store.write_atomic("images/partition=a/x-1.jpg", b"first")
+    store.write_atomic("images/partition=a/x-1.jpg", b"second")
+    store.write_atomic("images/partition=b/y-2.png", b"other")
+
+    assert store.read_bytes("images/partition=a/x-1.jpg") == b"second"
+    with fsspec.open(uri, "rb") as f:
+        assert f.read() == b"second"
+    assert store.exists("images/partition=a/x-1.jpg")
+    assert store.list("images") == ["images/partition=a/x-1.jpg", "images/partition=b/y-2.png"]
+    assert store.list("images/partition=a/") == ["images/partition=a/x-1.jpg"]
+    assert store.list("nothing-here") == []
+
+    store.copy("images/partition=a/x-1.jpg", "images/partition=c/x-1.jpg")
+    assert store.read_bytes("images/partition=c/x-1.jpg") == b"second"
+    assert store.size("images/partition=c/x-1.jpg") == 6
+
+    assert store.read_many(["images/partition=b/y-2.png", "images/missing.jpg"]) == {
+        "images/partition=b/y-2.png": b"other"
+    }
+    store.delete("images/partition=a/x-1.jpg")
+    store.delete("images/partition=a/x-1.jpg")
+    assert not store.exists("images/partition=a/x-1.jpg")
+    assert store.relpath(store.uri("lineage/p/l.parquet")) == "lineage/p/l.parquet"
+    assert store.relpath("s3://elsewhere/x") is None
+
+
+def test_local_root_is_absolute_and_writes_leave_no_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = ObjectStore.from_uri()
+    assert store.uri("images/a.jpg") == str(tmp_path / "data" / "images" / "a.jpg")
+    store.write_atomic("images/a.jpg", b"x" * 1000)
+    store.copy("images/a.jpg", "images/b.jpg")
+    assert os.listdir(tmp_path / "data" / "_tmp") == []
+    assert sorted(os.listdir(tmp_path / "data" / "images")) == ["a.jpg", "b.jpg"]
+
+
+def test_s3_uri_is_a_full_s3_uri(s3_store: ObjectStore) -> None:
+    uri = s3_store.write_atomic("lineage/partition=k/lineage.parquet", b"pq")
+    assert uri.startswith("s3://flux-")
+    assert uri.endswith("/pipeline/lineage/partition=k/lineage.parquet")
+    assert s3_store.relpath(uri) == "lineage/partition=k/lineage.parquet"
+
+
+@pytest.mark.parametrize("bad", ["", "/abs", "../up", "a/../../b", "a//b", "./a"])
+def test_unsafe_paths_are_refused(local_store: ObjectStore, bad: str) -> None:
+    with pytest.raises(ValueError, match="not a safe relative storage path"):
+        local_store.write_atomic(bad, b"x")
+
+
+def test_a_write_that_keeps_failing_raises_storage_error_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    store = ObjectStore.from_uri(str(root))
+    store.retry = WriteRetry(attempts=2, base=0.001, cap=0.001)
+    (root / "images").write_bytes(b"a file where a folder must go")
+    with pytest.raises(StorageError, match=r"could not write .*images/partition=a/x.jpg after 2"):
+        store.write_atomic("images/partition=a/x.jpg", b"data")
+    assert os.listdir(root / "_tmp") == []
+
+
+def test_an_unreachable_s3_endpoint_raises_storage_error(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    store = ObjectStore.from_uri(
+        "s3://nowhere/p", config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 1}
+    )
+    store.retry = WriteRetry(attempts=1)
+    with pytest.raises(StorageError, match=r"s3://nowhere/p/images/x\.jpg"):
+        store.write_atomic("images/x.jpg", b"data")
