@@ -1,0 +1,98 @@
+"""Helpers of the Segmind engine suites: drive the engine over a batch, talk to test peers."""
+
+from __future__ import annotations
+
+import asyncio
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from flux_pipeline.protocol import GenerationRequest
+from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
+
+TEST_KEY = "SG_0123456789abcdef"  # the key the shared emulator fixtures accept
+JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+
+
+def fast_config(base_url: str, **overrides: Any) -> EngineConfig:
+    """Engine settings fit for a loopback emulator with 20 ms steps."""
+    settings: dict[str, Any] = {
+        "api_key": TEST_KEY,
+        "base_url": base_url,
+        "max_concurrency": 8,
+        "max_requests_per_second": 500.0,
+        "prior_step_time": 0.02,
+        "backoff_base": 0.01,
+        "backoff_max": 0.2,
+        "deadline": 60.0,
+        **overrides,
+    }
+    return EngineConfig(**settings)
+
+
+def batch(n: int, *, prefix: str = "p") -> Iterator[GenerationRequest]:
+    """``n`` distinct requests, generated lazily."""
+    for i in range(n):
+        yield GenerationRequest(key=f"{prefix}{i}", prompt=f"a lighthouse at dusk #{i}", seed=i)
+
+
+def run_engine(
+    config: EngineConfig,
+    requests: Iterable[GenerationRequest],
+    *,
+    attach: Mapping[str, str] | None = None,
+    on_submitted: Callable[[str, str], None] | None = None,
+    collected: list[GenerationResult] | None = None,
+) -> tuple[list[GenerationResult], EngineStats]:
+    """Drive one engine to the end; results also land in ``collected`` as they arrive."""
+    results = collected if collected is not None else []
+
+    async def drive() -> EngineStats:
+        async with SegmindEngine(config, on_submitted=on_submitted) as engine:
+            async for result in engine.generate(requests, attach=attach):
+                results.append(result)
+            return engine.stats
+
+    return results, asyncio.run(drive())
+
+
+class _Hangup(socketserver.BaseRequestHandler):
+    """Reads one whole HTTP request, then closes the connection without answering."""
+
+    def handle(self) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(body) < length:
+            body += self.request.recv(65536)
+        self.server.received.append(head.split(b"\r\n")[0].decode())  # type: ignore[attr-defined]
+
+
+@contextmanager
+def hangup_server() -> Iterator[tuple[str, list[str]]]:
+    """A loopback peer that takes each request and drops the connection: lost answers."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Hangup)
+    server.daemon_threads = True
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host}:{port}", server.received  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
