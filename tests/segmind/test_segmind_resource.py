@@ -1,0 +1,75 @@
+"""SegmindResource: configured engine settings, and the embedded emulator by default."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+from flux_pipeline.resources import SegmindResource
+from segmind_support import TEST_KEY, batch, run_engine
+
+
+def test_configured_fields_become_the_engine_config() -> None:
+    resource = SegmindResource(
+        api_key=TEST_KEY,
+        base_url="https://example.test/v1",
+        mode="sync",
+        max_concurrency=3,
+        max_requests_per_second=0.8,
+        deadline=42.0,
+        max_retries=2,
+    )
+
+    config = resource.engine_config()
+
+    assert config.api_key == TEST_KEY
+    assert config.base_url == "https://example.test/v1"
+    assert (config.mode, config.max_concurrency, config.deadline) == ("sync", 3, 42.0)
+    assert (config.max_requests_per_second, config.max_retries) == (0.8, 2)
+    assert TEST_KEY not in repr(resource)
+    assert TEST_KEY not in repr(config)
+    assert SegmindResource(api_key=TEST_KEY).engine_config().base_url == "https://api.segmind.com"
+
+
+def test_without_key_or_url_a_run_uses_the_embedded_emulator_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    caplog.set_level(logging.WARNING, logger="flux_pipeline.resources.segmind")
+    seen: dict[str, Any] = {}
+
+    @dg.asset
+    def few_images(segmind: SegmindResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        config = segmind.engine_config()
+        _results, stats = run_engine(config, batch(3))
+        seen["url"] = config.base_url
+        return dg.MaterializeResult(metadata={"completed": stats.completed, **stats.as_dict()})
+
+    outcome = dg.materialize(
+        [few_images],
+        resources={"segmind": SegmindResource(emulator_workers=4)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+    assert outcome.success
+    metadata = outcome.asset_materializations_for_node("few_images")[0].metadata
+    assert metadata["completed"].value == 3
+    assert seen["url"].startswith("http://127.0.0.1:")
+    warnings = [r for r in caplog.records if "SYNTHETIC" in r.getMessage()]
+    assert len(warnings) == 1
+    with pytest.raises(httpx.ConnectError):  # stopped at teardown
+        httpx.get(seen["url"] + "/healthz", timeout=2)
+
+
+def test_a_configured_resource_starts_no_emulator(emulator: Any) -> None:
+    resource = SegmindResource(api_key=TEST_KEY, base_url=emulator.url)
+    with dg.build_resources({"segmind": resource}) as built:
+        config = built.segmind.engine_config()
+        results, _ = run_engine(config, batch(2))
+
+    assert config.base_url == emulator.url
+    assert [r.status for r in results] == ["COMPLETED", "COMPLETED"]
