@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 from flux_pipeline.emulator.settings import OutputFormat
 from flux_pipeline.protocol import ASPECT_RATIOS
 
-#: The composition is drawn at 1/SKETCH_SCALE size and upscaled: soft shapes, cheap to draw.
-SKETCH_SCALE = 8
+#: Distinct colours of the background gradient (a column of them is stretched: cheap).
+GRADIENT_LEVELS = 256
 MAX_CAPTION_LINES = 5
 BANNER = "SYNTHETIC IMAGE - Segmind emulator, not a model output"
 
@@ -36,20 +36,30 @@ def _rng(prompt: str, seed: int, steps: int, aspect_ratio: str) -> random.Random
     return random.Random(digest)
 
 
-def _color(rng: random.Random, low: int = 0, high: int = 255) -> tuple[int, int, int]:
+RGB = tuple[int, int, int]
+
+
+def _color(rng: random.Random, low: int = 0, high: int = 255) -> RGB:
     return (rng.randint(low, high), rng.randint(low, high), rng.randint(low, high))
 
 
+def _gradient(top: RGB, bottom: RGB, size: tuple[int, int]) -> Image.Image:
+    """A vertical gradient: a column of GRADIENT_LEVELS colours stretched to ``size``."""
+    last = GRADIENT_LEVELS - 1
+    column = bytes(
+        round(a + (b - a) * level / last)
+        for level in range(GRADIENT_LEVELS)
+        for a, b in zip(top, bottom, strict=True)
+    )
+    strip = Image.frombytes("RGB", (1, GRADIENT_LEVELS), column)
+    return strip.resize(size, Image.Resampling.NEAREST)
+
+
 def _composition(rng: random.Random, size: tuple[int, int], steps: int) -> Image.Image:
-    """A seeded gradient with overlapping shapes; more steps, more detail."""
+    """Seeded overlapping shapes on a seeded gradient; more steps, more shapes."""
     width, height = size
-    top, bottom = _color(rng, 20, 200), _color(rng, 20, 200)
-    sketch = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(sketch)
-    for y in range(height):
-        t = y / max(1, height - 1)
-        row = tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
-        draw.line([(0, y), (width, y)], fill=row)
+    image = _gradient(_color(rng, 20, 200), _color(rng, 20, 200), size)
+    draw = ImageDraw.Draw(image)
     for _ in range(4 + 2 * steps):
         x0, y0 = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.2, 1.0) * height
         x1 = x0 + rng.uniform(0.1, 0.6) * width
@@ -62,7 +72,7 @@ def _composition(rng: random.Random, size: tuple[int, int], steps: int) -> Image
             draw.rectangle([x0, y0, x1, y1], fill=fill)
         else:
             draw.polygon([(x0, y1), ((x0 + x1) / 2, y0), (x1, y1)], fill=fill)
-    return sketch
+    return image
 
 
 def _caption(image: Image.Image, prompt: str, seed: int, steps: int, aspect_ratio: str) -> None:
@@ -101,8 +111,7 @@ def render_image(
     """Encode the synthetic image for one request; sizes follow ``protocol.ASPECT_RATIOS``."""
     width, height = ASPECT_RATIOS[aspect_ratio]
     rng = _rng(prompt, seed, steps, aspect_ratio)
-    sketch = _composition(rng, (width // SKETCH_SCALE, height // SKETCH_SCALE), steps)
-    image = sketch.resize((width, height), Image.Resampling.BICUBIC)
+    image = _composition(rng, (width, height), steps)
     _caption(image, prompt, seed, steps, aspect_ratio)
     buffer = io.BytesIO()
     if output_format == "png":

@@ -1,0 +1,1 @@
+"""Benchmarks, not tests: ``python -m bench [NAME ...]`` runs ``bench_*.py`` ``main()``s."""

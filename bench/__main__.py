@@ -1,0 +1,42 @@
+"""Run every ``bench/bench_*.py`` module's ``main()`` in turn, or only those named.
+
+python -m bench                 # all of them
+python -m bench emulator        # bench/bench_emulator.py only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from collections.abc import Sequence
+from pathlib import Path
+
+PREFIX = "bench_"
+
+
+def available() -> list[str]:
+    """Names of the benchmark modules next to this file, sorted."""
+    here = [str(Path(__file__).parent)]
+    return sorted(info.name for info in pkgutil.iter_modules(here) if info.name.startswith(PREFIX))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    modules = available()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(modules)})"
+    )
+    args = parser.parse_args(argv)
+    chosen = [name if name.startswith(PREFIX) else PREFIX + name for name in args.names] or modules
+    unknown = sorted(set(chosen) - set(modules))
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(modules)}")
+    for name in chosen:
+        print(f"== {name} ==", flush=True)
+        importlib.import_module(f"bench.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
