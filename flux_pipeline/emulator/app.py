@@ -106,6 +106,8 @@ class Emulator:
     # -- bodies -----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """Requests received per kind (refused and faulted included); jobs queued and processing
+        now, completed, failed and expired so far, and accepted submits per request key."""
         counts = self.store.counts
         return {
             "requests": {kind: self.requests[kind] for kind in REQUEST_KINDS},

@@ -26,7 +26,7 @@ class RunningEmulator:
 
     def stats(self) -> dict[str, Any]:
         """The same JSON as ``GET /_emulator/stats``."""
-        response = httpx.get(f"{self.url}/_emulator/stats", timeout=10.0)
+        response = httpx.get(f"{self.url}/_emulator/stats", timeout=10.0, trust_env=False)
         response.raise_for_status()
         stats: dict[str, Any] = response.json()
         return stats
@@ -40,6 +40,7 @@ def _config(settings: EmulatorSettings, host: str, port: int, log_level: str) ->
         log_level=log_level,
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=5,
     )
 
 

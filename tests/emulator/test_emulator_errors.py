@@ -100,6 +100,7 @@ def test_nsfw_prompt_ends_failed_with_a_content_policy_error(
     assert result.json()["status"] == "FAILED"
     assert result.json()["error"] == CONTENT_POLICY_ERROR
     assert result.json()["output"] is None
+    assert client.get("/_emulator/stats").json()["jobs"]["failed"] == 1
 
 
 def test_nsfw_must_be_a_whole_word(client: httpx.Client) -> None:

@@ -12,6 +12,9 @@ import httpx
 from emulator_http import TEST_KEY, submit, wait_for_end
 from PIL import Image
 
+from flux_pipeline.emulator import EmulatorSettings
+from flux_pipeline.emulator.jobs import InferencePool, JobStore
+from flux_pipeline.emulator.params import Params
 from flux_pipeline.protocol import request_key
 
 
@@ -177,3 +180,17 @@ def test_stats_count_every_request_and_accepted_submits_per_key(
 
 def test_healthz(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_slot_time_is_steps_times_step_time_with_small_seeded_jitter() -> None:
+    store = JobStore(retention=60)
+
+    def planned(seed: int, prompt: str) -> float:
+        pool = InferencePool(EmulatorSettings(step_time=0.3, seed=seed), store, lambda job: None)
+        return pool.planned_time(Params(prompt, seed=1, steps=4, aspect_ratio="1:1", base64=False))
+
+    assert planned(0, "a") == planned(0, "a")
+    assert planned(0, "a") != planned(1, "a")
+    assert planned(0, "a") != planned(0, "b")
+    for seed in range(20):
+        assert 1.2 * 0.95 <= planned(seed, "a") <= 1.2 * 1.05
