@@ -141,20 +141,23 @@ def test_a_failed_sync_job_is_not_billed(emulator_factory: Callable[..., Any]) -
 def test_rate_limit_is_429_with_retry_after_and_reset_time(
     emulator_factory: Callable[..., Any],
 ) -> None:
-    emu = emulator_factory(step_time=0.001, rate_limit=2, api_keys=(TEST_KEY, "SG_other"))
+    emu = emulator_factory(step_time=0.001, rate_limit=0.25, api_keys=(TEST_KEY, "SG_other"))
     with httpx.Client(base_url=emu.url, headers={"x-api-key": TEST_KEY}) as http:
-        answers = [http.get("/v2/requests/x/status") for _ in range(3)]
+        answers = [http.get("/v2/requests/x/status") for _ in range(2)]
+        submit = http.post(SUBMIT_PATH, json={"prompt": "x"})
         other_key = http.get("/v2/requests/x/status", headers={"x-api-key": "SG_other"})
 
-    assert [answer.status_code for answer in answers] == [404, 404, 429]
-    limited = answers[2]
+    assert [answer.status_code for answer in answers] == [404, 429]
+    assert submit.status_code == 429  # one bucket for every API request of a key
+    limited = answers[1]
     assert limited.json() == {"error": "Rate limit exceeded"}
-    assert limited.headers["Retry-After"] == "1"
+    assert limited.headers["Retry-After"] == "4"
     reset_at = datetime.fromisoformat(limited.headers["x-rate-limit-reset-at-utc"])
     assert reset_at.tzinfo is not None
-    assert 0 < (reset_at - datetime.now(UTC)).total_seconds() <= 1.0
+    assert 0 < (reset_at - datetime.now(UTC)).total_seconds() <= 4.0
     assert other_key.status_code == 404  # the bucket is per key
-    assert emu.stats()["requests"]["status"] == 4
+    assert emu.stats()["requests"]["status"] == 3
+    assert emu.stats()["jobs"]["by_request_key"] == {}
 
 
 def _fault_pattern(emu: Any, count: int) -> list[int]:

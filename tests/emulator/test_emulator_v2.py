@@ -125,12 +125,14 @@ def test_unknown_request_is_404(client: httpx.Client) -> None:
 
 
 def test_results_expire_after_retention(emulator_factory: Callable[..., Any]) -> None:
-    emu = emulator_factory(step_time=0.001, retention=0.3)
+    retention = 1.0
+    emu = emulator_factory(step_time=0.001, retention=retention)
     with httpx.Client(base_url=emu.url, headers={"x-api-key": TEST_KEY}) as http:
+        submitted = time.monotonic()
         job = submit(http, steps=1)
         wait_for_end(http, job["status_url"])
         media_url = http.get(job["response_url"]).json()["output"]
-        time.sleep(0.4)
+        time.sleep(max(0.0, submitted + retention + 0.1 - time.monotonic()))
         answers = [http.get(url) for url in (job["status_url"], job["response_url"], media_url)]
 
     assert [answer.status_code for answer in answers] == [404, 404, 404]
