@@ -143,11 +143,16 @@ class ObjectStore:
 
     def list(self, prefix: str = "") -> list[str]:
         """Relative paths of every object under ``prefix`` (recursive, sorted)."""
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """``{relative path: size in bytes}`` of every object under ``prefix`` (one listing)."""
         base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if not self.fs.exists(base):
-            return []
+            return {}
         start = len(self.root) + 1
-        return sorted(p[start:] for p in self.fs.find(base))
+        found = self.fs.find(base, detail=True)
+        return {path[start:]: int(info["size"]) for path, info in found.items()}
 
     def _local_replace(self, dest: str, fill: Callable[[Any], object]) -> None:
         tmp_dir = os.path.join(self.root, TMP_DIR)

@@ -1,0 +1,217 @@
+"""``build_partition`` against the emulator over real HTTP, on local storage and on moto S3."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import httpx
+import pandas as pd
+import pytest
+
+from flux_pipeline.build import BuildProgress, BuildReport, build_partition
+from flux_pipeline.ledger import Ledger
+from flux_pipeline.lineage import read_lineage
+from flux_pipeline.prompts import load_prompt_table, partition_requests
+from flux_pipeline.protocol import ASPECT_RATIOS, MODEL, GenerationRequest
+from flux_pipeline.segmind import AuthenticationError, EngineConfig
+from flux_pipeline.storage import ObjectStore, WriteRetry
+
+TEST_KEY = "SG_0123456789abcdef"  # the key the shared emulator fixtures accept
+DAY = "2026-11-20"
+TABLE = """prompt_id,prompt,seed,steps,aspect_ratio
+fox,a red fox in snow,,2,1:1
+whale,a humpback whale breaching,11,1,16:9
+tower,a spiral library tower,,3,9:21
+twin,a humpback whale breaching,11,1,16:9
+blocked,something nsfw,,1,1:1
+"""
+
+
+def config(emu: Any, **overrides: Any) -> EngineConfig:
+    settings: dict[str, Any] = {
+        "api_key": TEST_KEY,
+        "base_url": emu.url,
+        "max_concurrency": 8,
+        "max_requests_per_second": 500.0,
+        "prior_step_time": 0.02,
+        "backoff_base": 0.01,
+        "backoff_max": 0.2,
+        "deadline": 60.0,
+        **overrides,
+    }
+    return EngineConfig(**settings)
+
+
+def requests_of(tmp_path: Path, partition: str = DAY) -> list[GenerationRequest]:
+    path = tmp_path / "table.csv"
+    path.write_text(TABLE)
+    return partition_requests(load_prompt_table(str(path)), partition)
+
+
+def submits(emu: Any) -> int:
+    return int(emu.stats()["requests"]["submit"])
+
+
+def api_calls(emu: Any) -> int:
+    return sum(emu.stats()["requests"].values())
+
+
+def build(
+    requests: list[GenerationRequest], store: ObjectStore, emu: Any, partition: str = DAY, **kw: Any
+) -> BuildReport:
+    return build_partition(
+        requests, partition=partition, store=store, engine_config=config(emu), **kw
+    )
+
+
+def lineage_of(store: ObjectStore, partition: str = DAY) -> pd.DataFrame:
+    frame = read_lineage(store)
+    return frame[frame["partition"] == partition].set_index("prompt_id")
+
+
+def assert_images_match_lineage(store: ObjectStore, lineage: pd.DataFrame) -> None:
+    for prompt_id, row in lineage[lineage["status"] == "COMPLETED"].iterrows():
+        with fsspec.open(row["image_uri"], "rb") as f:
+            data = f.read()
+        assert hashlib.sha256(data).hexdigest() == row["image_sha256"]
+        assert len(data) == row["image_bytes"]
+        assert (row["width"], row["height"]) == ASPECT_RATIOS[row["aspect_ratio"]]
+        assert row["image_uri"] == store.uri(
+            f"images/partition={row['partition']}/{prompt_id}-{row['seed']}.jpg"
+        )
+
+
+def test_full_partition_then_rerun_makes_no_api_call(
+    emulator: Any, local_store: ObjectStore, tmp_path: Path
+) -> None:
+    requests = requests_of(tmp_path)
+    seen: list[BuildProgress] = []
+    report = build(requests, local_store, emulator, progress=seen.append)
+
+    assert (report.total, report.completed, report.failed) == (5, 4, 1)
+    assert report.cached == 1  # "twin" shares whale's request key: copied, not requested
+    assert submits(emulator) == 4
+    by_key = emulator.stats()["jobs"]["by_request_key"]
+    assert sorted(by_key.values()) == [1, 1, 1, 1]
+    assert report.api_requests > 0
+    assert report.lineage_uri == local_store.uri(f"lineage/partition={DAY}/lineage.parquet")
+    assert seen[-1] == replace(seen[-1], done=5, total=5, failed=1, cached=1)
+
+    lineage = lineage_of(local_store)
+    assert sorted(lineage.index) == ["blocked", "fox", "tower", "twin", "whale"]
+    assert_images_match_lineage(local_store, lineage)
+    blocked = lineage.loc["blocked"]
+    assert blocked["status"] == "FAILED"
+    assert "NSFW" in blocked["error"]
+    assert pd.isna(blocked["image_uri"])
+    whale, twin = lineage.loc["whale"], lineage.loc["twin"]
+    assert twin["request_id"] == whale["request_id"]
+    assert twin["image_sha256"] == whale["image_sha256"]
+    assert bool(twin["cached"])
+    assert not bool(whale["cached"])
+    assert (lineage["model"] == MODEL).all()
+    assert (lineage["completed_at"] >= lineage["submitted_at"]).all()
+    assert local_store.list(f"images/partition={DAY}") == sorted(
+        f"images/partition={DAY}/{r.key}-{r.seed}.jpg" for r in requests if r.key != "blocked"
+    )
+
+    calls = api_calls(emulator)
+    again = build(requests, local_store, emulator)
+    assert api_calls(emulator) == calls
+    assert (again.api_requests, again.cached, again.completed, again.failed) == (0, 5, 4, 1)
+    rebuilt = lineage_of(local_store)
+    assert len(rebuilt) == 5
+    assert rebuilt["cached"].all()
+    columns = ["request_id", "inference_time", "submitted_at", "completed_at", "image_sha256"]
+    pd.testing.assert_frame_equal(rebuilt[columns], lineage[columns])
+
+
+def test_a_second_partition_reuses_and_copies_pinned_images(
+    emulator: Any, local_store: ObjectStore, tmp_path: Path
+) -> None:
+    build(requests_of(tmp_path), local_store, emulator)
+    before = submits(emulator)
+    report = build(requests_of(tmp_path, "2026-11-21"), local_store, emulator, "2026-11-21")
+
+    # fox, tower and blocked derive new seeds for the new day; whale and twin pin seed 11
+    assert submits(emulator) == before + 3
+    assert report.cached == 2
+    day2 = lineage_of(local_store, "2026-11-21")
+    assert bool(day2.loc["whale", "cached"])
+    assert day2.loc["whale", "request_id"] == lineage_of(local_store).loc["whale", "request_id"]
+    assert day2.loc["whale", "image_uri"].startswith(local_store.uri("images/partition=2026-11-21"))
+    assert_images_match_lineage(local_store, day2)
+    assert len(read_lineage(local_store)) == 10
+
+
+def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: ObjectStore) -> None:
+    request = GenerationRequest(key="moth", prompt="a luna moth on bark", seed=5, steps=1)
+    answer = httpx.post(
+        f"{emulator.url}/v2/{MODEL}", json=request.payload(), headers={"x-api-key": TEST_KEY}
+    )
+    request_id = answer.json()["request_id"]
+    Ledger(local_store).record_submitted(request.request_key, request_id)
+
+    report = build([request], local_store, emulator)
+    assert submits(emulator) == 1  # only ours above: the build attached instead of submitting
+    assert report.engine.attached == 1
+    row = lineage_of(local_store).loc["moth"]
+    assert row["request_id"] == request_id
+    assert row["status"] == "COMPLETED"
+    assert Ledger(local_store).in_flight([request.request_key]) == {}
+
+
+def test_auth_errors_propagate_and_write_no_lineage(
+    emulator: Any, local_store: ObjectStore, tmp_path: Path
+) -> None:
+    wrong = replace(config(emulator), api_key="SG_ffffffffffffffff")
+    with pytest.raises(AuthenticationError) as info:
+        build_partition(
+            requests_of(tmp_path), partition=DAY, store=local_store, engine_config=wrong
+        )
+    assert "SG_ffffffffffffffff" not in str(info.value)
+    assert local_store.list("lineage") == []
+
+
+def test_a_failing_image_write_leaves_no_lineage_and_the_rerun_attaches(
+    emulator: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    store = ObjectStore.from_uri(str(root))
+    store.retry = WriteRetry(attempts=2, base=0.001, cap=0.001)
+    requests = requests_of(tmp_path)
+    (root / "images").mkdir()
+    (root / "images" / f"partition={DAY}").write_bytes(b"not a folder")
+
+    with pytest.raises(OSError, match="could not write"):
+        build(requests, store, emulator)
+    assert store.list("lineage") == []
+    assert store.list("images") == [f"images/partition={DAY}"]
+    paid = submits(emulator)
+    keys = {r.request_key for r in requests}
+    recorded = Ledger(store).get_many(keys)
+    assert all(e.state in ("SUBMITTED", "FAILED") for e in recorded.values())
+
+    (root / "images" / f"partition={DAY}").unlink()
+    report = build(requests, store, emulator)
+    assert report.completed == 4
+    assert submits(emulator) == paid + len(keys) - len(recorded)
+    assert report.engine.attached == sum(e.state == "SUBMITTED" for e in recorded.values())
+    assert_images_match_lineage(store, lineage_of(store))
+
+
+def test_build_on_s3(emulator: Any, s3_store: ObjectStore, tmp_path: Path) -> None:
+    report = build(requests_of(tmp_path), s3_store, emulator)
+    assert report.completed == 4
+    assert report.images_prefix_uri.startswith("s3://")
+    lineage = lineage_of(s3_store)
+    assert lineage["image_uri"].dropna().str.startswith("s3://").all()
+    assert_images_match_lineage(s3_store, lineage)
+    calls = api_calls(emulator)
+    assert build(requests_of(tmp_path), s3_store, emulator).cached == 5
+    assert api_calls(emulator) == calls
+    assert s3_store.list("_tmp") == []

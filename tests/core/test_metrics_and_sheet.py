@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flux_pipeline.contact_sheet import render_contact_sheet
+from flux_pipeline.lineage import read_lineage, write_partition_lineage
+from flux_pipeline.metrics import METRIC_COLUMNS, generation_metrics
+from flux_pipeline.storage import ObjectStore
+
+from .rows import make_row
+
+
+def test_metrics_per_partition(local_store: ObjectStore) -> None:
+    base = make_row("a")
+    start = base.submitted_at
+    assert start is not None
+    day1 = [
+        replace(
+            make_row(f"p{i}"),
+            inference_time=float(i + 1),
+            attempts=3 + (i == 3) * 2,
+            submitted_at=start + timedelta(seconds=i),
+            completed_at=start + timedelta(seconds=i + 2),
+            image_bytes=100,
+        )
+        for i in range(4)
+    ]
+    day1.append(make_row("bad", status="FAILED"))
+    write_partition_lineage(local_store, "2026-11-20", day1)
+    write_partition_lineage(local_store, "2026-11-21", [make_row("x", cached=True)])
+
+    metrics = generation_metrics(read_lineage(local_store))
+    assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert metrics["partition"].tolist() == ["2026-11-20", "2026-11-21"]
+    first = metrics.iloc[0]
+    assert (first["prompts"], first["completed"], first["failed"], first["cached"]) == (5, 4, 1, 0)
+    assert first["failure_rate"] == pytest.approx(0.2)
+    assert first["inference_time_p50_s"] == pytest.approx(2.5)
+    assert first["inference_time_p95_s"] == pytest.approx(3.85)
+    assert first["inference_time_max_s"] == 4.0
+    assert first["latency_p50_s"] == pytest.approx(2.0)
+    assert first["retries"] == 2 + 1  # p3 and the failed row took more than the cheapest image
+    assert first["requests"] == 3 * 4 + 2 + 4
+    assert first["throughput_images_per_s"] == pytest.approx(4 / 5)  # 4 images over 5 s
+    assert first["bytes"] == 400
+    second = metrics.iloc[1]
+    assert (second["cached"], second["completed"], second["retries"]) == (1, 1, 0)
+    assert second["inference_time_p50_s"] == 1.25
+
+
+def test_metrics_of_no_lineage_is_an_empty_frame_with_columns(local_store: ObjectStore) -> None:
+    metrics = generation_metrics(read_lineage(local_store))
+    assert metrics.empty
+    assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert isinstance(metrics, pd.DataFrame)
+
+
+def jpeg(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_contact_sheet_is_a_png_grid_of_thumbnails() -> None:
+    items = [
+        ("red", jpeg((1344, 768), (220, 0, 0))),
+        ("tall", jpeg((640, 1536), (0, 0, 220))),
+        ("broken", b"not an image"),
+    ]
+    sheet = Image.open(io.BytesIO(render_contact_sheet(items, columns=2, thumb=100)))
+    assert sheet.format == "PNG"
+    assert sheet.size == (2 * 108 + 8, 2 * (100 + 16 + 8) + 8)
+    red = sheet.convert("RGB").getpixel((8 + 50, 8 + 50))
+    assert isinstance(red, tuple)
+    assert red[0] > 180
+    assert red[2] < 60
+    blue = sheet.convert("RGB").getpixel((8 + 108 + 50, 8 + 50))
+    assert isinstance(blue, tuple)
+    assert blue[2] > 180
+    assert blue[0] < 60
+
+
+def test_contact_sheet_without_images() -> None:
+    sheet = Image.open(io.BytesIO(render_contact_sheet([])))
+    assert sheet.format == "PNG"
