@@ -241,8 +241,8 @@ class SegmindEngine:
         """Poll until the job ends: a result, or ``_EXPIRED`` for an unknown request id.
 
         While the job is believed done (``optimistic``), the result URL is asked directly,
-        saving the status round trip; any answer there without ``output`` sends us back to
-        the documented status URL.
+        saving the status round trip, and asked again while it answers 200 with a running
+        status; any other answer there without ``output`` sends us to the documented status URL.
         """
         http, steps = self._http, job.request.steps
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
@@ -270,18 +270,19 @@ class SegmindEngine:
             if not use_result and response.status_code == 200 and state == COMPLETED:
                 delay, use_result, confirmed = 0.0, True, True
                 continue
-            if response.status_code == 200 and state in (QUEUED, PROCESSING, COMPLETED):
+            if response.status_code == 200 and state in (QUEUED, PROCESSING):
+                # still running; a result URL that answers progress is polled again directly
                 misses += 1
                 delay = self._estimator.next_poll(steps, misses, queued=state == QUEUED)
-            elif use_result:  # an undocumented not-ready answer: ask /status instead
+            elif use_result:  # an answer we cannot read as progress: ask /status instead
                 not_found = response.status_code == 404
                 delay = 0.0 if not_found else self._estimator.next_poll(steps, 1, queued=False)
+                use_result = False
             else:
                 raise StepFailed(
                     f"status: HTTP {response.status_code}: {_error(http, response, body)}",
                     retryable=response.status_code >= 500,
                 )
-            use_result = False
 
     async def _completed(self, job: _Job, body: dict[str, Any]) -> GenerationResult:
         output = body["output"]
