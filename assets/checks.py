@@ -1,7 +1,5 @@
 """Asset checks on each ``generated_images`` partition (partitioned like the asset itself)."""
 
-from __future__ import annotations
-
 import hashlib
 import os
 

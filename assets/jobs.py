@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 from flux_pipeline.assets.generated_images import generated_images
-from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import prompt_table
 
-#: One run per day key: validate the current prompt table, then build that day's images.
+#: Partitioned like ``generated_images`` (inferred): one run per day key validates the current
+#: prompt table, then builds that day's images.
 #: The checks on ``generated_images`` run in the same run for the same partition.
 synthetic_build = dg.define_asset_job(
     "synthetic_build",
     selection=dg.AssetSelection.assets(prompt_table, generated_images),
-    partitions_def=daily_partitions,
     description="Validate the prompt table and build one daily partition of generated images.",
 )
 

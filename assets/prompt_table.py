@@ -1,7 +1,5 @@
 """``prompt_table``: the validated prompt table, stored as Parquet for the builds downstream."""
 
-from __future__ import annotations
-
 import io
 import os
 

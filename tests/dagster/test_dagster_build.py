@@ -11,6 +11,8 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster_support import (
     KEY,
     PARTITION,
@@ -240,9 +242,12 @@ def test_checks_fail_on_a_missing_row_and_a_foreign_schema(
     assert runner.prompt_table().success
     assert runner.partition().success
     path = storage_root / "lineage" / f"partition={PARTITION}" / "lineage.parquet"
-    tampered = _lineage(storage_root).iloc[1:].drop(columns=["cost"])
-    tampered["steps"] = tampered["steps"].astype("int32")
-    tampered.to_parquet(path, index=False)
+    table = pq.read_table(path).slice(1).drop_columns(["cost"])
+    steps = table.schema.get_field_index("steps")
+    table = table.set_column(
+        steps, table.schema.field(steps).with_type(pa.int32()), table["steps"].cast(pa.int32())
+    )
+    pq.write_table(table, path)
 
     evaluations = checks_by_name(runner.checks())
 
