@@ -2,6 +2,9 @@
 
 import hashlib
 import os
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 from flux_pipeline.assets.generated_images import generated_images
@@ -21,6 +24,19 @@ DEFAULT_MAX_FAILURE_RATE = 0.05
 LISTED = 20
 
 
+def _partitioned_check(
+    fn: Callable[..., dg.AssetCheckResult],
+) -> dg.AssetChecksDefinition:
+    """A check on ``generated_images`` evaluated per partition, like the asset.
+
+    Partitioned checks are a preview feature of Dagster 1.13 (``partitions_def`` on a check);
+    its one-time PreviewWarning is silenced here rather than printed on every load.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        return dg.asset_check(asset=generated_images, partitions_def=daily_partitions)(fn)
+
+
 def _missing_lineage(partition: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=False, description=f"partition {partition} has no lineage: materialize it first"
@@ -32,7 +48,7 @@ def _ids(ids: list[str]) -> str:
     return shown + (f" (+{len(ids) - LISTED} more)" if len(ids) > LISTED else "")
 
 
-@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+@_partitioned_check
 def one_row_per_prompt(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:
@@ -57,7 +73,7 @@ def one_row_per_prompt(
     )
 
 
-@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+@_partitioned_check
 def images_match_sha256(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:
@@ -76,7 +92,7 @@ def images_match_sha256(
             missing.append(str(row.prompt_id))
         elif hashlib.sha256(store.read_bytes(path)).hexdigest() != row.image_sha256:
             altered.append(str(row.prompt_id))
-    metadata: dict[str, object] = {"images_verified": len(completed) - len(missing) - len(altered)}
+    metadata: dict[str, Any] = {"images_verified": len(completed) - len(missing) - len(altered)}
     if missing:
         metadata["missing"] = _ids(sorted(missing))
     if altered:
@@ -84,7 +100,7 @@ def images_match_sha256(
     return dg.AssetCheckResult(passed=not (missing or altered), metadata=metadata)
 
 
-@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+@_partitioned_check
 def failure_rate_below_threshold(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:
@@ -95,7 +111,7 @@ def failure_rate_below_threshold(
     threshold = float(os.environ.get("FLUX_MAX_FAILURE_RATE", DEFAULT_MAX_FAILURE_RATE))
     failed = lineage[lineage["status"] == "FAILED"]
     rate = len(failed) / len(lineage) if len(lineage) else 0.0
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "failure_rate": round(rate, 4),
         "threshold": threshold,
         "failed": len(failed),
@@ -108,7 +124,7 @@ def failure_rate_below_threshold(
     )
 
 
-@dg.asset_check(asset=generated_images, partitions_def=daily_partitions)
+@_partitioned_check
 def lineage_schema_as_declared(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:

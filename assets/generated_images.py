@@ -1,5 +1,7 @@
 """``generated_images``: each daily partition renders every prompt of the table via Segmind."""
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 from flux_pipeline.assets.metadata import arrow_schema, image_markdown
@@ -71,7 +73,7 @@ def generated_images(
         f"partition {partition} done: {report.completed} completed, {report.failed} failed, "
         f"{report.cached} cached, {report.api_requests} API requests in {report.elapsed_s:.1f}s"
     )
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "dagster/row_count": len(lineage),
         "dagster/column_schema": arrow_schema(LINEAGE_READ_SCHEMA),
         "completed": report.completed,
@@ -90,7 +92,7 @@ def generated_images(
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _quantile(values: pd.Series, q: float) -> float | None:  # type: ignore[type-arg]
+def _quantile(values: pd.Series, q: float) -> float | None:
     """The ``q`` quantile, rounded for display, or None when there are no values."""
     return round(float(values.quantile(q)), 3) if len(values) else None
 

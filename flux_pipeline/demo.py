@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,7 +65,7 @@ def run_demo(partition: str | None = None) -> int:
     return 0
 
 
-def _summary(partition: str, meta: dict[str, Any], checks: list[Any]) -> str:
+def _summary(partition: str, meta: dict[str, Any], checks: Sequence[Any]) -> str:
     passed = sum(1 for check in checks if check.passed)
     failed_checks = ", ".join(check.check_name for check in checks if not check.passed)
     return "\n".join(

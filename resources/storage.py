@@ -10,7 +10,7 @@ from flux_pipeline.storage import ObjectStore
 DEFAULT_ROOT = "./data"
 
 
-class ObjectStoreResource(dg.ConfigurableResource):
+class ObjectStoreResource(dg.ConfigurableResource["ObjectStoreResource"]):
     """The storage root shared by all assets: a local folder or an ``s3://bucket/prefix`` URI.
 
     Assets hand data to each other through this store (not Dagster's IO manager), so a run on
