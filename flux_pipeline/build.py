@@ -25,6 +25,7 @@ import hashlib
 import io
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -136,8 +137,7 @@ class _PartitionBuild:
         store: ObjectStore,
         progress: Callable[[BuildProgress], None] | None,
     ) -> None:
-        keys = [r.key for r in requests]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        duplicates = sorted(k for k, n in Counter(r.key for r in requests).items() if n > 1)
         if duplicates:
             raise ValueError(f"request keys (prompt ids) must be unique: {duplicates}")
         self.requests = requests
@@ -155,7 +155,8 @@ class _PartitionBuild:
     async def run(self, config: EngineConfig, progress_interval: float) -> BuildReport:
         reporter = asyncio.create_task(self._report_every(progress_interval))
         try:
-            pending, attach = await asyncio.to_thread(self._plan)
+            pending, attach, reused = await asyncio.to_thread(self._plan)
+            self.rows.update(reused)
             stats = await self._generate(config, pending, attach) if pending else EngineStats()
             missing = [r.key for r in self.requests if r.key not in self.rows]
             if missing:
@@ -181,8 +182,9 @@ class _PartitionBuild:
             engine=stats,
         )
 
-    def _plan(self) -> tuple[list[GenerationRequest], dict[str, str]]:
-        """Reuse what the ledger and storage already hold; return what is left to generate."""
+    def _plan(self) -> tuple[list[GenerationRequest], dict[str, str], dict[str, LineageRow]]:
+        """Reuse what the ledger and storage hold: what is left to generate, the request ids to
+        attach to, and the rows reused (by prompt id)."""
         leaders: dict[str, GenerationRequest] = {}
         for request in self.requests:
             if request.request_key in leaders:
@@ -197,17 +199,19 @@ class _PartitionBuild:
                     lambda r: self._reuse(r, entries.get(r.request_key), stored), leaders.values()
                 )
             )
-        left = []
-        for request, rows in zip(leaders.values(), reused, strict=True):
-            self.rows.update(rows)
-            if not rows:
+        left, rows = [], {}
+        for request, group_rows in zip(leaders.values(), reused, strict=True):
+            rows.update(group_rows)
+            if not group_rows:
                 left.append(request)
         attach = {
-            r.request_key: entries[r.request_key].request_id or ""
+            r.request_key: request_id
             for r in left
-            if r.request_key in entries and entries[r.request_key].state == "SUBMITTED"
+            if (entry := entries.get(r.request_key)) is not None
+            and entry.state == "SUBMITTED"
+            and (request_id := entry.request_id)
         }
-        return left, attach
+        return left, attach, rows
 
     def _reuse(
         self, request: GenerationRequest, entry: LedgerEntry | None, stored: dict[str, int]

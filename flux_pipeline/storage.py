@@ -123,12 +123,21 @@ class ObjectStore:
         return data
 
     def read_many(self, relpaths: Iterable[str]) -> dict[str, bytes]:
-        """Read several objects at once (concurrently on S3); missing ones are left out."""
+        """Read several objects at once (concurrently on S3); missing ones are left out.
+
+        Any other failure raises: a ledger entry that cannot be read must never look absent.
+        """
         by_path = {self.path(r): r for r in relpaths}
         if not by_path:
             return {}
-        found = self.fs.cat(list(by_path), on_error="omit")
-        return {by_path[self.fs._strip_protocol(p)]: data for p, data in found.items()}
+        found: dict[str, bytes] = {}
+        for path, data in self.fs.cat(list(by_path), on_error="return").items():
+            if isinstance(data, FileNotFoundError):
+                continue
+            if isinstance(data, BaseException):
+                raise data
+            found[by_path[self.fs._strip_protocol(path)]] = data
+        return found
 
     def exists(self, relpath: str) -> bool:
         return bool(self.fs.exists(self.path(relpath)))

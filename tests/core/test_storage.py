@@ -54,6 +54,12 @@ def test_local_root_is_absolute_and_writes_leave_no_temporary_files(
     assert sorted(os.listdir(tmp_path / "data" / "images")) == ["a.jpg", "b.jpg"]
 
 
+def test_read_many_raises_anything_but_missing(local_store: ObjectStore) -> None:
+    local_store.write_atomic("_ledger/a/b.json", b"{}")
+    with pytest.raises(IsADirectoryError):  # a folder where an object belongs: not "missing"
+        local_store.read_many(["_ledger/a", "_ledger/a/b.json"])
+
+
 def test_s3_uri_is_a_full_s3_uri(s3_store: ObjectStore) -> None:
     uri = s3_store.write_atomic("lineage/partition=k/lineage.parquet", b"pq")
     assert uri.startswith("s3://flux-")
