@@ -191,6 +191,7 @@ class _PartitionBuild:
                 self.followers.setdefault(request.request_key, []).append(request)
             else:
                 leaders[request.request_key] = request
+        self.store.clean_tmp()
         entries = self.ledger.get_many(leaders)
         stored = self.store.sizes(self.images_dir)
         with ThreadPoolExecutor(COPIERS) as pool:

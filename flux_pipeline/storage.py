@@ -163,6 +163,22 @@ class ObjectStore:
         found = self.fs.find(base, detail=True)
         return {path[start:]: int(info["size"]) for path, info in found.items()}
 
+    def clean_tmp(self, older_than: float = 3600.0) -> int:
+        """Remove local staging files older than ``older_than`` seconds; return how many.
+
+        Only a process killed mid-write leaves one behind (a write takes milliseconds).
+        """
+        tmp_dir = os.path.join(self.root, TMP_DIR)
+        if not self.is_local or not os.path.isdir(tmp_dir):
+            return 0
+        removed, cutoff = 0, time.time() - older_than
+        for entry in os.scandir(tmp_dir):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
     def _local_replace(self, dest: str, fill: Callable[[Any], object]) -> None:
         tmp_dir = os.path.join(self.root, TMP_DIR)
         os.makedirs(tmp_dir, exist_ok=True)

@@ -60,6 +60,16 @@ def test_read_many_raises_anything_but_missing(local_store: ObjectStore) -> None
         local_store.read_many(["_ledger/a", "_ledger/a/b.json"])
 
 
+def test_clean_tmp_removes_only_old_staging_files(local_store: ObjectStore) -> None:
+    tmp = Path(local_store.root) / "_tmp"
+    tmp.mkdir()
+    (tmp / "old-x.jpg").write_bytes(b"torn")
+    os.utime(tmp / "old-x.jpg", (0, 0))
+    (tmp / "new-y.jpg").write_bytes(b"being written")
+    assert local_store.clean_tmp(older_than=60) == 1
+    assert os.listdir(tmp) == ["new-y.jpg"]
+
+
 def test_s3_uri_is_a_full_s3_uri(s3_store: ObjectStore) -> None:
     uri = s3_store.write_atomic("lineage/partition=k/lineage.parquet", b"pq")
     assert uri.startswith("s3://flux-")
