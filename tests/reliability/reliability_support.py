@@ -1,0 +1,80 @@
+"""Helpers of the reliability suite: generated prompt tables, engine settings, storage audits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from flux_pipeline.ledger import LEDGER_DIR
+from flux_pipeline.prompts import load_prompt_table, partition_requests
+from flux_pipeline.protocol import ASPECT_RATIOS, GenerationRequest
+from flux_pipeline.segmind import EngineConfig
+from flux_pipeline.storage import ObjectStore
+
+TEST_KEY = "SG_0123456789abcdef"  # the key the shared emulator fixtures accept
+PARTITION = "2026-11-20"
+#: Every file name a reader may see under ``images/`` (``{prompt_id}-{seed}.jpg``).
+IMAGE_NAME = r"[A-Za-z0-9_.\-]+-\d+\.jpg"
+
+
+def write_table(path: Path, n: int, *, nsfw: int = 0, max_steps: int = 4, seed: int = 0) -> Path:
+    """A CSV of ``n`` prompts (steps and aspect ratios drawn from ``seed``); the last ``nsfw``
+    ones carry the word the emulator's safety filter blocks."""
+    draw = random.Random(seed)
+    ratios = sorted(ASPECT_RATIOS)
+    rows = []
+    for i in range(n):
+        subject = f"a lighthouse on cliff {i}" + (" NSFW" if i >= n - nsfw else "")
+        steps, ratio = draw.randint(1, max_steps), draw.choice(ratios)
+        rows.append(
+            {"prompt_id": f"p{i:04d}", "prompt": subject, "steps": steps, "aspect_ratio": ratio}
+        )
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def table_requests(path: Path, partition: str = PARTITION) -> list[GenerationRequest]:
+    """The partition's requests, through the real loader."""
+    return partition_requests(load_prompt_table(str(path)), partition)
+
+
+def engine_config(base_url: str, **overrides: Any) -> EngineConfig:
+    """Engine settings fit for a loopback emulator with short steps."""
+    settings: dict[str, Any] = {
+        "api_key": TEST_KEY,
+        "base_url": base_url,
+        "max_concurrency": 16,
+        "max_requests_per_second": 500.0,
+        "prior_step_time": 0.02,
+        "backoff_base": 0.01,
+        "backoff_max": 0.2,
+        "deadline": 120.0,
+        **overrides,
+    }
+    return EngineConfig(**settings)
+
+
+def ledger_entries(store: ObjectStore) -> dict[str, dict[str, Any]]:
+    """Every ledger entry as stored, by request key."""
+    found = store.read_many(store.list(LEDGER_DIR))
+    return {(body := json.loads(data))["request_key"]: body for data in found.values()}
+
+
+def assert_whole_image(data: bytes, where: str) -> tuple[int, int]:
+    """Decode every byte of an image (a torn JPEG fails here); return its size."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        size: tuple[int, int] = image.size
+    assert size in ASPECT_RATIOS.values(), f"{where}: unexpected size {size}"
+    return size
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
