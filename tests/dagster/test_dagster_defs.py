@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -51,6 +52,18 @@ def test_job_and_stopped_daily_schedule() -> None:
     assert schedule.job_name == "synthetic_build"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.cron_schedule == "5 0 * * *"
+
+
+def test_the_schedule_builds_the_day_it_runs_on() -> None:
+    schedule = defs.resolve_schedule_def("synthetic_build_daily")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 20, 0, 5, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+
+    requests = schedule.evaluate_tick(context).run_requests or []
+
+    assert [request.partition_key for request in requests] == ["2026-11-20"]
 
 
 def test_resources_default_to_the_embedded_emulator_and_local_storage() -> None:
