@@ -83,6 +83,7 @@ def generated_images(
         "inference_time_p95_s": _quantile(inference, 0.95),
         "api_requests": report.api_requests,
         "retries": report.retries,
+        "cost": report.engine.cost,
         "elapsed_s": round(report.elapsed_s, 2),
         "images": dg.MetadataValue.path(report.images_prefix_uri),
         "lineage": dg.MetadataValue.path(report.lineage_uri),

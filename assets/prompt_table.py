@@ -29,7 +29,11 @@ def prompt_table(
     try:
         table = load_prompt_table(source)
     except PromptTableError as err:
-        raise dg.Failure(description=str(err), allow_retries=False) from err
+        raise dg.Failure(
+            description=str(err),
+            metadata={"problems": _problems_table(err)},
+            allow_retries=False,
+        ) from err
     store = storage.store()
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
@@ -42,6 +46,31 @@ def prompt_table(
             "source": source or "bundled sample",
             "preview": preview_table(table, rows=10),
         }
+    )
+
+
+def _problems_table(err: PromptTableError) -> dg.TableMetadataValue:
+    """Every problem of the table as rows (row, prompt_id, field, message) for the UI."""
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "row": problem.row,
+                    "prompt_id": problem.prompt_id,
+                    "field": problem.field,
+                    "message": problem.message,
+                }
+            )
+            for problem in err.problems
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("row", "int"),
+                dg.TableColumn("prompt_id", "string"),
+                dg.TableColumn("field", "string"),
+                dg.TableColumn("message", "string"),
+            ]
+        ),
     )
 
 

@@ -155,6 +155,14 @@ def test_a_bad_prompt_table_fails_naming_row_and_field_before_any_submit(
     for expected in ("prompt", "steps", "aspect_ratio", "prompt_id", "../x", "empty"):
         assert expected in message, f"{expected!r} missing from: {message}"
     assert "row" in message
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    problems = failure.step_failure_data.user_failure_data.metadata["problems"].records
+    assert sorted((r.data["prompt_id"], r.data["field"]) for r in problems) == [
+        ("../x", "prompt_id"),
+        ("empty", "prompt"),
+        ("many-steps", "steps"),
+        ("odd-ratio", "aspect_ratio"),
+    ]
     assert _requests(fast_emulator.stats()) == 0
     assert not (storage_root / "prompt_table" / "prompt_table.parquet").exists()
 
