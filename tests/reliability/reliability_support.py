@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import random
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,59 @@ def assert_whole_image(data: bytes, where: str) -> tuple[int, int]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class RestartableS3:
+    """moto's S3 server on one fixed loopback port that can be stopped and started again.
+
+    ``ThreadedMotoServer.stop`` leaves the listening socket open (clients then hang instead of
+    being refused) and keeps serving keep-alive connections; this stop closes the listener and
+    every open connection, so the outage is real. Buckets live in moto's in-process backends,
+    so they survive a restart.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._connections: list[socket.socket] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args: Any) -> None:
+                """No access log."""
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            "127.0.0.1", self.port, app, threaded=True, request_handler=QuietHandler
+        )
+        self.port = self._server.server_port
+        accept = self._server.get_request
+
+        def get_request() -> tuple[socket.socket, Any]:
+            connection, address = accept()
+            self._connections.append(connection)
+            return connection, address
+
+        self._server.get_request = get_request
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._connections.clear()
+        if self._thread is not None:
+            self._thread.join()
