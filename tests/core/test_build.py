@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,32 @@ def test_build_on_s3(emulator: Any, s3_store: ObjectStore, tmp_path: Path) -> No
     assert build(requests_of(tmp_path), s3_store, emulator).cached == 5
     assert api_calls(emulator) == calls
     assert s3_store.list("_tmp") == []
+
+
+def test_an_expired_ledger_id_leads_to_one_new_submit(
+    emulator_factory: Any, local_store: ObjectStore
+) -> None:
+    emu = emulator_factory(workers=4, step_time=0.01, retention=0.3)
+    request = GenerationRequest(key="owl", prompt="a snowy owl at night", seed=9, steps=1)
+    answer = httpx.post(
+        f"{emu.url}/v2/{MODEL}", json=request.payload(), headers={"x-api-key": TEST_KEY}
+    )
+    old_id = answer.json()["request_id"]
+    Ledger(local_store).record_submitted(request.request_key, old_id)
+    status_url = f"{emu.url}/v2/requests/{old_id}/status"
+    for _ in range(100):  # retention is 0.3 s: wait until the emulator forgot the job
+        if httpx.get(status_url, headers={"x-api-key": TEST_KEY}).status_code == 404:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"{old_id} never expired")
+
+    report = build([request], local_store, emu)
+    assert submits(emu) == 2  # ours above, then exactly one fresh submit
+    assert report.engine.expired == 1
+    row = lineage_of(local_store).loc["owl"]
+    assert row["status"] == "COMPLETED"
+    assert row["request_id"] != old_id
+    entry = Ledger(local_store).get(request.request_key)
+    assert entry is not None
+    assert entry.state == "COMPLETED"
