@@ -301,7 +301,7 @@ class _PartitionBuild:
         except Exception as exc:  # Pillow raises several types for content that is not an image
             message = f"the service returned content that is not a readable image ({exc})"
             return self._failed_row(result, message), None
-        ext = _EXTENSIONS.get(_media_type(result)) or _EXTENSIONS.get(content_type)
+        ext = _EXTENSIONS.get(content_type)
         if ext is None:
             return self._failed_row(result, f"unsupported image type {content_type!r}"), None
         path = self._image_path(result.request, ext)

@@ -120,6 +120,9 @@ def test_full_partition_then_rerun_makes_no_api_call(
         f"images/partition={DAY}/{r.key}-{r.seed}.jpg" for r in requests if r.key != "blocked"
     )
 
+    for path in Path(local_store.root).rglob("*"):
+        assert not path.is_file() or TEST_KEY.encode() not in path.read_bytes(), path
+
     calls = api_calls(emulator)
     again = build(requests, local_store, emulator)
     assert api_calls(emulator) == calls
@@ -245,3 +248,15 @@ def test_an_expired_ledger_id_leads_to_one_new_submit(
     entry = Ledger(local_store).get(request.request_key)
     assert entry is not None
     assert entry.state == "COMPLETED"
+
+
+def test_png_output_keeps_its_type_and_extension(
+    emulator_factory: Any, local_store: ObjectStore
+) -> None:
+    emu = emulator_factory(workers=4, step_time=0.01, output_format="png")
+    request = GenerationRequest(key="kite", prompt="a kite over dunes", seed=3, steps=1)
+    build([request], local_store, emu)
+    row = lineage_of(local_store).loc["kite"]
+    assert row["content_type"] == "image/png"
+    assert row["image_uri"] == local_store.uri(f"images/partition={DAY}/kite-3.png")
+    assert local_store.read_bytes(f"images/partition={DAY}/kite-3.png").startswith(b"\x89PNG")
