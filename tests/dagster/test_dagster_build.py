@@ -221,10 +221,28 @@ def test_a_wrong_key_fails_the_run_with_the_engines_message_and_no_secret(
 
     assert not result.success
     message = failure_message(result)
-    assert "401" in message or "key" in message.lower()
+    assert "HTTP 401" in message
+    assert "SEGMIND_API_KEY" in message
     assert wrong_key not in message
     logs = "\n".join(str(event.message) for event in result.all_events)
     assert wrong_key not in logs
+
+
+def test_running_out_of_credits_fails_the_run_and_keeps_what_was_paid_for(
+    emulator_factory: Callable[..., Any],
+    instance: dg.DagsterInstance,
+    prompts_csv: Path,
+    storage_root: Path,
+) -> None:
+    emulator = emulator_factory(api_keys=(KEY,), workers=1, step_time=0.02, credits=2)
+    runner = Runner(make_resources(emulator.url, str(storage_root)), instance)
+    assert runner.prompt_table().success
+
+    result = runner.partition()
+
+    assert not result.success
+    assert "HTTP 406" in failure_message(result)
+    assert len(list((storage_root / "images" / f"partition={PARTITION}").iterdir())) == 2
 
 
 def test_checks_fail_on_a_deleted_and_an_altered_image(runner: Runner, storage_root: Path) -> None:
