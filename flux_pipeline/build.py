@@ -26,12 +26,12 @@ import io
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from PIL import Image
 
@@ -253,13 +253,8 @@ class _PartitionBuild:
         writers = _BoundedTasks(WRITERS)
         async with SegmindEngine(config, on_submitted=self.ledger.record_submitted) as engine:
             try:
-                # generate() is an async generator annotated as AsyncIterator: close it here so
-                # its jobs are cancelled before the engine's client closes.
-                stream = cast(
-                    AsyncGenerator[GenerationResult, None],
-                    engine.generate(pending, attach=attach),
-                )
-                async with aclosing(stream) as results:
+                # Close the stream here so its jobs are cancelled before the client closes.
+                async with aclosing(engine.generate(pending, attach=attach)) as results:
                     async for result in results:
                         await writers.start(self._keep, result)
             except BaseException:

@@ -7,7 +7,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -102,7 +102,7 @@ class SegmindEngine:
         self,
         requests: Iterable[GenerationRequest],
         attach: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[GenerationResult]:
+    ) -> AsyncGenerator[GenerationResult, None]:
         """Yield one result per request as each completes, ``max_concurrency`` at a time.
 
         ``requests`` is consumed lazily. ``attach`` maps request keys to request ids of an
