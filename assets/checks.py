@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
+
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.partition_lineage import (
     lineage_path,
@@ -15,9 +16,8 @@ from flux_pipeline.assets.partition_lineage import (
 )
 from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import read_prompt_table
-from flux_pipeline.resources.storage import ObjectStoreResource
-
 from flux_pipeline.lineage import LINEAGE_SCHEMA
+from flux_pipeline.resources.storage import ObjectStoreResource
 
 DEFAULT_MAX_FAILURE_RATE = 0.05
 #: Prompt ids listed in a failed check's metadata (the count is always complete).

@@ -4,16 +4,16 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+
 from flux_pipeline.assets.metadata import arrow_schema, image_markdown
 from flux_pipeline.assets.partition_lineage import LINEAGE_READ_SCHEMA, read_partition_lineage
 from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import prompt_table, read_prompt_table
-from flux_pipeline.resources.segmind import SegmindResource
-from flux_pipeline.resources.storage import ObjectStoreResource
-
 from flux_pipeline.build import BuildProgress, build_partition
 from flux_pipeline.contact_sheet import render_contact_sheet
 from flux_pipeline.prompts import partition_requests
+from flux_pipeline.resources.segmind import SegmindResource
+from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.segmind.errors import AuthenticationError, InsufficientCredits
 from flux_pipeline.storage import ObjectStore
 

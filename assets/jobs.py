@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.prompt_table import prompt_table
 

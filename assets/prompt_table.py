@@ -5,10 +5,10 @@ import os
 
 import dagster as dg
 import pandas as pd
-from flux_pipeline.assets.metadata import frame_schema, preview_table
-from flux_pipeline.resources.storage import ObjectStoreResource
 
+from flux_pipeline.assets.metadata import frame_schema, preview_table
 from flux_pipeline.prompts import PromptTableError, load_prompt_table
+from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.storage import ObjectStore
 
 #: Where the validated table lives under the storage root.
