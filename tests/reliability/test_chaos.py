@@ -46,7 +46,7 @@ def test_a_partition_survives_faults_429_bursts_and_slow_jobs(
     # the chaos really happened
     stats = emu.stats()
     assert report.engine.server_errors > 20
-    assert report.engine.rate_limited > 0
+    assert report.engine.rate_limited >= 5
     assert report.engine.retries >= report.engine.server_errors + report.engine.rate_limited
     assert report.engine.ambiguous_submits == 0
 

@@ -115,10 +115,9 @@ def test_an_s3_outage_fails_the_build_cleanly_and_the_next_build_completes(
     lineage = read_lineage(store).set_index("prompt_id")
     assert sorted(lineage.index) == sorted(r.key for r in requests)
     assert set(lineage["status"]) == {"COMPLETED"}
-    for request in requests:
-        row = lineage.loc[request.key]
-        data = store.read_bytes(store.relpath(row["image_uri"]) or "")
-        assert sha256(data) == row["image_sha256"], request.key
+    for prompt_id, row in lineage.iterrows():
+        data = store.read_bytes(store.relpath(str(row["image_uri"])) or "")
+        assert sha256(data) == row["image_sha256"], prompt_id
     assert all(bool(lineage.loc[r.key, "cached"]) for r in requests if r.request_key in completed)
     after = emu.stats()["jobs"]["by_request_key"]
     assert all(after[k] == before[k] for k in completed)  # stored images are not paid again
