@@ -50,8 +50,14 @@ class _Run:
 
     spawned: int = 0
     stop_submitting: bool = False
-    credits_error: InsufficientCredits | None = None
+    #: Raised once the jobs in flight are done: out of credits, or a submitted hook failed.
+    deferred_error: Exception | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def stop(self, error: Exception) -> None:
+        """Submit nothing more; let the jobs in flight finish, then raise ``error``."""
+        self.stop_submitting = True
+        self.deferred_error = self.deferred_error or error
 
 
 class SegmindEngine:
@@ -107,8 +113,8 @@ class SegmindEngine:
 
         ``requests`` is consumed lazily. ``attach`` maps request keys to request ids of an
         earlier run: those are polled instead of submitted (expired ones are submitted once).
-        Raises :class:`AuthenticationError` at once; :class:`InsufficientCredits` once the
-        jobs already in flight have been yielded.
+        Raises :class:`AuthenticationError` at once; :class:`InsufficientCredits`, or the
+        error of an ``on_submitted`` hook, once the jobs already in flight have been yielded.
         """
         window = self._open_window()
         run = _Run()
@@ -127,8 +133,8 @@ class SegmindEngine:
                 await window.release()
                 if isinstance(item, GenerationResult):
                     yield item
-            if run.credits_error is not None:
-                raise run.credits_error
+            if run.deferred_error is not None:
+                raise run.deferred_error
         finally:
             for task in (feeder, *run.tasks):
                 task.cancel()
@@ -168,7 +174,7 @@ class SegmindEngine:
         item: object
         try:
             item = await self._run_job(request, attach_id, run)
-        except Exception as exc:  # auth errors and hook failures end the whole run
+        except Exception as exc:  # auth errors end the whole run at once
             item = exc
         await outbox.put(item)
 
@@ -203,7 +209,7 @@ class SegmindEngine:
             return self._failed(job, exc.error, retryable=exc.retryable, timed_out=exc.timed_out)
 
     async def _submit(self, job: _Job, run: _Run) -> bool:
-        """POST the job; False when submitting has stopped (credits)."""
+        """POST the job; False when submitting has stopped (credits, or a failed hook)."""
         if run.stop_submitting:
             return False
         http = self._http
@@ -213,8 +219,7 @@ class SegmindEngine:
                 "submit", "POST", f"{http.base}/v2/{self.config.model}", job.budget, json=payload
             )
         except InsufficientCredits as exc:
-            run.stop_submitting = True
-            run.credits_error = run.credits_error or exc
+            run.stop(exc)
             return False
         if response.status_code != 200:
             raise StepFailed(
@@ -234,7 +239,19 @@ class SegmindEngine:
         http.trust(job.response_url)
         self.stats.submitted += 1
         if self._on_submitted is not None:
-            await asyncio.to_thread(self._on_submitted, job.request.request_key, request_id)
+            try:
+                await asyncio.to_thread(self._on_submitted, job.request.request_key, request_id)
+            except Exception as exc:
+                # The job exists and is billed: follow it to its result rather than drop its
+                # id, and submit nothing more while the caller cannot keep ids.
+                run.stop(exc)
+                log.warning(
+                    "could not record request id %s of %s (%s); following it to its result "
+                    "and submitting nothing more",
+                    request_id,
+                    job.request.key,
+                    exc,
+                )
         return True
 
     async def _follow(self, job: _Job, *, first_delay: float, optimistic: bool) -> object:
@@ -321,8 +338,7 @@ class SegmindEngine:
                 "sync", "POST", f"{http.base}/v1/{self.config.model}", job.budget, json=payload
             )
         except InsufficientCredits as exc:
-            run.stop_submitting = True
-            run.credits_error = run.credits_error or exc
+            run.stop(exc)
             return None
         job.request_id = response.headers.get("x-request-id")
         job.submitted_at = job.budget.sent_at

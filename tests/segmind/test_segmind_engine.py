@@ -142,6 +142,30 @@ def test_out_of_credits_stops_submitting_and_finishes_in_flight_jobs(
     assert emu.stats()["requests"]["submit"] <= 5 + 4  # at most one refused submit per slot
 
 
+def test_a_failing_submitted_hook_stops_submits_but_keeps_following_accepted_jobs(
+    emulator_factory: Any,
+) -> None:
+    """A caller that cannot record ids (its storage is down) must not lose accepted jobs."""
+    emu = emulator_factory(workers=4, step_time=0.05)
+    recorded: list[str] = []
+
+    def hook(request_key: str, request_id: str) -> None:
+        if len(recorded) >= 3:
+            raise OSError("ledger unwritable")
+        recorded.append(request_id)
+
+    results: list[Any] = []
+    with pytest.raises(OSError, match="ledger unwritable"):
+        run_engine(
+            fast_config(emu.url, max_concurrency=4), batch(30), on_submitted=hook, collected=results
+        )
+
+    submitted = emu.stats()["requests"]["submit"]
+    assert 4 <= submitted <= 3 + 4  # nothing new once a hook failed; at most one window more
+    assert len(results) == submitted  # every accepted job, recorded or not, was yielded
+    assert all(r.status == "COMPLETED" and r.content for r in results)
+
+
 def test_failed_and_refused_requests_become_failed_results(emulator: Any) -> None:
     requests = [
         GenerationRequest(key="ok", prompt="a quiet harbour"),
