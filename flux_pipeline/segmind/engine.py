@@ -208,19 +208,31 @@ class SegmindEngine:
         except StepFailed as exc:
             return self._failed(job, exc.error, retryable=exc.retryable, timed_out=exc.timed_out)
 
-    async def _submit(self, job: _Job, run: _Run) -> bool:
-        """POST the job; False when submitting has stopped (credits, or a failed hook)."""
+    async def _post(
+        self, job: _Job, run: _Run, kind: RequestKind, version: str
+    ) -> httpx.Response | None:
+        """POST the job to ``/{version}/{model}``; None once submitting has stopped."""
         if run.stop_submitting:
-            return False
+            return None
         http = self._http
-        payload = job.request.payload(base64=self.config.base64)
         try:
-            response = await http.send(
-                "submit", "POST", f"{http.base}/v2/{self.config.model}", job.budget, json=payload
+            return await http.send(
+                kind,
+                "POST",
+                f"{http.base}/{version}/{self.config.model}",
+                job.budget,
+                json=job.request.payload(base64=self.config.base64),
             )
         except InsufficientCredits as exc:
             run.stop(exc)
+            return None
+
+    async def _submit(self, job: _Job, run: _Run) -> bool:
+        """POST the job; False when submitting has stopped (credits, or a failed hook)."""
+        response = await self._post(job, run, "submit", "v2")
+        if response is None:
             return False
+        http = self._http
         if response.status_code != 200:
             raise StepFailed(
                 f"submit: HTTP {response.status_code}: {http.error_text(response)}",
@@ -329,17 +341,10 @@ class SegmindEngine:
 
     async def _run_sync(self, job: _Job, run: _Run) -> GenerationResult | None:
         """v1: one POST answers the image itself (bytes, or JSON base64)."""
-        if run.stop_submitting:
+        response = await self._post(job, run, "sync", "v1")
+        if response is None:
             return None
         http = self._http
-        payload = job.request.payload(base64=self.config.base64)
-        try:
-            response = await http.send(
-                "sync", "POST", f"{http.base}/v1/{self.config.model}", job.budget, json=payload
-            )
-        except InsufficientCredits as exc:
-            run.stop(exc)
-            return None
         job.request_id = response.headers.get("x-request-id")
         job.submitted_at = job.budget.sent_at
         if response.status_code != 200:
