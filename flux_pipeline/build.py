@@ -103,30 +103,8 @@ def build_partition(
     progress_interval: float = 5.0,
 ) -> BuildReport:
     """Build ``partition`` from ``requests`` (one per prompt, unique ``key``); see the module."""
-    return asyncio.run(
-        build_partition_async(
-            requests,
-            partition=partition,
-            store=store,
-            engine_config=engine_config,
-            progress=progress,
-            progress_interval=progress_interval,
-        )
-    )
-
-
-async def build_partition_async(
-    requests: Iterable[GenerationRequest],
-    *,
-    partition: str,
-    store: ObjectStore,
-    engine_config: EngineConfig,
-    progress: Callable[[BuildProgress], None] | None = None,
-    progress_interval: float = 5.0,
-) -> BuildReport:
-    """:func:`build_partition` for callers already inside an event loop."""
     build = _PartitionBuild(list(requests), partition, store, progress)
-    return await build.run(engine_config, progress_interval)
+    return asyncio.run(build.run(engine_config, progress_interval))
 
 
 class _PartitionBuild:
