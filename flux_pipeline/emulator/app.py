@@ -199,25 +199,26 @@ def create_app(settings: EmulatorSettings) -> Starlette:
             }
         )
 
-    async def status(request: Request) -> Response:
+    def find_job(request: Request, kind: str) -> Job | Response:
+        """The job named in the path, or the refusal / 404 to answer instead."""
         request_id = request.path_params["request_id"]
-        _, refused = emulator.gate(request, "status", emulator.job_identity(request_id))
+        _, refused = emulator.gate(request, kind, emulator.job_identity(request_id))
         if refused is not None:
             return refused
         job = emulator.store.get(request_id)
-        if job is None:
-            return _error(404, f"Request {request_id} not found")
+        return _error(404, f"Request {request_id} not found") if job is None else job
+
+    async def status(request: Request) -> Response:
+        job = find_job(request, "status")
+        if isinstance(job, Response):
+            return job
         code, body = emulator.status_body(request, job)
         return JSONResponse(body, status_code=code)
 
     async def result(request: Request) -> Response:
-        request_id = request.path_params["request_id"]
-        _, refused = emulator.gate(request, "result", emulator.job_identity(request_id))
-        if refused is not None:
-            return refused
-        job = emulator.store.get(request_id)
-        if job is None:
-            return _error(404, f"Request {request_id} not found")
+        job = find_job(request, "result")
+        if isinstance(job, Response):
+            return job
         if job.status == protocol.FAILED:
             body = {"request_id": job.request_id, "status": job.status, "output": None}
             return JSONResponse({**body, "error": job.error}, status_code=422)
