@@ -40,16 +40,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.bench_engine import (
-    CONCURRENCY,
-    KEY,
-    STEP_TIME,
-    STEPS,
-    WORKERS,
-    _api_requests,
-    _emulator,
-    _free_port,
-)
+from bench.bench_engine import CONCURRENCY, STEP_TIME, STEPS, WORKERS
+from bench.support import KEY, api_requests, emulator, free_port
 from flux_pipeline.build import BuildReport, build_partition
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.prompts import load_prompt_table, partition_requests
@@ -121,7 +113,7 @@ def reseeded(requests: list[GenerationRequest], batch: int) -> list[GenerationRe
 def timed_build(
     name: str, url: str, requests: list[GenerationRequest], store: ObjectStore, partition: str
 ) -> tuple[Phase, BuildReport]:
-    before = _api_requests(url)
+    before = api_requests(url)
     start = time.perf_counter()
     report = build_partition(
         requests, partition=partition, store=store, engine_config=engine_config(url)
@@ -135,7 +127,7 @@ def timed_build(
         name=name,
         images=report.completed,
         wall=wall,
-        api_requests=_api_requests(url) - before,
+        api_requests=api_requests(url) - before,
         cached=report.cached,
         service_time=float(times.mean()) if len(times) else float("nan"),
     )
@@ -153,7 +145,7 @@ def timed_engine(name: str, url: str, requests: list[GenerationRequest]) -> Phas
                     times.append(result.inference_time)
         return times
 
-    before = _api_requests(url)
+    before = api_requests(url)
     start = time.perf_counter()
     times = asyncio.run(drive())
     wall = time.perf_counter() - start
@@ -161,7 +153,7 @@ def timed_engine(name: str, url: str, requests: list[GenerationRequest]) -> Phas
         name=name,
         images=len(times),
         wall=wall,
-        api_requests=_api_requests(url) - before,
+        api_requests=api_requests(url) - before,
         service_time=statistics.fmean(times) if times else float("nan"),
     )
 
@@ -217,7 +209,7 @@ def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], wha
 def s3_server() -> Iterator[str]:
     """moto's ``ThreadedMotoServer`` in a subprocess (its CPU kept out of the build's process),
     with the AWS variables pointing at it; yields the endpoint URL."""
-    port = _free_port()
+    port = free_port()
     code = (
         "import logging, threading; from moto.server import ThreadedMotoServer; "
         "logging.getLogger('werkzeug').setLevel(logging.ERROR); "
@@ -287,7 +279,8 @@ def table(phases: list[Phase], memory: list[Memory]) -> str:
 
 def main() -> None:
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, _emulator() as url:
+    service = emulator(workers=WORKERS, step_time=STEP_TIME)
+    with tempfile.TemporaryDirectory() as tmp, service as url:
         requests = prompt_requests(PROMPTS, tmp, FIRST)
         timed_engine("warm-up", url, reseeded(requests[:WORKERS], 1))  # not counted
         store = ObjectStore.from_uri(f"{tmp}/store")
@@ -297,7 +290,7 @@ def main() -> None:
         again, _ = timed_build("re-materialize (same partition)", url, requests, store, FIRST)
         second = partition_requests(load_prompt_table(f"{tmp}/prompts-{PROMPTS}.csv"), SECOND)
         copy, _ = timed_build("second partition (copies)", url, second, store, SECOND)
-        with _emulator(f"--step-time={FAST_STEP_TIME}") as fast_url:
+        with emulator(workers=WORKERS, step_time=FAST_STEP_TIME) as fast_url:
             memory = [memory_of_build(fast_url, n) for n in MEMORY_SIZES]
         s3 = s3_build(url, requests)
     phases = [before, build, after, again, copy, s3]

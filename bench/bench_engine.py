@@ -16,11 +16,7 @@ One emulator per run, in a subprocess (so this process's CPU time is the client'
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +25,10 @@ from typing import Any
 
 import httpx
 
+from bench.support import KEY, api_requests, emulator
 from flux_pipeline.protocol import MODEL, GenerationRequest
 from flux_pipeline.segmind import EngineConfig, SegmindEngine
 
-KEY = "SG_0123456789abcdef"
 WORKERS = 16
 STEPS = 4
 STEP_TIME = 0.25
@@ -62,53 +58,9 @@ class Outcome:
         return WORKERS / self.service_time
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def _emulator(*extra: str) -> Iterator[str]:
-    """``flux-pipeline emulator`` in a subprocess; yields its URL."""
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from flux_pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
-        "emulator",
-        f"--port={port}",
-        f"--api-key={KEY}",
-        f"--workers={WORKERS}",
-        f"--step-time={STEP_TIME}",
-        *extra,
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the emulator did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def _requests() -> Iterator[GenerationRequest]:
     for i in range(IMAGES):
         yield GenerationRequest(key=f"b{i}", prompt=f"benchmark image {i}", seed=i, steps=STEPS)
-
-
-def _api_requests(url: str) -> int:
-    counts = httpx.get(f"{url}/_emulator/stats").json()["requests"]
-    return int(sum(n for kind, n in counts.items() if kind != "output"))
 
 
 def _measure(client: str, url: str, work: Callable[[], list[tuple[float, float]]]) -> Outcome:
@@ -126,7 +78,7 @@ def _measure(client: str, url: str, work: Callable[[], list[tuple[float, float]]
         wall=wall,
         sustained=sustained,
         cpu=cpu,
-        api_requests=_api_requests(url),
+        api_requests=api_requests(url),
         service_time=statistics.fmean(inference_times) if inference_times else float("nan"),
     )
 
@@ -197,11 +149,11 @@ def table(engine: Outcome, sdk: Outcome) -> str:
 
 
 def main() -> None:
-    with _emulator() as url:
+    with emulator(workers=WORKERS, step_time=STEP_TIME) as url:
         engine = _measure(
             f"flux-pipeline engine ({CONCURRENCY} in flight)", url, lambda: run_engine(url)
         )
-    with _emulator() as url:
+    with emulator(workers=WORKERS, step_time=STEP_TIME) as url:
         sdk = _measure(f"segmind SDK 1.3.0 ({SDK_THREADS} threads)", url, lambda: run_sdk(url))
     print(
         f"{IMAGES} images, emulator with {WORKERS} workers x {STEPS} steps x {STEP_TIME} s\n",
