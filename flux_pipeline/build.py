@@ -127,6 +127,8 @@ class _PartitionBuild:
         self.rows: dict[str, LineageRow] = {}
         #: Requests waiting for another request of this partition with the same request key.
         self.followers: dict[str, list[GenerationRequest]] = {}
+        #: When the jobs re-attached from the ledger were submitted (by an earlier run).
+        self.resumed_submitted_at: dict[str, datetime | None] = {}
         self.generated = 0
         self.started = time.monotonic()
 
@@ -183,13 +185,15 @@ class _PartitionBuild:
             rows.update(group_rows)
             if not group_rows:
                 left.append(request)
-        attach = {
-            r.request_key: request_id
+        resumed = [
+            entry
             for r in left
             if (entry := entries.get(r.request_key)) is not None
             and entry.state == "SUBMITTED"
-            and (request_id := entry.request_id)
-        }
+            and entry.request_id
+        ]
+        self.resumed_submitted_at = {e.request_key: e.submitted_at for e in resumed}
+        attach = {e.request_key: e.request_id or "" for e in resumed}
         return left, attach, rows
 
     def _reuse(
@@ -321,7 +325,7 @@ class _PartitionBuild:
             queue_time=result.queue_time,
             cost=result.cost,
             attempts=result.attempts,
-            submitted_at=result.submitted_at,
+            submitted_at=result.submitted_at or self.resumed_submitted_at.get(request.request_key),
             request_key=request.request_key,
             cached=False,
             **outcome,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,8 @@ def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: Ob
         f"{emulator.url}/v2/{MODEL}", json=request.payload(), headers={"x-api-key": TEST_KEY}
     )
     request_id = answer.json()["request_id"]
-    Ledger(local_store).record_submitted(request.request_key, request_id)
+    submitted_at = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    Ledger(local_store).record_submitted(request.request_key, request_id, submitted_at)
 
     report = build([request], local_store, emulator)
     assert submits(emulator) == 1  # only ours above: the build attached instead of submitting
@@ -166,6 +168,7 @@ def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: Ob
     row = lineage_of(local_store).loc["moth"]
     assert row["request_id"] == request_id
     assert row["status"] == "COMPLETED"
+    assert row["submitted_at"] == submitted_at  # the earlier run's submit, from the ledger
     assert Ledger(local_store).in_flight([request.request_key]) == {}
 
 
