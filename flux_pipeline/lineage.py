@@ -52,6 +52,34 @@ LINEAGE_SCHEMA: Final = pa.schema(
         pa.field("cached", pa.bool_(), nullable=False),
     ]
 )
+#: One line per column as read back (``partition`` first), for schemas shown to people.
+LINEAGE_DESCRIPTIONS: Final = {
+    "partition": "daily partition key YYYY-MM-DD (from the Hive folder, not the file)",
+    "prompt_id": "id of the prompt-table row",
+    "prompt": "text prompt sent to the model",
+    "seed": "seed sent: pinned in the table, or derived from (prompt_id, partition)",
+    "steps": "inference steps sent (1-4)",
+    "aspect_ratio": "aspect ratio sent, e.g. 16:9",
+    "model": "Segmind model slug",
+    "request_id": "the service's request id (of the original generation when cached)",
+    "status": "COMPLETED or FAILED",
+    "error": "why the image FAILED; null when COMPLETED",
+    "inference_time": "seconds of inference, as reported by the service",
+    "queue_time": "seconds queued, as reported by the service (null if not reported)",
+    "cost": "cost of the image in the service's units, as reported (null if not reported)",
+    "attempts": "HTTP requests spent on the image: submit, polls, result, media download, retries",
+    "submitted_at": "UTC, client clock: when the accepted submit was sent",
+    "completed_at": "UTC, client clock: when the image was stored (or FAILED was seen)",
+    "image_uri": "where the image is stored (null when FAILED)",
+    "image_sha256": "sha256 of the stored image bytes",
+    "image_bytes": "size of the stored image in bytes",
+    "content_type": "MIME type of the image as served",
+    "width": "image width in pixels",
+    "height": "image height in pixels",
+    "request_key": "hash of (model, prompt, seed, steps, aspect_ratio): same key, same image",
+    "cached": "true when reused from storage without an API call (then request_id, "
+    "timings, attempts and timestamps are the original generation's)",
+}
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The DESIGN.md column order, as read back: ``partition`` first.
 LINEAGE_COLUMNS: Final = ("partition", *LINEAGE_SCHEMA.names)

@@ -1,10 +1,13 @@
 """``generation_metrics``: one row per partition, aggregated from the lineage dataset.
 
-Timings describe the images a partition holds, cached ones included: a cached row carries its
-original generation's request id, ``inference_time`` and timestamps, so a partition rebuilt
-from the cache keeps its figures (and one that reused another partition's images spans both
-builds). ``retries`` counts HTTP requests beyond those of the cheapest completed image of the
-partition (retries and extra polls), over rows generated there (``cached`` false).
+Counts (``prompts``, ``completed``, ``failed``, ``cached``, ``failure_rate``, ``bytes``) describe
+every row the partition holds. Timings, request counts and throughput describe only the rows
+generated in that partition (``cached`` false): a cached row carries its original generation's
+request id, ``inference_time``, ``attempts`` and timestamps, so counting it would mix another
+build into this one (a partition that reused another's images would span both builds). A
+partition built entirely from the cache therefore has null timings and zero requests.
+
+Seconds are rounded to milliseconds, throughput to 0.01 image/s, ``failure_rate`` to 4 places.
 """
 
 from __future__ import annotations
@@ -13,30 +16,38 @@ from typing import Final
 
 import pandas as pd
 
+#: One line per column, in order: the columns of the result and what each one means.
+METRIC_DESCRIPTIONS: Final = {
+    "partition": "daily partition key YYYY-MM-DD",
+    "prompts": "lineage rows of the partition (one per prompt)",
+    "completed": "COMPLETED rows, cached ones included",
+    "failed": "FAILED rows, cached ones included",
+    "cached": "rows reused from storage without an API call",
+    "failure_rate": "failed / prompts",
+    "inference_time_p50_s": "median inference_time (s) of images generated in this partition",
+    "inference_time_p95_s": "95th percentile inference_time (s), generated images only",
+    "inference_time_max_s": "largest inference_time (s), generated images only",
+    "latency_p50_s": "median completed_at - submitted_at (s), generated images only",
+    "latency_p95_s": "95th percentile completed_at - submitted_at (s), generated images only",
+    "http_requests": "sum of attempts over generated rows: every HTTP request, downloads included",
+    "extra_requests": "http_requests beyond the cheapest completed generated image's, per row "
+    "(retries and extra polls)",
+    "throughput_images_per_s": "completed generated images / (last_completed_at - "
+    "first_submitted_at)",
+    "bytes": "stored image bytes of COMPLETED rows, cached ones included",
+    "first_submitted_at": "UTC: earliest submitted_at of a completed generated image",
+    "last_completed_at": "UTC: latest completed_at of a completed generated image",
+}
 #: Columns of the result, in order.
-METRIC_COLUMNS: Final = (
-    "partition",
-    "prompts",
-    "completed",
-    "failed",
-    "cached",
-    "failure_rate",
-    "inference_time_p50_s",
-    "inference_time_p95_s",
-    "inference_time_max_s",
-    "latency_p50_s",
-    "latency_p95_s",
-    "requests",
-    "retries",
-    "throughput_images_per_s",
-    "bytes",
-    "first_submitted_at",
-    "last_completed_at",
-)
+METRIC_COLUMNS: Final = tuple(METRIC_DESCRIPTIONS)
+
+SECONDS_DECIMALS: Final = 3
+RATE_DECIMALS: Final = 2
+RATIO_DECIMALS: Final = 4
 
 
 def generation_metrics(lineage: pd.DataFrame) -> pd.DataFrame:
-    """Per-partition counts, percentiles, retries, throughput and bytes (see the module)."""
+    """Per-partition counts, percentiles, requests, throughput and bytes (see the module)."""
     rows = [_partition_metrics(str(key), group) for key, group in _by_partition(lineage)]
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     return frame.astype(
@@ -46,8 +57,8 @@ def generation_metrics(lineage: pd.DataFrame) -> pd.DataFrame:
             "completed": "int64",
             "failed": "int64",
             "cached": "int64",
-            "requests": "int64",
-            "retries": "int64",
+            "http_requests": "int64",
+            "extra_requests": "int64",
             "bytes": "int64",
             "first_submitted_at": "datetime64[us, UTC]",
             "last_completed_at": "datetime64[us, UTC]",
@@ -65,35 +76,37 @@ def _by_partition(lineage: pd.DataFrame) -> list[tuple[object, pd.DataFrame]]:
 def _partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
     completed = rows[rows["status"] == "COMPLETED"]
     generated = rows[~rows["cached"].astype(bool)]
-    inference = completed["inference_time"].dropna().astype(float)
-    latency = (completed["completed_at"] - completed["submitted_at"]).dt.total_seconds().dropna()
+    made = generated[generated["status"] == "COMPLETED"]
+    inference = made["inference_time"].dropna().astype(float)
+    latency = (made["completed_at"] - made["submitted_at"]).dt.total_seconds().dropna()
     attempts = generated["attempts"].astype("int64")
-    cheapest = generated.loc[generated["status"] == "COMPLETED", "attempts"].min()
+    cheapest = made["attempts"].min()
     if pd.isna(cheapest):
         cheapest = attempts.min() if len(attempts) else 0
-    first = completed["submitted_at"].min()
-    last = completed["completed_at"].max()
+    first = made["submitted_at"].min()
+    last = made["completed_at"].max()
     span = (last - first).total_seconds() if pd.notna(first) and pd.notna(last) else 0.0
+    failed = rows["status"] == "FAILED"
     return {
         "partition": partition,
         "prompts": len(rows),
         "completed": len(completed),
-        "failed": int((rows["status"] == "FAILED").sum()),
+        "failed": int(failed.sum()),
         "cached": int(rows["cached"].astype(bool).sum()),
-        "failure_rate": float((rows["status"] == "FAILED").mean()),
-        "inference_time_p50_s": _quantile(inference, 0.5),
-        "inference_time_p95_s": _quantile(inference, 0.95),
-        "inference_time_max_s": float(inference.max()) if len(inference) else None,
-        "latency_p50_s": _quantile(latency, 0.5),
-        "latency_p95_s": _quantile(latency, 0.95),
-        "requests": int(attempts.sum()),
-        "retries": int((attempts - int(cheapest)).clip(lower=0).sum()),
-        "throughput_images_per_s": len(completed) / span if span > 0 else None,
+        "failure_rate": round(float(failed.mean()), RATIO_DECIMALS),
+        "inference_time_p50_s": _seconds_quantile(inference, 0.5),
+        "inference_time_p95_s": _seconds_quantile(inference, 0.95),
+        "inference_time_max_s": _seconds_quantile(inference, 1.0),
+        "latency_p50_s": _seconds_quantile(latency, 0.5),
+        "latency_p95_s": _seconds_quantile(latency, 0.95),
+        "http_requests": int(attempts.sum()),
+        "extra_requests": int((attempts - int(cheapest)).clip(lower=0).sum()),
+        "throughput_images_per_s": round(len(made) / span, RATE_DECIMALS) if span > 0 else None,
         "bytes": int(completed["image_bytes"].fillna(0).sum()),
         "first_submitted_at": first,
         "last_completed_at": last,
     }
 
 
-def _quantile(values: pd.Series, q: float) -> float | None:
-    return float(values.quantile(q)) if len(values) else None
+def _seconds_quantile(values: pd.Series, q: float) -> float | None:
+    return round(float(values.quantile(q)), SECONDS_DECIMALS) if len(values) else None

@@ -10,7 +10,7 @@ from PIL import Image
 
 from flux_pipeline.contact_sheet import render_contact_sheet
 from flux_pipeline.lineage import read_lineage, write_partition_lineage
-from flux_pipeline.metrics import METRIC_COLUMNS, generation_metrics
+from flux_pipeline.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS, generation_metrics
 from flux_pipeline.storage import ObjectStore
 
 from .rows import make_row
@@ -45,13 +45,87 @@ def test_metrics_per_partition(local_store: ObjectStore) -> None:
     assert first["inference_time_p95_s"] == pytest.approx(3.85)
     assert first["inference_time_max_s"] == 4.0
     assert first["latency_p50_s"] == pytest.approx(2.0)
-    assert first["retries"] == 2 + 1  # p3 and the failed row took more than the cheapest image
-    assert first["requests"] == 3 * 4 + 2 + 4
+    assert first["extra_requests"] == 2 + 1  # p3 and the failed row took more than the cheapest
+    assert first["http_requests"] == 3 * 4 + 2 + 4
     assert first["throughput_images_per_s"] == pytest.approx(4 / 5)  # 4 images over 5 s
     assert first["bytes"] == 400
     second = metrics.iloc[1]
-    assert (second["cached"], second["completed"], second["retries"]) == (1, 1, 0)
-    assert second["inference_time_p50_s"] == 1.25
+    assert (second["cached"], second["completed"], second["extra_requests"]) == (1, 1, 0)
+    assert second["http_requests"] == 0  # nothing was sent for a cached row
+    assert pd.isna(second["inference_time_p50_s"])  # no image was generated there
+    assert pd.isna(second["throughput_images_per_s"])
+    assert pd.isna(second["first_submitted_at"])
+
+
+def test_timings_of_a_partition_cover_only_the_images_it_generated(
+    local_store: ObjectStore,
+) -> None:
+    """Reused rows keep the timestamps of an older build: counting them would stretch the
+    window (here to a day) and mix that build's inference times into this one's."""
+    start = make_row("a").submitted_at
+    assert start is not None
+    a_day_earlier = start - timedelta(days=1)
+    reused = [
+        replace(
+            make_row(f"old{i}", cached=True),
+            inference_time=9.0,
+            attempts=40,
+            submitted_at=a_day_earlier,
+            completed_at=a_day_earlier + timedelta(seconds=30),
+        )
+        for i in range(2)
+    ]
+    generated = [
+        replace(
+            make_row(f"new{i}"),
+            inference_time=1.0 + i / 3,
+            submitted_at=start + timedelta(seconds=i / 4),
+            completed_at=start + timedelta(seconds=1 + i / 4),
+        )
+        for i in range(4)
+    ]
+    write_partition_lineage(local_store, "2026-11-21", reused + generated)
+
+    (row,) = generation_metrics(read_lineage(local_store)).itertuples()
+
+    assert (row.prompts, row.completed, row.cached) == (6, 6, 2)
+    assert row.throughput_images_per_s == 2.29  # 4 images over 1.75 s, not 6 over a day
+    assert row.inference_time_max_s == 2.0
+    assert row.inference_time_p50_s == 1.5
+    assert row.latency_p95_s == 1.0
+    assert row.http_requests == 4 * 4
+    assert row.first_submitted_at == pd.Timestamp(start)
+    assert row.last_completed_at == pd.Timestamp(start + timedelta(seconds=1.75))
+    assert row.bytes == 6 * 1234  # bytes and counts describe every image the partition holds
+
+
+def test_metrics_are_rounded_in_the_frame(local_store: ObjectStore) -> None:
+    start = make_row("a").submitted_at
+    assert start is not None
+    rows = [
+        replace(
+            make_row(f"p{i}"),
+            inference_time=2.3536999999999995 + i,
+            submitted_at=start,
+            completed_at=start + timedelta(seconds=3, microseconds=123457 * (i + 1)),
+        )
+        for i in range(3)
+    ]
+    rows.append(make_row("bad", status="FAILED"))
+    write_partition_lineage(local_store, "2026-11-20", rows)
+
+    (row,) = generation_metrics(read_lineage(local_store)).itertuples()
+
+    assert row.inference_time_p50_s == 3.354
+    assert row.inference_time_p95_s == 4.254
+    assert row.latency_p50_s == 3.247
+    assert row.throughput_images_per_s == 0.89  # 3 / 3.370371 s
+    assert row.failure_rate == 0.25
+
+
+def test_every_metric_column_has_a_description() -> None:
+    assert tuple(METRIC_DESCRIPTIONS) == METRIC_COLUMNS
+    assert all(text.strip() for text in METRIC_DESCRIPTIONS.values())
 
 
 def test_metrics_of_no_lineage_is_an_empty_frame_with_columns(local_store: ObjectStore) -> None:
