@@ -79,7 +79,7 @@ def one_row_per_prompt(
 def images_match_sha256(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:
-    """Every COMPLETED image exists in storage and its sha256 equals ``image_sha256``."""
+    """Every COMPLETED image exists in storage and its sha256 equals `image_sha256`."""
     store = storage.store()
     partition = context.partition_key
     lineage = read_partition_lineage(store, partition)
@@ -110,7 +110,7 @@ def images_match_sha256(
 def failure_rate_below_threshold(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:
-    """The share of FAILED images stays at or under ``FLUX_MAX_FAILURE_RATE`` (default 0.05)."""
+    """The share of FAILED images stays at or under `FLUX_MAX_FAILURE_RATE` (default 0.05)."""
     lineage = read_partition_lineage(storage.store(), context.partition_key)
     if lineage is None:
         return _missing_lineage(context.partition_key)
@@ -134,7 +134,7 @@ def failure_rate_below_threshold(
 def lineage_schema_as_declared(
     context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
 ) -> dg.AssetCheckResult:
-    """The stored lineage file has exactly the declared columns and types (``partition`` comes
+    """The stored lineage file has exactly the declared columns and types (`partition` comes
     from the Hive folder, not the file)."""
     store = storage.store()
     path = lineage_path(context.partition_key)

@@ -1,4 +1,4 @@
-"""``generation_metrics``: per-partition counts, latencies and throughput over all lineage."""
+"""`generation_metrics`: per-partition counts, latencies and throughput over all lineage."""
 
 import io
 
@@ -7,6 +7,7 @@ import dagster as dg
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.metadata import frame_schema, histogram_markdown, preview_table
 from flux_pipeline.lineage import read_lineage
+from flux_pipeline.metrics import METRIC_DESCRIPTIONS
 from flux_pipeline.metrics import generation_metrics as aggregate_metrics
 from flux_pipeline.resources.storage import ObjectStoreResource
 
@@ -19,8 +20,14 @@ TABLE_ROWS = 60
 def generation_metrics(
     context: dg.AssetExecutionContext, storage: ObjectStoreResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """Per-partition counts (completed, failed, cached), p50/p95/max inference time, end-to-end
-    latency, retries, throughput and bytes, over every partition's lineage."""
+    """One row per partition of `generated_images`, over every partition's lineage, written to
+    `metrics/generation_metrics.parquet`.
+
+    Counts (completed, failed, cached, bytes) cover every row of a partition; inference time,
+    latency, HTTP requests and throughput cover only the images generated in that partition
+    (`cached` false), since reused rows keep the timings of the build that made them. Each
+    column is described in the column schema. Refreshed by every `synthetic_build` run.
+    """
     store = storage.store()
     lineage = read_lineage(store)
     metrics = aggregate_metrics(lineage)
@@ -28,18 +35,22 @@ def generation_metrics(
     metrics.to_parquet(buffer, index=False)
     store.write_atomic(METRICS_PATH, buffer.getvalue())
     context.log.info(f"{len(metrics)} partitions, {len(lineage)} lineage rows aggregated")
-    completed = lineage[lineage["status"] == "COMPLETED"]
-    latencies = [float(v) for v in completed["inference_time"].dropna()]
+    generated = lineage[(lineage["status"] == "COMPLETED") & ~lineage["cached"].astype(bool)]
+    latencies = [float(v) for v in generated["inference_time"].dropna()]
     newest_first = metrics.sort_values("partition", ascending=False)
+    shown = min(len(metrics), TABLE_ROWS)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(metrics),
-            "dagster/column_schema": frame_schema(metrics),
+            "dagster/column_schema": frame_schema(metrics, METRIC_DESCRIPTIONS),
             "dagster/uri": store.uri(METRICS_PATH),
             "lineage_rows": len(lineage),
-            "metrics": preview_table(newest_first, rows=TABLE_ROWS),
+            "metrics_shown": f"newest {shown} of {len(metrics)} partitions",
+            "metrics": preview_table(
+                newest_first, rows=TABLE_ROWS, descriptions=METRIC_DESCRIPTIONS
+            ),
             "inference_time_histogram": dg.MetadataValue.md(
-                histogram_markdown(latencies, unit="inference_time (s)")
+                histogram_markdown(latencies, unit="inference_time (s) of generated images")
             ),
         }
     )

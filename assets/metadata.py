@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import dagster as dg
 import pandas as pd
@@ -13,22 +14,27 @@ import pyarrow as pa
 from PIL import Image
 
 
-def frame_schema(frame: pd.DataFrame) -> dg.TableSchema:
-    """The column schema of a DataFrame (name and dtype)."""
+def frame_schema(
+    frame: pd.DataFrame, descriptions: Mapping[str, str] | None = None
+) -> dg.TableSchema:
+    """The column schema of a DataFrame (name and dtype), with one description per column."""
+    described = descriptions or {}
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in frame.dtypes.items()
+            dg.TableColumn(name=str(name), type=str(dtype), description=described.get(str(name)))
+            for name, dtype in frame.dtypes.items()
         ]
     )
 
 
-def arrow_schema(schema: pa.Schema) -> dg.TableSchema:
-    """The column schema of a pyarrow schema, nullability included."""
+def arrow_schema(schema: pa.Schema, descriptions: Mapping[str, str]) -> dg.TableSchema:
+    """The column schema of a pyarrow schema, nullability and descriptions included."""
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=field.name,
                 type=str(field.type),
+                description=descriptions.get(field.name),
                 constraints=dg.TableColumnConstraints(nullable=field.nullable),
             )
             for field in schema
@@ -37,7 +43,10 @@ def arrow_schema(schema: pa.Schema) -> dg.TableSchema:
 
 
 def _cell(value: object) -> str | int | float | bool | None:
-    """A value a ``TableRecord`` accepts: plain scalars as-is, missing as None, the rest as text."""
+    """A value a ``TableRecord`` accepts: plain scalars as-is, missing as None, timestamps as ISO
+    8601 to the second, the rest as text."""
+    if isinstance(value, datetime):  # pandas Timestamps too
+        return None if pd.isna(value) else value.isoformat(timespec="seconds")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool | int | float | str):
@@ -50,13 +59,15 @@ def _cell(value: object) -> str | int | float | bool | None:
     return str(value)
 
 
-def preview_table(frame: pd.DataFrame, *, rows: int) -> dg.TableMetadataValue:
+def preview_table(
+    frame: pd.DataFrame, *, rows: int, descriptions: Mapping[str, str] | None = None
+) -> dg.TableMetadataValue:
     """The first ``rows`` rows of a DataFrame as a metadata table."""
     records = [
         dg.TableRecord({str(name): _cell(value) for name, value in row.items()})
         for row in frame.head(rows).to_dict(orient="records")
     ]
-    return dg.MetadataValue.table(records=records, schema=frame_schema(frame))
+    return dg.MetadataValue.table(records=records, schema=frame_schema(frame, descriptions))
 
 
 def image_markdown(image_png: bytes, *, alt: str, max_width: int = 960) -> dg.MarkdownMetadataValue:

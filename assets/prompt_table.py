@@ -19,10 +19,10 @@ PROMPT_TABLE_PATH = "prompt_table/prompt_table.parquet"
 def prompt_table(
     context: dg.AssetExecutionContext, storage: ObjectStoreResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """The prompt table named by ``FLUX_PROMPTS`` (or the bundled sample), validated.
+    """The prompt table named by `FLUX_PROMPTS` (or the bundled sample), validated.
 
     Every bad row is reported by id and field before any credit is spent; the valid table is
-    written to ``prompt_table/prompt_table.parquet`` under the storage root.
+    written to `prompt_table/prompt_table.parquet` under the storage root.
     """
     source = os.environ.get("FLUX_PROMPTS") or None
     context.log.info(f"loading prompt table from {source or 'the bundled sample'}")

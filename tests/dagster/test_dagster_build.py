@@ -24,6 +24,8 @@ from dagster_support import (
 )
 from PIL import Image
 
+from flux_pipeline.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS
+
 PROMPT_IDS = {"fox", "harbor", "tower", "market", "comet", "garden"}
 CHECKS = {
     "one_row_per_prompt",
@@ -287,21 +289,32 @@ def test_checks_fail_on_a_missing_row_and_a_foreign_schema(
 
 def test_generation_metrics_aggregate_every_partition(runner: Runner, storage_root: Path) -> None:
     assert runner.prompt_table().success
-    assert runner.partition("2026-11-20").success
-    assert runner.partition("2026-11-21").success
+    built = {key: runner.partition(key) for key in ("2026-11-20", "2026-11-21")}
+    assert all(result.success for result in built.values())
 
     result = runner.metrics()
 
     assert result.success, failure_message(result)
     metrics = pd.read_parquet(storage_root / "metrics" / "generation_metrics.parquet")
-    assert sorted(metrics["partition"]) == ["2026-11-20", "2026-11-21"]
+    assert metrics["partition"].tolist() == ["2026-11-20", "2026-11-21"]
+    assert metrics["cached"].tolist() == [0, 1]  # harbor's seed is pinned: day 2 reuses it
+    for row, (key, build) in zip(metrics.itertuples(), built.items(), strict=True):
+        images = metadata_of(build, "generated_images")
+        assert row.http_requests == images["http_requests"], key  # one meaning, both places
     meta = metadata_of(result, "generation_metrics")
     assert meta["dagster/row_count"] == 2
     assert meta["lineage_rows"] == 12
-    assert len(meta["metrics"].records) == 2
+    schema = meta["dagster/column_schema"].columns
+    assert [column.name for column in schema] == list(METRIC_COLUMNS)
+    assert [column.description for column in schema] == list(METRIC_DESCRIPTIONS.values())
+    assert meta["metrics_shown"] == "newest 2 of 2 partitions"
+    newest = meta["metrics"].records[0].data
+    assert newest["partition"] == "2026-11-21"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", newest["first_submitted_at"])
+    assert newest["latency_p50_s"] == round(newest["latency_p50_s"], 3)
     histogram = meta["inference_time_histogram"]
     assert "█" in histogram
-    assert sum(int(line.split("|")[2]) for line in histogram.splitlines()[2:]) == 12
+    assert sum(int(line.split("|")[2]) for line in histogram.splitlines()[2:]) == 11  # generated
 
 
 def test_lineage_of_all_partitions_reads_back_as_one_hive_dataset(

@@ -66,6 +66,16 @@ def test_the_schedule_builds_the_day_it_runs_on() -> None:
     assert [request.partition_key for request in requests] == ["2026-11-20"]
 
 
+def test_descriptions_are_markdown_not_rst() -> None:
+    graph = defs.resolve_asset_graph()
+    descriptions = {
+        key.to_user_string(): graph.get(key).description for key in graph.get_all_asset_keys()
+    }
+    descriptions.update({key.name: graph.get(key).description for key in graph.asset_check_keys})
+    assert all(descriptions.values()), descriptions
+    assert not [name for name, text in descriptions.items() if "``" in (text or "")]
+
+
 def test_resources_default_to_the_embedded_emulator_and_local_storage() -> None:
     resources = defs.resources or {}
     assert set(resources) == {"segmind", "storage"}
