@@ -1,5 +1,6 @@
-"""``prompt_table``: the validated prompt table, stored as Parquet for the builds downstream."""
+"""`prompt_table`: the validated prompt table, stored as Parquet for the builds downstream."""
 
+import hashlib
 import io
 import os
 
@@ -13,6 +14,17 @@ from flux_pipeline.storage import ObjectStore
 
 #: Where the validated table lives under the storage root.
 PROMPT_TABLE_PATH = "prompt_table/prompt_table.parquet"
+#: Rows shown in the metadata preview.
+PREVIEW_ROWS = 10
+SEED_RULE = "derived from (prompt_id, partition) in each partition"
+#: One line per column of the validated table.
+PROMPT_DESCRIPTIONS = {
+    "prompt_id": "unique id; names the image files",
+    "prompt": "text prompt",
+    "seed": f"pinned seed; empty = {SEED_RULE}",
+    "steps": "inference steps (1-4)",
+    "aspect_ratio": "aspect ratio, e.g. 16:9",
+}
 
 
 @dg.asset(kinds={"parquet"})
@@ -22,7 +34,10 @@ def prompt_table(
     """The prompt table named by `FLUX_PROMPTS` (or the bundled sample), validated.
 
     Every bad row is reported by id and field before any credit is spent; the valid table is
-    written to `prompt_table/prompt_table.parquet` under the storage root.
+    written to `prompt_table/prompt_table.parquet` under the storage root. Its data version is
+    the sha256 of the validated content, so an unchanged table leaves the partitions of
+    `generated_images` in sync. An empty `seed` is derived from `(prompt_id, partition)` in each
+    partition, so the preview shows it blank.
     """
     source = os.environ.get("FLUX_PROMPTS") or None
     context.log.info(f"loading prompt table from {source or 'the bundled sample'}")
@@ -38,15 +53,25 @@ def prompt_table(
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
     store.write_atomic(PROMPT_TABLE_PATH, buffer.getvalue())
+    pinned = int(table["seed"].notna().sum())
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(table),
-            "dagster/column_schema": frame_schema(table),
+            "dagster/column_schema": frame_schema(table, PROMPT_DESCRIPTIONS),
             "dagster/uri": store.uri(PROMPT_TABLE_PATH),
             "source": source or "bundled sample",
-            "preview": preview_table(table, rows=10),
-        }
+            "seeds": f"{pinned} pinned, {len(table) - pinned} {SEED_RULE}",
+            "preview_rows": f"first {min(PREVIEW_ROWS, len(table))} of {len(table)}",
+            "preview": preview_table(table, rows=PREVIEW_ROWS, descriptions=PROMPT_DESCRIPTIONS),
+        },
+        data_version=table_version(table),
     )
+
+
+def table_version(table: pd.DataFrame) -> dg.DataVersion:
+    """The sha256 of the validated table's content (columns, rows in order, nulls as null)."""
+    canonical = table.to_json(orient="split", index=False, force_ascii=False)
+    return dg.DataVersion(hashlib.sha256(canonical.encode()).hexdigest())
 
 
 def _problems_table(err: PromptTableError) -> dg.TableMetadataValue:

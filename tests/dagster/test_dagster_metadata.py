@@ -1,14 +1,72 @@
-"""What the Dagster UI shows: column descriptions, the backend, request counts."""
+"""What the Dagster UI shows: data versions, column descriptions, the backend, request counts."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
 from dagster_support import KEY, Runner, failure_message, metadata_of
 
 from flux_pipeline.lineage import LINEAGE_COLUMNS, LINEAGE_DESCRIPTIONS
+
+DATA_VERSION = "dagster/data_version"
+
+
+def _prompt_table_version(result: dg.ExecuteInProcessResult) -> str:
+    (materialization,) = result.asset_materializations_for_node("prompt_table")
+    return materialization.tags[DATA_VERSION]
+
+
+def _status(runner: Runner, partition: str) -> StaleStatus:
+    from flux_pipeline.assets import generated_images, generation_metrics, prompt_table
+
+    resolver = get_stale_status_resolver(
+        runner.instance, [prompt_table, generated_images, generation_metrics]
+    )
+    return resolver.get_status(dg.AssetKey("generated_images"), partition)
+
+
+def test_prompt_table_data_version_is_the_hash_of_its_content(
+    runner: Runner, prompts_csv: Path
+) -> None:
+    first = _prompt_table_version(runner.prompt_table())
+    again = _prompt_table_version(runner.prompt_table())
+    prompts_csv.write_text(prompts_csv.read_text().replace("fresh snow", "deep snow"))
+    changed = _prompt_table_version(runner.prompt_table())
+
+    assert len(first) == 64
+    assert again == first
+    assert changed != first
+
+
+def test_an_unchanged_prompt_table_leaves_built_partitions_in_sync(
+    runner: Runner, prompts_csv: Path
+) -> None:
+    assert runner.prompt_table().success
+    assert runner.partition("2026-11-20").success
+    assert runner.prompt_table().success  # what each synthetic_build run does first
+    assert runner.partition("2026-11-21").success
+
+    assert _status(runner, "2026-11-20") == StaleStatus.FRESH
+
+    prompts_csv.write_text(prompts_csv.read_text().replace("fresh snow", "deep snow"))
+    assert runner.prompt_table().success
+    assert _status(runner, "2026-11-20") == StaleStatus.STALE
+
+
+def test_prompt_table_metadata_explains_the_blank_seeds(runner: Runner) -> None:
+    meta = metadata_of(runner.prompt_table(), "prompt_table")
+
+    assert meta["seeds"] == "1 pinned, 5 derived from (prompt_id, partition) in each partition"
+    assert meta["preview_rows"] == "first 6 of 6"
+    assert len(meta["preview"].records) == 6
+    columns = {column.name: column.description for column in meta["dagster/column_schema"].columns}
+    assert "derived from (prompt_id, partition)" in columns["seed"]
+    assert all(columns.values())
 
 
 def test_generated_images_metadata_names_the_backend_and_each_kind_of_request(
