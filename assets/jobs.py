@@ -5,15 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from flux_pipeline.assets.generated_images import generated_images
+from flux_pipeline.assets.generation_metrics import generation_metrics
 from flux_pipeline.assets.prompt_table import prompt_table
 
-#: Partitioned like ``generated_images`` (inferred): one run per day key validates the current
-#: prompt table, then builds that day's images.
-#: The checks on ``generated_images`` run in the same run for the same partition.
+#: Partitioned like `generated_images` (inferred): one run per day key validates the current
+#: prompt table, builds that day's images, then refreshes the (unpartitioned) aggregate over
+#: every partition. The checks on `generated_images` run in the same run for the same partition.
 synthetic_build = dg.define_asset_job(
     "synthetic_build",
-    selection=dg.AssetSelection.assets(prompt_table, generated_images),
-    description="Validate the prompt table and build one daily partition of generated images.",
+    selection=dg.AssetSelection.assets(prompt_table, generated_images, generation_metrics),
+    description=(
+        "Validate the prompt table, build one daily partition of generated images, then "
+        "refresh generation_metrics over every partition."
+    ),
 )
 
 #: Builds the current day (UTC) shortly after midnight; off by default.

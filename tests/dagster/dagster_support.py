@@ -65,6 +65,26 @@ class Runner:
     def metrics(self) -> dg.ExecuteInProcessResult:
         return self._materialize(["generation_metrics"])
 
+    def job(self, key: str = PARTITION) -> dg.ExecuteInProcessResult:
+        """The ``synthetic_build`` job of the code location for one partition."""
+        from flux_pipeline.assets import (
+            generated_images,
+            generated_images_checks,
+            generation_metrics,
+            prompt_table,
+            synthetic_build,
+        )
+
+        defs = dg.Definitions(
+            assets=[prompt_table, generated_images, generation_metrics],
+            asset_checks=generated_images_checks,
+            jobs=[synthetic_build],
+            resources=self.resources,
+        )
+        return defs.resolve_job_def("synthetic_build").execute_in_process(
+            partition_key=key, instance=self.instance, raise_on_error=False
+        )
+
 
 def checks_by_name(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {

@@ -47,6 +47,7 @@ def test_job_and_stopped_daily_schedule() -> None:
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
         "prompt_table",
         "generated_images",
+        "generation_metrics",  # unpartitioned: each partition's run refreshes the aggregate
     }
     schedule = defs.resolve_schedule_def("synthetic_build_daily")
     assert schedule.job_name == "synthetic_build"

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
-from dagster_support import KEY, Runner, failure_message, metadata_of
+from dagster_support import KEY, PARTITION, Runner, failure_message, metadata_of
 
 from flux_pipeline.lineage import LINEAGE_COLUMNS, LINEAGE_DESCRIPTIONS
 
@@ -94,3 +94,36 @@ def test_generated_images_metadata_names_the_backend_and_each_kind_of_request(
     assert [column.description for column in schema] == [
         LINEAGE_DESCRIPTIONS[name] for name in LINEAGE_COLUMNS
     ]
+
+
+def test_the_job_builds_a_partition_then_refreshes_the_metrics_on_the_embedded_emulator(
+    instance: dg.DagsterInstance, prompts_csv: Path, storage_root: Path
+) -> None:
+    from flux_pipeline.resources import ObjectStoreResource, SegmindResource
+
+    resources = {
+        "segmind": SegmindResource(),
+        "storage": ObjectStoreResource(root=str(storage_root)),
+    }
+    runner = Runner(resources, instance)
+
+    result = runner.job(PARTITION)
+
+    assert result.success, failure_message(result)
+    materialized = {
+        (event.asset_key.to_user_string(), event.partition)
+        for event in result.get_asset_materialization_events()
+        if event.asset_key is not None
+    }
+    assert materialized == {
+        ("prompt_table", None),
+        ("generated_images", PARTITION),
+        ("generation_metrics", None),
+    }
+    meta = metadata_of(result, "generated_images")
+    assert meta["backend"].startswith("embedded emulator: SYNTHETIC images")
+    alt = meta["contact_sheet"].split("](", 1)[0]
+    assert alt == f"![6 of 6 synthetic images of {PARTITION}"
+    metrics = pd.read_parquet(storage_root / "metrics" / "generation_metrics.parquet")
+    assert metrics["partition"].tolist() == [PARTITION]
+    assert metrics["completed"].tolist() == [6]
