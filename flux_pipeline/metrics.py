@@ -50,6 +50,8 @@ def generation_metrics(lineage: pd.DataFrame) -> pd.DataFrame:
     """Per-partition counts, percentiles, requests, throughput and bytes (see the module)."""
     rows = [_partition_metrics(str(key), group) for key, group in _by_partition(lineage)]
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    for column in ("first_submitted_at", "last_completed_at"):  # all-null columns come naive
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.astype(
         {
             "partition": "string",

@@ -57,6 +57,18 @@ def test_metrics_per_partition(local_store: ObjectStore) -> None:
     assert pd.isna(second["first_submitted_at"])
 
 
+def test_a_partition_rebuilt_entirely_from_storage_has_null_timings(
+    local_store: ObjectStore,
+) -> None:
+    write_partition_lineage(local_store, "2026-11-21", [make_row("x", cached=True)])
+
+    metrics = generation_metrics(read_lineage(local_store))
+
+    assert metrics["first_submitted_at"].isna().all()
+    assert str(metrics["first_submitted_at"].dtype) == "datetime64[us, UTC]"
+    assert metrics.loc[0, "cached"] == 1
+
+
 def test_timings_of_a_partition_cover_only_the_images_it_generated(
     local_store: ObjectStore,
 ) -> None:
