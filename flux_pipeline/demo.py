@@ -71,14 +71,21 @@ def _summary(partition: str, meta: dict[str, Any], checks: Sequence[Any]) -> str
     return "\n".join(
         [
             "",
+            f"backend: {meta['backend']}",
             f"images:  {meta['images']}",
             f"lineage: {meta['lineage']}",
             f"partition {partition}: {meta['completed']} images completed, {meta['failed']} "
             f"failed, {meta['cached']} reused from storage; {meta['api_requests']} API requests "
             f"in {meta['elapsed_s']}s",
-            f"inference_time p50 {meta['inference_time_p50_s']}s, "
-            f"p95 {meta['inference_time_p95_s']}s",
+            _inference_line(meta),
             f"asset checks: {passed}/{len(checks)} passed"
             + (f" (failed: {failed_checks})" if failed_checks else ""),
         ]
     )
+
+
+def _inference_line(meta: dict[str, Any]) -> str:
+    p50, p95 = meta["inference_time_p50_s"], meta["inference_time_p95_s"]
+    if p50 is None:
+        return "inference_time: none generated in this run (every image reused from storage)"
+    return f"inference_time p50 {p50}s, p95 {p95}s"

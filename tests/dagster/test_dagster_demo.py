@@ -32,16 +32,18 @@ def test_demo_builds_today_on_the_embedded_emulator_and_says_where(
         FLUX_PROMPTS=str(prompts_csv),
     )
 
-    run = subprocess.run(
-        [str(FLUX_PIPELINE), "demo"],
-        check=False,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    def demo() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FLUX_PIPELINE), "demo"],
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
+    run = demo()
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert "SYNTHETIC" in output
@@ -52,3 +54,10 @@ def test_demo_builds_today_on_the_embedded_emulator_and_says_where(
     assert "asset checks: 4/4 passed" in run.stdout
     assert len(pd.read_parquet(lineage_file)) == 6
     assert any((tmp_path / "home").iterdir())  # the run is recorded in DAGSTER_HOME
+    assert "backend: embedded emulator: SYNTHETIC" in run.stdout
+    assert "inference_time p50 " in run.stdout
+
+    again = demo()  # the same day again: everything comes from storage
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "6 images completed, 0 failed, 6 reused from storage; 0 API requests" in again.stdout
+    assert "inference_time: none generated in this run" in again.stdout
