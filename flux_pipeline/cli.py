@@ -49,13 +49,23 @@ def _add_emulator(subcommands: argparse._SubParsersAction[argparse.ArgumentParse
         help="probability of answering any request 500/502/504 (default: %(default)s)",
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send each API answer a seeded random 0..SECONDS late (default: %(default)s)",
+    )
+    parser.add_argument(
         "--retention",
         type=float,
         default=3600.0,
         help="seconds results stay available after submission (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of faults and jitter (default: %(default)s)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of faults, latency and jitter (default: %(default)s)",
     )
     parser.add_argument(
         "--rate-limit",
@@ -87,6 +97,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
             workers=args.workers,
             step_time=args.step_time,
             fault_rate=args.fault_rate,
+            latency=args.latency,
             retention=args.retention,
             seed=args.seed,
             rate_limit=args.rate_limit,

@@ -1,4 +1,4 @@
-"""The Segmind-compatible ASGI app: routes, auth, quotas, faults and request counters."""
+"""The Segmind-compatible ASGI app: routes, auth, quotas, faults, slow answers and counters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import base64
 import hashlib
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,12 +19,20 @@ from starlette.routing import Route
 
 from flux_pipeline import protocol
 from flux_pipeline.emulator.jobs import InferencePool, Job, JobStore
-from flux_pipeline.emulator.limits import FAULTS, CreditLedger, FaultInjector, RateLimiter
+from flux_pipeline.emulator.limits import (
+    FAULTS,
+    CreditLedger,
+    FaultInjector,
+    LatencyInjector,
+    RateLimiter,
+)
 from flux_pipeline.emulator.params import InvalidParameters, parse_params
 from flux_pipeline.emulator.settings import COST_PER_JOB, UNLIMITED_BALANCE, EmulatorSettings
 
 REQUEST_KINDS = ("submit", "status", "result", "output", "sync")
 MISSING_KEY = "Missing Authorization or x-api-key in header"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -45,6 +53,9 @@ class Emulator:
         self.pool = InferencePool(settings, self.store, self._finished)
         self.credits = CreditLedger(settings.credits, UNLIMITED_BALANCE)
         self.faults = FaultInjector(settings.fault_rate, settings.seed)
+        self.latency = LatencyInjector(settings.latency, settings.seed)
+        self.slow_answers = 0
+        self.slow_seconds = 0.0
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.requests: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
         self._accounts = {_account(key) for key in settings.api_keys}
@@ -73,11 +84,16 @@ class Emulator:
     # -- gatekeeping ------------------------------------------------------------------------
 
     def gate(self, request: Request, kind: str, identity: str) -> tuple[str, Response | None]:
-        """Count the request, then apply faults, auth and rate limit, in the gateway's order.
+        """Count the request, draw how late its answer goes out (``request.state.delay``), then
+        apply faults, auth and rate limit, in the gateway's order.
 
         Returns the caller's account and, when the request is refused, the response to send.
         """
         self.requests[kind] += 1
+        request.state.delay = delay = self.latency.delay(kind, identity)
+        if delay > 0:
+            self.slow_answers += 1
+            self.slow_seconds += delay
         fault = self.faults.fault(kind, identity)
         if fault is not None:
             return "", _error(fault, FAULTS[fault])
@@ -107,7 +123,8 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """Requests received per kind (refused and faulted included); jobs queued and processing
-        now, completed, failed and expired so far, and accepted submits per request key."""
+        now, completed, failed and expired so far, and accepted submits per request key; answers
+        sent late (``--latency``) and their total delay."""
         counts = self.store.counts
         return {
             "requests": {kind: self.requests[kind] for kind in REQUEST_KINDS},
@@ -119,6 +136,7 @@ class Emulator:
                 "expired": counts["expired"],
                 "by_request_key": dict(self.store.by_request_key),
             },
+            "slow": {"answers": self.slow_answers, "seconds": round(self.slow_seconds, 6)},
         }
 
     @staticmethod
@@ -173,6 +191,19 @@ class Emulator:
         self.store.add(job)
         self.pool.submit(job)
         return job, None
+
+
+def answered_late(endpoint: Endpoint) -> Endpoint:
+    """The endpoint, its answer sent as late as its gate drew (``--latency``)."""
+
+    async def late(request: Request) -> Response:
+        response = await endpoint(request)
+        delay: float = request.state.delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
+
+    return late
 
 
 def create_app(settings: EmulatorSettings) -> Starlette:
@@ -274,10 +305,10 @@ def create_app(settings: EmulatorSettings) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
-        Route("/media/{name}", media, methods=["GET"]),
-        Route("/v1/{model}", sync, methods=["POST"]),
-        Route("/v2/requests/{request_id}/status", status, methods=["GET"]),
-        Route("/v2/requests/{request_id}", result, methods=["GET"]),
-        Route("/v2/{model}", submit, methods=["POST"]),
+        Route("/media/{name}", answered_late(media), methods=["GET"]),
+        Route("/v1/{model}", answered_late(sync), methods=["POST"]),
+        Route("/v2/requests/{request_id}/status", answered_late(status), methods=["GET"]),
+        Route("/v2/requests/{request_id}", answered_late(result), methods=["GET"]),
+        Route("/v2/{model}", answered_late(submit), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=emulator.lifespan)

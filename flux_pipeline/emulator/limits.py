@@ -1,4 +1,5 @@
-"""Per-key quotas and injected faults: rate limit (429), credits (406), gateway errors (5xx)."""
+"""Per-key quotas and injected faults: rate limit (429), credits (406), gateway errors (5xx),
+slow answers."""
 
 from __future__ import annotations
 
@@ -63,6 +64,23 @@ class CreditLedger:
         self._spent[account] -= cost
 
 
+def _draw(seed: int, *request: object) -> random.Random:
+    """A generator that depends only on ``seed`` and what identifies the request."""
+    return random.Random("\x00".join(map(str, (seed, *request))))
+
+
+class _Occurrences:
+    """Numbers the repeats of the same request (endpoint kind plus what it is about)."""
+
+    def __init__(self) -> None:
+        self._seen: Counter[tuple[str, str]] = Counter()
+
+    def next(self, kind: str, identity: str) -> int:
+        occurrence = self._seen[kind, identity]
+        self._seen[kind, identity] += 1
+        return occurrence
+
+
 class FaultInjector:
     """Decides which requests fail, reproducibly from the seed.
 
@@ -74,15 +92,34 @@ class FaultInjector:
     def __init__(self, rate: float, seed: int) -> None:
         self.rate = rate
         self.seed = seed
-        self._seen: Counter[tuple[str, str]] = Counter()
+        self._occurrences = _Occurrences()
 
     def fault(self, kind: str, identity: str) -> int | None:
         """The status to answer instead of serving the request, or None to serve it."""
         if self.rate <= 0.0:
             return None
-        occurrence = self._seen[kind, identity]
-        self._seen[kind, identity] += 1
-        draw = random.Random(f"{self.seed}\x00{kind}\x00{identity}\x00{occurrence}")
+        draw = _draw(self.seed, kind, identity, self._occurrences.next(kind, identity))
         if draw.random() >= self.rate:
             return None
         return draw.choice(sorted(FAULTS))
+
+
+class LatencyInjector:
+    """Decides how late each answer is sent: uniformly 0..``latency`` seconds.
+
+    Reproducible like :class:`FaultInjector`: the delay of the n-th occurrence of the same
+    request depends only on ``seed`` (drawn apart from the faults, so adding latency leaves
+    which requests fail unchanged).
+    """
+
+    def __init__(self, latency: float, seed: int) -> None:
+        self.latency = latency
+        self.seed = seed
+        self._occurrences = _Occurrences()
+
+    def delay(self, kind: str, identity: str) -> float:
+        """Seconds to hold this request's answer back."""
+        if self.latency <= 0.0:
+            return 0.0
+        occurrence = self._occurrences.next(kind, identity)
+        return _draw(self.seed, "latency", kind, identity, occurrence).uniform(0.0, self.latency)

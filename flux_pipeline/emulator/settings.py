@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,9 +26,11 @@ class EmulatorSettings:
     step_time: float = 0.3
     #: Probability that any API request is answered 500, 502 or 504 instead.
     fault_rate: float = 0.0
+    #: Each API answer (faulted and refused ones too) is sent a seeded 0..latency seconds late.
+    latency: float = 0.0
     #: Seconds a job's status and result stay available after submission.
     retention: float = 3600.0
-    #: Makes faults and inference-time jitter reproducible.
+    #: Makes faults, answer delays and inference-time jitter reproducible.
     seed: int = 0
     #: Requests per second allowed per key (token bucket); ``None`` disables the limit.
     rate_limit: float | None = None
@@ -47,6 +50,8 @@ class EmulatorSettings:
             raise ValueError(f"step_time: must be >= 0, got {self.step_time}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate: must be between 0 and 1, got {self.fault_rate}")
+        if not 0.0 <= self.latency < math.inf:
+            raise ValueError(f"latency: must be finite and >= 0 seconds, got {self.latency}")
         if self.retention <= 0:
             raise ValueError(f"retention: must be > 0 seconds, got {self.retention}")
         if self.rate_limit is not None and self.rate_limit <= 0:

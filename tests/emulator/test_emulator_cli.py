@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flux_pipeline.cli import main
 from flux_pipeline.emulator import EmulatorSettings
 
 SECRET = "SG_feedfacecafebeef"
@@ -44,6 +45,8 @@ def test_cli_serves_healthz_and_never_prints_the_key(tmp_path: Path) -> None:
                 "0.001",
                 "--fault-rate",
                 "0",
+                "--latency",
+                "0.05",
                 "--retention",
                 "60",
                 "--seed",
@@ -73,6 +76,7 @@ def test_cli_serves_healthz_and_never_prints_the_key(tmp_path: Path) -> None:
             refused = httpx.post(
                 f"{base}/v1/fast-flux-schnell", json={"prompt": "x"}, headers={"x-api-key": "nope"}
             )
+            slow = httpx.get(f"{base}/_emulator/stats").json()["slow"]
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -80,10 +84,18 @@ def test_cli_serves_healthz_and_never_prints_the_key(tmp_path: Path) -> None:
     assert health.json() == {"status": "ok"}
     assert accepted.headers["content-type"] == "image/png"
     assert refused.status_code == 401
+    assert slow["answers"] == 2  # --latency: both API answers were sent late
+    assert 0 < slow["seconds"] <= 2 * 0.05
     output = log.read_text()
     assert "SYNTHETIC" in output
     assert SECRET not in output
     assert "SG_second" not in output
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_cli_refuses_a_bad_latency_before_serving(value: str) -> None:
+    with pytest.raises(SystemExit, match=r"^flux-pipeline emulator: latency:"):
+        main(["emulator", "--port", "0", "--latency", value])
 
 
 def test_cli_rejects_bad_settings_naming_the_option() -> None:
@@ -103,6 +115,8 @@ def test_cli_rejects_bad_settings_naming_the_option() -> None:
         ({"workers": 0}, "workers"),
         ({"step_time": -1}, "step_time"),
         ({"fault_rate": 1.5}, "fault_rate"),
+        ({"latency": -0.1}, "latency"),
+        ({"latency": float("inf")}, "latency"),
         ({"retention": 0}, "retention"),
         ({"rate_limit": 0}, "rate_limit"),
         ({"credits": -1}, "credits"),
