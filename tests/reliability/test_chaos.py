@@ -1,9 +1,10 @@
-"""Chaos: a 210-prompt partition through a faulty, rate-limited, queueing service.
+"""Chaos: a 210-prompt partition through a faulty, rate-limited, slow, queueing service.
 
 The emulator answers 15% of all requests (submits, polls, results, downloads) with 500/502/504,
-refuses requests above its per-key quota with 429 + ``Retry-After``, holds each job for
-``steps x step_time`` (seeded jitter) behind fewer slots than the client keeps in flight, and
-blocks prompts containing "NSFW". The client is deliberately paced above the quota.
+refuses requests above its per-key quota with 429 + ``Retry-After``, sends every answer
+(faulted and refused ones too) a seeded 0..80 ms late, holds each job for ``steps x step_time``
+(seeded jitter) behind fewer slots than the client keeps in flight, and blocks prompts
+containing "NSFW". The client is deliberately paced above the quota.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from flux_pipeline.lineage import read_lineage
 from flux_pipeline.storage import ObjectStore
 
 PROMPTS, BLOCKED = 210, 6
+LATENCY = 0.08
 
 
 @pytest.mark.slow
-def test_a_partition_survives_faults_429_bursts_and_slow_jobs(
+def test_a_partition_survives_faults_429_bursts_slow_answers_and_slow_jobs(
     emulator_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
-    emu = emulator_factory(workers=6, step_time=0.03, fault_rate=0.15, rate_limit=25.0, seed=7)
+    emu = emulator_factory(
+        workers=6, step_time=0.03, fault_rate=0.15, latency=LATENCY, rate_limit=25.0, seed=7
+    )
     requests = table_requests(write_table(tmp_path / "t.csv", PROMPTS, nsfw=BLOCKED, max_steps=8))
     store = ObjectStore.from_uri(str(tmp_path / "root"))
     config = engine_config(emu.url, max_concurrency=24, max_requests_per_second=50.0)
@@ -49,6 +53,9 @@ def test_a_partition_survives_faults_429_bursts_and_slow_jobs(
     assert report.engine.rate_limited >= 5
     assert report.engine.retries >= report.engine.server_errors + report.engine.rate_limited
     assert report.engine.ambiguous_submits == 0
+    answers = sum(stats["requests"].values())
+    assert stats["slow"]["answers"] == answers  # every answer went out late
+    assert stats["slow"]["seconds"] > answers * LATENCY / 4
 
     # each request key was accepted by the service exactly once
     by_key = stats["jobs"]["by_request_key"]
