@@ -108,8 +108,8 @@ class LatencyInjector:
     """Decides how late each answer is sent: uniformly 0..``latency`` seconds.
 
     Reproducible like :class:`FaultInjector`: the delay of the n-th occurrence of the same
-    request depends only on ``seed`` (drawn apart from the faults, so adding latency leaves
-    which requests fail unchanged).
+    request depends only on ``seed``, drawn apart from its fault draw (which latency leaves
+    unchanged).
     """
 
     def __init__(self, latency: float, seed: int) -> None:
