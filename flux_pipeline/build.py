@@ -202,7 +202,9 @@ class _PartitionBuild:
         """Cached rows of ``request`` and its followers by prompt id; empty: generate it.
 
         A stored image is trusted when its size matches the ledger (the image-integrity asset
-        check compares sha256); a missing or different one is generated again.
+        check compares sha256). This partition's own copies are looked at first, then the one
+        the ledger names; when only ours is left (the original partition was deleted), the
+        ledger is pointed at it so later partitions keep reusing it. No copy left: generate.
         """
         group = (request, *self.followers.get(request.request_key, ()))
         if entry is None or entry.lineage is None:
@@ -213,21 +215,40 @@ class _PartitionBuild:
         if source is None:
             return {}
         targets = {r.key: self._image_path(r, source.rsplit(".", 1)[-1]) for r in group}
-        if source not in targets.values() or stored.get(source) != size:
-            try:
-                if self.store.size(source) != size:
-                    return {}
-            except FileNotFoundError:
-                log.warning("image %s of %s is gone; generating it again", source, request.key)
-                return {}
+        origin = self._stored_copy([*targets.values(), source], size, stored)
+        if origin is None:
+            log.warning("no stored copy of %s's image is left; generating it again", request.key)
+            return {}
+        if origin != source:
+            moved = replace(entry.lineage, image_uri=self.store.uri(origin))
+            self.ledger.record_finished(request.request_key, moved, origin)
         rows = {}
         for key, path in targets.items():
             if stored.get(path) != size:
-                self.store.copy(source, path)
+                self.store.copy(origin, path)
             rows[key] = replace(
                 entry.lineage, prompt_id=key, image_uri=self.store.uri(path), cached=True
             )
         return rows
+
+    def _stored_copy(
+        self, paths: list[str], size: int | None, stored: dict[str, int]
+    ) -> str | None:
+        """The first of ``paths`` that holds an object of ``size`` bytes.
+
+        ``stored`` lists this partition's images; paths elsewhere are asked for one by one.
+        """
+        for path in paths:
+            if path.startswith(f"{self.images_dir}/"):
+                found = stored.get(path)
+            else:
+                try:
+                    found = self.store.size(path)
+                except FileNotFoundError:
+                    found = None
+            if found is not None and found == size:
+                return path
+        return None
 
     async def _generate(
         self, config: EngineConfig, pending: list[GenerationRequest], attach: dict[str, str]

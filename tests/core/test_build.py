@@ -153,6 +153,25 @@ def test_a_second_partition_reuses_and_copies_pinned_images(
     assert len(read_lineage(local_store)) == 10
 
 
+def test_a_partition_keeps_reusing_its_copies_when_the_original_partition_is_deleted(
+    emulator: Any, local_store: ObjectStore, tmp_path: Path
+) -> None:
+    """Retention drops the partition that generated the pinned images: the later partition
+    (and any after it) reuses its own copies instead of paying again."""
+    build(requests_of(tmp_path), local_store, emulator)
+    build(requests_of(tmp_path, "2026-11-21"), local_store, emulator, "2026-11-21")
+    before = submits(emulator)
+    local_store.fs.rm(local_store.path(f"images/partition={DAY}"), recursive=True)
+
+    again = build(requests_of(tmp_path, "2026-11-21"), local_store, emulator, "2026-11-21")
+    later = build(requests_of(tmp_path, "2026-11-22"), local_store, emulator, "2026-11-22")
+
+    assert again.cached == 5  # every row of 2026-11-21 came from its own folder
+    assert submits(emulator) == before + 3  # only 2026-11-22's three derived-seed prompts
+    assert later.cached == 2  # whale and twin, copied from 2026-11-21's surviving copies
+    assert_images_match_lineage(local_store, lineage_of(local_store, "2026-11-22"))
+
+
 def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: ObjectStore) -> None:
     request = GenerationRequest(key="moth", prompt="a luna moth on bark", seed=5, steps=1)
     answer = httpx.post(
