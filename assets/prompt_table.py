@@ -22,7 +22,7 @@ PROMPT_DESCRIPTIONS = {
     "prompt_id": "unique id; names the image files",
     "prompt": "text prompt",
     "seed": f"pinned seed; empty = {SEED_RULE}",
-    "steps": "inference steps (1-4)",
+    "steps": "inference steps (1-8)",
     "aspect_ratio": "aspect ratio, e.g. 16:9",
 }
 

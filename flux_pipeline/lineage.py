@@ -58,7 +58,7 @@ LINEAGE_DESCRIPTIONS: Final = {
     "prompt_id": "id of the prompt-table row",
     "prompt": "text prompt sent to the model",
     "seed": "seed sent: pinned in the table, or derived from (prompt_id, partition)",
-    "steps": "inference steps sent (1-4)",
+    "steps": "inference steps sent (1-8)",
     "aspect_ratio": "aspect ratio sent, e.g. 16:9",
     "model": "Segmind model slug",
     "request_id": "the service's request id (of the original generation when cached)",
