@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
+from flux_pipeline.segmind.errors import AuthenticationError
 
 Mode = Literal["async", "sync"]
 
@@ -36,3 +37,15 @@ class EngineConfig:
     prior_step_time: float = 0.25
     #: Re-POST a submit whose answer never arrived (may pay twice). Off by default.
     repost_ambiguous_submits: bool = False
+
+    def __post_init__(self) -> None:
+        # A key read from a file written by ``echo`` or a CRLF .env ends in whitespace: drop it.
+        key = self.api_key.strip()
+        object.__setattr__(self, "api_key", key)
+        if any(not "!" <= char <= "~" for char in key):
+            # Never quote the key: the message ends up in logs and run metadata.
+            raise AuthenticationError(
+                f"SEGMIND_API_KEY holds a character that cannot be sent in an HTTP header "
+                f"(control, space or non-ASCII) inside its {len(key)} characters: set it to "
+                "the bare key (SG_ followed by hex digits)."
+            )

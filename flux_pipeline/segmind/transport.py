@@ -25,6 +25,9 @@ log = logging.getLogger("flux_pipeline.segmind")
 RETRY_STATUSES = frozenset({429, 500, 502, 504})
 #: Transport errors raised before the request reached the server: a submit is safe to resend.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError)
+#: Errors raised by our own side before anything was sent, the same on every attempt
+#: (a header value h11 refuses, a URL scheme httpx cannot speak): never retried.
+_REFUSED_LOCALLY = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 #: Seconds an idle pooled connection is kept: below uvicorn's/nginx's usual 5 s, so we do not
 #: reuse a connection the server is closing (a POST on it would end "answer never arrived").
 _KEEPALIVE_EXPIRY = 2.0
@@ -138,8 +141,13 @@ class Transport:
         self._trusted.add(_origin(url))
 
     def scrub(self, text: str) -> str:
-        """``text`` with the key masked, should a server ever echo it."""
-        return text.replace(self._config.api_key, "***") if self._config.api_key else text
+        """``text`` with the key masked (also as quoted in a ``repr`` of str or bytes)."""
+        key = self._config.api_key
+        if not key:
+            return text
+        for form in sorted({key, repr(key)[1:-1], repr(key.encode())[2:-1]}, key=len, reverse=True):
+            text = text.replace(form, "***")
+        return text
 
     def error_text(self, response: httpx.Response) -> str:
         """Segmind's ``error`` text of an answer (or the start of its body)."""
@@ -181,6 +189,8 @@ class Transport:
             except httpx.TransportError as exc:
                 self._stats.transport_errors += 1
                 error = f"{kind}: {type(exc).__name__}: {self.scrub(str(exc)) or 'no detail'}"
+                if isinstance(exc, _REFUSED_LOCALLY):
+                    raise StepFailed(f"{error} (refused before sending)", retryable=True) from None
                 if method == "POST" and not isinstance(exc, _NOT_SENT):
                     self._stats.ambiguous_submits += 1
                     if not self._config.repost_ambiguous_submits:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from flux_pipeline.protocol import GenerationRequest
@@ -96,3 +100,63 @@ def hangup_server() -> Iterator[tuple[str, list[str]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a :func:`scripted_server` sends back: a JSON body (or raw bytes), maybe late."""
+
+    status: int = 200
+    body: Any = None
+    content_type: str = "application/json"
+    delay: float = 0.0
+
+
+Script = Callable[[str, str], Answer]
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real service
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        server: Any = self.server
+        server.received.append(f"{self.command} {self.path}")
+        answer: Answer = server.script(self.command, self.path)
+        time.sleep(answer.delay)
+        body = answer.body
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(answer.status)
+        self.send_header("content-type", answer.content_type)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test asserts on ``received`` instead."""
+
+
+@contextmanager
+def scripted_server(script: Script, *, host: str = "127.0.0.1") -> Iterator[tuple[str, list[str]]]:
+    """A loopback peer answering each request with ``script(method, path)``: answers the
+    emulator never gives (undocumented ones of the real service, a CDN's refusals)."""
+    server = ThreadingHTTPServer((host, 0), _Scripted)
+    server.daemon_threads = True
+    server.script = script  # type: ignore[attr-defined]
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}", server.received  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def accepted(base: str, request_id: str) -> Answer:
+    """The answer of an accepted v2 submit, its URLs under ``base``."""
+    url = f"{base}/v2/requests/{request_id}"
+    body = {"request_id": request_id, "status": "QUEUED", "status_url": f"{url}/status"}
+    return Answer(body={**body, "response_url": url})

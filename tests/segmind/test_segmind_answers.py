@@ -1,0 +1,101 @@
+"""The engine against answers the emulator never gives, from scripted loopback peers.
+
+Each peer answers real HTTP on loopback the way the real service (or its CDN) may: a
+``.env`` key with a line ending, a submit answered after the deadline, a mistyped base URL,
+an expired signed media URL, the result URL's own "not ready" answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import Counter
+from typing import Any
+
+import pytest
+from segmind_support import (
+    JPEG,
+    TEST_KEY,
+    Answer,
+    accepted,
+    batch,
+    fast_config,
+    run_engine,
+    scripted_server,
+)
+
+from flux_pipeline.segmind import (
+    AuthenticationError,
+    EngineConfig,
+    ModelNotFound,
+)
+
+IMAGE = base64.b64encode(JPEG + b"\x00" * 16).decode()
+DONE = {"status": "COMPLETED", "output": IMAGE, "metrics": {"inference_time": 0.1}}
+
+
+def kinds(received: list[str]) -> Counter[str]:
+    """How many submits, status polls, result fetches and media downloads a peer received."""
+    counts: Counter[str] = Counter()
+    for line in received:
+        method, path = line.split(" ", 1)
+        if method == "POST":
+            counts["submit"] += 1
+        elif path.endswith("/status"):
+            counts["status"] += 1
+        elif path.startswith("/v2/requests/"):
+            counts["result"] += 1
+        else:
+            counts["download"] += 1
+    return counts
+
+
+# --- the key ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\t", " "])
+def test_a_key_with_a_line_ending_is_sent_bare(emulator: Any, ending: str) -> None:
+    """A key file written by ``echo`` or a CRLF .env: nothing leaks, nothing is ambiguous."""
+    results, stats = run_engine(fast_config(emulator.url, api_key=TEST_KEY + ending), batch(2))
+
+    assert [r.status for r in results] == ["COMPLETED"] * 2, [r.error for r in results]
+    assert stats.ambiguous_submits == 0
+
+
+@pytest.mark.parametrize("inside", ["\n", "\x00", " ", "é"])
+def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it(inside: str) -> None:
+    key = TEST_KEY[:8] + inside + TEST_KEY[8:]
+
+    with pytest.raises(AuthenticationError, match="SEGMIND_API_KEY") as raised:
+        EngineConfig(api_key=key)
+
+    for form in (TEST_KEY[:8], TEST_KEY[8:], repr(key)):
+        assert form not in str(raised.value)
+        assert form not in repr(raised.value)
+
+
+def test_a_key_echoed_in_its_bytes_repr_is_masked() -> None:
+    key = "SG_0123\\456789abc"  # a backslash: repr() doubles it, so a plain replace misses it
+    echoed = f"Illegal header value {key.encode()!r}"
+
+    with scripted_server(lambda _method, _path: Answer(400, {"error": echoed})) as (url, _):
+        (result,), _stats = run_engine(fast_config(url, api_key=key), batch(1))
+
+    assert result.status == "FAILED"
+    assert "Illegal header value" in (result.error or "")
+    assert "0123" not in (result.error or "")
+
+
+def test_a_url_httpx_cannot_speak_fails_at_once_as_never_sent() -> None:
+    def script(method: str, _path: str) -> Answer:
+        body = {"request_id": "r1", "status": "QUEUED", "status_url": "ftp://127.0.0.1/r1"}
+        return Answer(body={**body, "response_url": "ftp://127.0.0.1/r1"})
+
+    with scripted_server(script) as (url, received):
+        (result,), stats = run_engine(fast_config(url, prior_step_time=0.0), batch(1))
+
+    assert result.status == "FAILED"
+    assert result.retryable
+    assert "refused before sending" in (result.error or "")
+    assert stats.transport_errors == 1  # not retried: it would fail the same way every time
+    assert kinds(received) == {"submit": 1}
