@@ -177,7 +177,7 @@ class Transport:
         failures = 0
         while True:
             await self._pacer.wait()
-            timeout = min(self._config.request_timeout, max(budget.remaining(), 0.1))
+            timeout = self._timeout(kind, method, budget)
             budget.attempts += 1
             budget.sent_at = datetime.now(UTC)
             self._stats.requests[kind] += 1
@@ -235,6 +235,24 @@ class Transport:
             self._stats.retries += 1
             log.debug("%s retry %d in %.2f s after %s", kind, failures, delay, error)
             await asyncio.sleep(delay)
+
+    def _timeout(self, kind: RequestKind, method: str, budget: Budget) -> float:
+        """Read timeout of the next request; raises once a POST could only go out too late.
+
+        A POST's answer is never cut short (a submit timed out after sending may be billed
+        with its id lost), and none is sent past the deadline; a GET is safe to cut short.
+        """
+        remaining = budget.remaining()
+        if method != "POST":
+            return min(self._config.request_timeout, max(remaining, 0.1))
+        if remaining <= 0:
+            raise StepFailed(
+                f"{kind}: deadline of {self._config.deadline:g} s reached before the request "
+                "was sent (nothing submitted, nothing billed)",
+                retryable=True,
+                timed_out=True,
+            )
+        return self._config.request_timeout
 
     def _headers(self, url: str) -> dict[str, str]:
         if _origin(url) in self._trusted:

@@ -99,3 +99,41 @@ def test_a_url_httpx_cannot_speak_fails_at_once_as_never_sent() -> None:
     assert "refused before sending" in (result.error or "")
     assert stats.transport_errors == 1  # not retried: it would fail the same way every time
     assert kinds(received) == {"submit": 1}
+
+
+# --- the deadline and submits ----------------------------------------------------------------
+
+
+def test_a_submit_answered_after_the_deadline_is_waited_for_and_its_id_kept() -> None:
+    """A POST's read timeout is never cut to what is left of the deadline: its id matters."""
+    recorded: dict[str, str] = {}
+
+    def script(method: str, _path: str) -> Answer:
+        return Answer(delay=0.3, body=accepted(url, "r1").body)
+
+    with scripted_server(script) as (url, received):
+        (result,), stats = run_engine(
+            fast_config(url, deadline=0.1), batch(1), on_submitted=recorded.__setitem__
+        )
+
+    assert list(recorded.values()) == ["r1"]
+    assert stats.ambiguous_submits == 0
+    assert result.status == "FAILED"
+    assert result.timed_out
+    assert result.retryable
+    assert result.request_id == "r1"
+    assert kinds(received)["submit"] == 1
+
+
+def test_no_submit_is_sent_once_the_deadline_has_passed(emulator: Any) -> None:
+    """Paced 2 requests/s, a 0.3 s deadline lets only the first of three submits out."""
+    results, stats = run_engine(
+        fast_config(emulator.url, deadline=0.3, max_requests_per_second=2.0), batch(3)
+    )
+
+    assert emulator.stats()["requests"]["submit"] == 1
+    assert stats.ambiguous_submits == 0
+    unsent = [r for r in results if r.request_id is None]
+    assert len(unsent) == 2
+    assert all(r.retryable and r.timed_out for r in unsent)
+    assert all("nothing submitted" in (r.error or "") for r in unsent)
