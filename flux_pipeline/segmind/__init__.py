@@ -8,6 +8,7 @@ from flux_pipeline.segmind.errors import (
     InferenceFailed,
     InferenceTimeout,
     InsufficientCredits,
+    ModelNotFound,
     SegmindError,
 )
 from flux_pipeline.segmind.results import GenerationResult
@@ -23,6 +24,7 @@ __all__ = [
     "InsufficientCredits",
     "Job",
     "Mode",
+    "ModelNotFound",
     "SegmindClient",
     "SegmindEngine",
     "SegmindError",

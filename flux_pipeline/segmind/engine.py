@@ -17,7 +17,7 @@ import httpx
 
 from flux_pipeline.protocol import COMPLETED, FAILED, PROCESSING, QUEUED, GenerationRequest
 from flux_pipeline.segmind.config import EngineConfig
-from flux_pipeline.segmind.errors import InsufficientCredits
+from flux_pipeline.segmind.errors import InsufficientCredits, ModelNotFound
 from flux_pipeline.segmind.estimator import CompletionEstimator
 from flux_pipeline.segmind.pacing import AdaptiveWindow
 from flux_pipeline.segmind.results import GenerationResult
@@ -30,6 +30,9 @@ SubmittedHook = Callable[[str, str], None]
 
 _EXPIRED = object()  # the service no longer knows the request id (404)
 _FED = object()  # the feeder has handed out every request
+
+#: Answers to a submit that end only that image: bad parameters (400), a FAILED job (422).
+_FINAL_REFUSALS = frozenset({400, 422})
 
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
 
@@ -234,9 +237,10 @@ class SegmindEngine:
             return False
         http = self._http
         if response.status_code != 200:
+            self._refuse_model(response)
             raise StepFailed(
                 f"submit: HTTP {response.status_code}: {http.error_text(response)}",
-                retryable=response.status_code >= 500,
+                retryable=response.status_code not in _FINAL_REFUSALS,
             )
         body = _json(response)
         request_id = str(body.get("request_id") or "")
@@ -265,6 +269,17 @@ class SegmindEngine:
                     exc,
                 )
         return True
+
+    def _refuse_model(self, response: httpx.Response) -> None:
+        """Raise :class:`ModelNotFound` for a 404 to a POST: the URL is wrong for every image."""
+        if response.status_code == 404:
+            raise ModelNotFound(
+                f"Segmind answered HTTP 404 ({self._http.error_text(response)}) to a request for "
+                f"model {self.config.model!r} at {self._http.base}: check that SEGMIND_BASE_URL "
+                "is the API root (e.g. https://api.segmind.com, a trailing /v1 is fine) and the "
+                "model slug is right (unset SEGMIND_API_KEY and SEGMIND_BASE_URL to use the "
+                "local emulator)."
+            )
 
     async def _follow(self, job: _Job, *, first_delay: float, optimistic: bool) -> object:
         """Poll until the job ends: a result, or ``_EXPIRED`` for an unknown request id.
@@ -307,10 +322,10 @@ class SegmindEngine:
                 not_found = response.status_code == 404
                 delay = 0.0 if not_found else self._estimator.next_poll(steps, 1, queued=False)
                 use_result = False
-            else:
+            else:  # the job was accepted (and paid): a later run may still collect it
                 raise StepFailed(
                     f"status: HTTP {response.status_code}: {_error(http, response, body)}",
-                    retryable=response.status_code >= 500,
+                    retryable=True,
                 )
 
     async def _completed(self, job: _Job, body: dict[str, Any]) -> GenerationResult:
@@ -348,7 +363,9 @@ class SegmindEngine:
         job.request_id = response.headers.get("x-request-id")
         job.submitted_at = job.budget.sent_at
         if response.status_code != 200:
-            return self._failed(job, _error(http, response, _json(response)), retryable=False)
+            self._refuse_model(response)
+            retryable = response.status_code not in _FINAL_REFUSALS
+            return self._failed(job, _error(http, response, _json(response)), retryable=retryable)
         self.stats.submitted += 1
         headers = response.headers
         if headers.get("x-remaining-credits") is not None:

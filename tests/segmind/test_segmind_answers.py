@@ -137,3 +137,50 @@ def test_no_submit_is_sent_once_the_deadline_has_passed(emulator: Any) -> None:
     assert len(unsent) == 2
     assert all(r.retryable and r.timed_out for r in unsent)
     assert all("nothing submitted" in (r.error or "") for r in unsent)
+
+
+# --- 4xx answers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_a_wrong_base_url_ends_the_run_naming_it_and_the_model(emulator: Any, mode: str) -> None:
+    results: list[Any] = []
+
+    with pytest.raises(ModelNotFound) as raised:
+        run_engine(
+            fast_config(emulator.url + "/api", mode=mode, max_concurrency=2),
+            batch(10),
+            collected=results,
+        )
+
+    assert isinstance(raised.value, AuthenticationError)  # callers that stop on auth stop here
+    assert "SEGMIND_BASE_URL" in str(raised.value)
+    assert "fast-flux-schnell" in str(raised.value)
+    assert TEST_KEY not in str(raised.value)
+    assert results == []
+
+
+@pytest.mark.parametrize("code", [405, 409, 410, 413])
+def test_an_unexpected_4xx_to_a_submit_is_not_final(code: int) -> None:
+    with scripted_server(lambda _m, _p: Answer(code, {"error": "odd"})) as (url, _):
+        (result,), _stats = run_engine(fast_config(url), batch(1))
+
+    assert result.status == "FAILED"
+    assert result.retryable
+    assert f"HTTP {code}" in (result.error or "")
+
+
+def test_a_4xx_to_a_status_poll_does_not_abandon_the_paid_job() -> None:
+    def script(method: str, path: str) -> Answer:
+        if method == "POST":
+            return accepted(url, "r1")
+        if path.endswith("/status"):
+            return Answer(410, {"error": "gone for now"})
+        return Answer(body={"status": "PROCESSING"}, status=503)
+
+    with scripted_server(script) as (url, _):
+        (result,), _stats = run_engine(fast_config(url, prior_step_time=0.0), batch(1))
+
+    assert result.status == "FAILED"
+    assert result.retryable
+    assert result.request_id == "r1"
