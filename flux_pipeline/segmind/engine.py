@@ -33,8 +33,14 @@ _FED = object()  # the feeder has handed out every request
 
 #: Answers to a submit that end only that image: bad parameters (400), a FAILED job (422).
 _FINAL_REFUSALS = frozenset({400, 422})
+#: Times an output URL refused with a 4xx (an expired signed URL) is asked for afresh.
+_MAX_REFETCHES = 3
 
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+
+
+class _OutputRefused(StepFailed):
+    """The media host refused the output URL (4xx): ask the result URL for a fresh one."""
 
 
 @dataclass
@@ -290,6 +296,7 @@ class SegmindEngine:
         """
         http, steps = self._http, job.request.steps
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
+        refetches = 0
         while True:
             if delay > 0:
                 if delay >= job.budget.remaining():
@@ -308,7 +315,18 @@ class SegmindEngine:
             if response.status_code == 422 or state == FAILED:
                 return self._failed(job, _error(http, response, body), retryable=False)
             if use_result and response.status_code == 200 and body.get("output"):
-                return await self._completed(job, body)
+                try:
+                    return await self._completed(job, body)
+                except _OutputRefused as exc:
+                    refetches += 1
+                    if refetches > _MAX_REFETCHES:
+                        raise StepFailed(
+                            f"{exc.error} (a fresh output URL was asked {_MAX_REFETCHES} times)",
+                            retryable=True,
+                        ) from None
+                    log.info("%s: %s; asking for a fresh output URL", job.request.key, exc.error)
+                    delay = self._estimator.next_poll(steps, refetches, queued=False)
+                    continue
             if response.status_code == 404 and (confirmed or not use_result):
                 return _EXPIRED
             if not use_result and response.status_code == 200 and state == COMPLETED:
@@ -334,6 +352,11 @@ class SegmindEngine:
             output = output[0]
         if isinstance(output, str) and output.startswith(("http://", "https://")):
             response = await self._http.send("download", "GET", output, job.budget)
+            if 400 <= response.status_code < 500:
+                raise _OutputRefused(
+                    f"download: HTTP {response.status_code}: {self._http.error_text(response)}",
+                    retryable=True,
+                )
             if response.status_code != 200:
                 raise StepFailed(
                     f"download: HTTP {response.status_code}: {self._http.error_text(response)}",

@@ -203,6 +203,9 @@ class Transport:
                         ) from None
             else:
                 status = response.status_code
+                if status in (401, 403, 406) and _origin(url) not in self._trusted:
+                    # A media host's refusal (an expired signed URL) says nothing of the key.
+                    return response
                 if status in (401, 403):
                     raise AuthenticationError(self._auth_message(status, response))
                 if status == 406:

@@ -184,3 +184,45 @@ def test_a_4xx_to_a_status_poll_does_not_abandon_the_paid_job() -> None:
     assert result.status == "FAILED"
     assert result.retryable
     assert result.request_id == "r1"
+
+
+def _cdn_then_api(refusals: int) -> Any:
+    """An API on 127.0.0.1 whose outputs live on a media host at 127.0.0.2 that answers 403
+    (an expired signed URL) ``refusals`` times before serving the image."""
+    served: Counter[str] = Counter()
+
+    def media(_method: str, _path: str) -> Answer:
+        served["asked"] += 1
+        if served["asked"] <= refusals:
+            return Answer(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
+        return Answer(body=JPEG + b"\x00" * 16, content_type="image/jpeg")
+
+    return media
+
+
+@pytest.mark.parametrize(("refusals", "status"), [(1, "COMPLETED"), (99, "FAILED")])
+def test_a_media_host_refusal_fetches_a_fresh_output_url_and_never_blames_the_key(
+    refusals: int, status: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with scripted_server(_cdn_then_api(refusals), host="127.0.0.2") as (cdn, downloads):
+
+        def api(method: str, path: str) -> Answer:
+            if method == "POST":
+                return accepted(url, "r1")
+            return Answer(body={**DONE, "output": f"{cdn}/r1.jpeg"})
+
+        with scripted_server(api) as (url, received):
+            (result,), stats = run_engine(fast_config(url, prior_step_time=0.0), batch(1))
+
+    assert result.status == status, result.error
+    assert stats.submitted == 1
+    if status == "COMPLETED":
+        assert result.content is not None
+        assert result.content.startswith(JPEG)
+        assert kinds(received)["result"] == 2  # the refused URL was replaced by a fresh one
+    else:
+        assert result.retryable
+        assert "HTTP 403" in (result.error or "")
+        assert len(downloads) == 4  # the first URL and three fresh ones, then it gave up
+    assert TEST_KEY not in caplog.text
