@@ -293,6 +293,7 @@ class SegmindEngine:
         While the job is believed done (``optimistic``), the result URL is asked directly,
         saving the status round trip, and asked again while it answers 200 with a running
         status; any other answer there without ``output`` sends us to the documented status URL.
+        Only a FAILED status in the body is final there; the status URL's 422 is final too.
         """
         http, steps = self._http, job.request.steps
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
@@ -312,7 +313,7 @@ class SegmindEngine:
             response = await http.send(kind, "GET", url, job.budget)
             body = _json(response)
             state = body.get("status")
-            if response.status_code == 422 or state == FAILED:
+            if state == FAILED or (response.status_code == 422 and not use_result):
                 return self._failed(job, _error(http, response, body), retryable=False)
             if use_result and response.status_code == 200 and body.get("output"):
                 try:

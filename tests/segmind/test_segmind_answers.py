@@ -226,3 +226,27 @@ def test_a_media_host_refusal_fetches_a_fresh_output_url_and_never_blames_the_ke
         assert "HTTP 403" in (result.error or "")
         assert len(downloads) == 4  # the first URL and three fresh ones, then it gave up
     assert TEST_KEY not in caplog.text
+
+
+# --- the result URL before completion --------------------------------------------------------
+
+
+def test_a_422_from_the_result_url_before_completion_means_not_ready() -> None:
+    """Only a FAILED status in the body is final there; the status URL says when it is done."""
+    polls: Counter[str] = Counter()
+
+    def script(method: str, path: str) -> Answer:
+        if method == "POST":
+            return accepted(url, "r1")
+        if path.endswith("/status"):
+            polls["status"] += 1
+            return Answer(body={"request_id": "r1", "status": "COMPLETED", "metrics": {}})
+        if not polls["status"]:
+            return Answer(422, {"status": "PROCESSING", "error": "Request is not completed yet"})
+        return Answer(body=DONE)
+
+    with scripted_server(script) as (url, received):
+        (result,), _stats = run_engine(fast_config(url, prior_step_time=0.0), batch(1))
+
+    assert result.status == "COMPLETED", result.error
+    assert kinds(received) == {"submit": 1, "result": 2, "status": 1}
