@@ -35,6 +35,8 @@ _FED = object()  # the feeder has handed out every request
 _FINAL_REFUSALS = frozenset({400, 422})
 #: Times an output URL refused with a 4xx (an expired signed URL) is asked for afresh.
 _MAX_REFETCHES = 3
+#: Times a result that says COMPLETED without an ``output`` is asked again before giving up.
+_MAX_EMPTY_RESULTS = 3
 
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
 
@@ -297,7 +299,7 @@ class SegmindEngine:
         """
         http, steps = self._http, job.request.steps
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
-        refetches = 0
+        refetches = empty_results = 0
         while True:
             if delay > 0:
                 if delay >= job.budget.remaining():
@@ -328,6 +330,14 @@ class SegmindEngine:
                     log.info("%s: %s; asking for a fresh output URL", job.request.key, exc.error)
                     delay = self._estimator.next_poll(steps, refetches, queued=False)
                     continue
+            if use_result and response.status_code == 200 and state == COMPLETED:
+                empty_results += 1
+                if empty_results >= _MAX_EMPTY_RESULTS:
+                    raise StepFailed(
+                        f"result: request {job.request_id} says COMPLETED but its result "
+                        f"carried no output ({empty_results} times)",
+                        retryable=True,
+                    )
             if response.status_code == 404 and (confirmed or not use_result):
                 return _EXPIRED
             if not use_result and response.status_code == 200 and state == COMPLETED:
@@ -338,8 +348,9 @@ class SegmindEngine:
                 misses += 1
                 delay = self._estimator.next_poll(steps, misses, queued=state == QUEUED)
             elif use_result:  # an answer we cannot read as progress: ask /status instead
+                misses += 1
                 not_found = response.status_code == 404
-                delay = 0.0 if not_found else self._estimator.next_poll(steps, 1, queued=False)
+                delay = 0.0 if not_found else self._estimator.next_poll(steps, misses, queued=False)
                 use_result = False
             else:  # the job was accepted (and paid): a later run may still collect it
                 raise StepFailed(

@@ -250,3 +250,22 @@ def test_a_422_from_the_result_url_before_completion_means_not_ready() -> None:
 
     assert result.status == "COMPLETED", result.error
     assert kinds(received) == {"submit": 1, "result": 2, "status": 1}
+
+
+def test_a_completed_status_whose_result_has_no_output_fails_after_a_few_tries() -> None:
+    def script(method: str, path: str) -> Answer:
+        if method == "POST":
+            return accepted(url, "r1")
+        return Answer(body={"request_id": "r1", "status": "COMPLETED", "output": None})
+
+    with scripted_server(script) as (url, received):
+        (result,), _stats = run_engine(
+            fast_config(url, prior_step_time=0.0, deadline=5.0), batch(1)
+        )
+
+    assert result.status == "FAILED"
+    assert result.retryable
+    assert not result.timed_out
+    assert "no output" in (result.error or "")
+    assert kinds(received)["result"] == 3
+    assert kinds(received)["status"] <= 3
