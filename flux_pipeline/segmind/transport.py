@@ -226,9 +226,10 @@ class Transport:
             failures += 1
             if failures > self._config.max_retries:
                 raise StepFailed(f"{error} (gave up after {failures} attempts)", retryable=True)
-            if delay is None:
-                cap = min(self._config.backoff_max, self._config.backoff_base * 2 ** (failures - 1))
-                delay = random.uniform(0, cap)  # full jitter
+            cap = min(self._config.backoff_max, self._config.backoff_base * 2 ** (failures - 1))
+            # Full jitter, never less than the server asked (a hint of 0 s or a reset time in
+            # the past by clock skew must not turn into an immediate retry).
+            delay = max(delay or 0.0, random.uniform(0, cap))
             if delay >= budget.remaining():
                 raise StepFailed(
                     f"{error} (deadline of {self._config.deadline:g} s reached)",

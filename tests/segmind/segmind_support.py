@@ -110,6 +110,7 @@ class Answer:
     body: Any = None
     content_type: str = "application/json"
     delay: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 Script = Callable[[str, str], Answer]
@@ -129,6 +130,8 @@ class _Scripted(BaseHTTPRequestHandler):
         self.send_response(answer.status)
         self.send_header("content-type", answer.content_type)
         self.send_header("content-length", str(len(payload)))
+        for name, value in answer.headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 

@@ -269,3 +269,32 @@ def test_a_completed_status_whose_result_has_no_output_fails_after_a_few_tries()
     assert "no output" in (result.error or "")
     assert kinds(received)["result"] == 3
     assert kinds(received)["status"] <= 3
+
+
+# --- rate limits -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hint", [("retry-after", "0"), ("x-rate-limit-reset-at-utc", "1000")])
+def test_a_rate_limit_hint_of_no_wait_still_backs_off(
+    hint: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Retry-After: 0``, or a reset time in the past (clock skew), is no reason to hammer."""
+    caplog.set_level(logging.DEBUG, logger="flux_pipeline.segmind")
+    limited: Counter[str] = Counter()
+
+    def script(method: str, _path: str) -> Answer:
+        if method == "POST" and limited["submit"] < 3:
+            limited["submit"] += 1
+            return Answer(429, {"error": "rate limited"}, headers=(hint,))
+        if method == "POST":
+            return accepted(url, "r1")
+        return Answer(body=DONE)
+
+    with scripted_server(script) as (url, _):
+        (result,), stats = run_engine(fast_config(url, prior_step_time=0.0), batch(1))
+
+    assert result.status == "COMPLETED", result.error
+    assert stats.rate_limited == 3
+    waits = [r.args[2] for r in caplog.records if "HTTP 429" in r.getMessage()]
+    assert len(waits) == 3
+    assert all(wait > 0 for wait in waits)
