@@ -12,13 +12,14 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
 from flux_pipeline.protocol import DEFAULT_BASE_URL, GenerationRequest
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.engine import SegmindEngine
-from flux_pipeline.segmind.errors import InferenceFailed, InferenceTimeout
+from flux_pipeline.segmind.errors import InferenceFailed, InferenceTimeout, SegmindError
 from flux_pipeline.segmind.results import GenerationResult
 from flux_pipeline.segmind.stats import EngineStats
 
@@ -40,6 +41,11 @@ class Job:
         """Block until the image is ready (at most ``timeout`` seconds) and return its bytes."""
         try:
             result: GenerationResult = self._outcome.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise SegmindError(
+                f"the client was closed before request {self.request_id} finished (it may still "
+                "complete server-side)"
+            ) from None
         except concurrent.futures.TimeoutError:
             raise InferenceTimeout(
                 f"request {self.request_id} did not finish within {timeout:g} s",
@@ -112,15 +118,25 @@ class SegmindClient:
         return Job(result.request_id, outcome)
 
     def close(self) -> None:
-        """Close the connection pool and stop the loop thread."""
+        """Stop outstanding jobs (their ``wait`` raises), close the pool, stop the loop thread."""
         if self._loop.is_running():
+            self._call(self._cancel_outstanding())
             self._call(self._engine.__aexit__(None, None, None))
             self._stop_loop()
 
     async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
-        async for result in self._engine.generate([request]):
-            return result
+        async with aclosing(self._engine.generate([request])) as results:
+            async for result in results:
+                return result
         raise RuntimeError("the engine ended without a result")  # only if it was stopped
+
+    @staticmethod
+    async def _cancel_outstanding() -> None:
+        """Cancel every other task of the private loop: the jobs nobody waited for."""
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _submitted(self, request_key: str, request_id: str) -> None:
         with self._lock:

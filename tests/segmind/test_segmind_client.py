@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from flux_pipeline.segmind import (
     InferenceTimeout,
     InsufficientCredits,
     SegmindClient,
+    SegmindError,
 )
 
 
@@ -71,3 +73,28 @@ def test_refused_key_and_spent_credits_raise_their_own_errors(emulator_factory: 
         pytest.raises(InsufficientCredits),
     ):
         client.run("a boat")
+
+
+def test_closing_with_an_outstanding_job_makes_its_wait_raise(emulator_factory: Any) -> None:
+    emu = emulator_factory(workers=1, step_time=0.5)
+    client = SegmindClient(api_key=TEST_KEY, base_url=emu.url)
+    job = client.submit_async("a long night")
+    client.close()
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            job.wait()  # no timeout: must not block forever on a closed client
+        except BaseException as exc:
+            raised.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=30)  # a guard against a hang, not a timing assertion
+
+    assert not waiter.is_alive()
+    assert len(raised) == 1
+    assert isinstance(raised[0], SegmindError)
+    assert "closed" in str(raised[0])
+    assert job.request_id is not None
+    assert job.request_id in str(raised[0])
