@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -239,7 +240,24 @@ class SegmindEngine:
             return None
 
     async def _submit(self, job: _Job, run: _Run) -> bool:
-        """POST the job; False when submitting has stopped (credits, or a failed hook)."""
+        """POST the job and record its id; False when submitting has stopped.
+
+        A submit already sent when the run is cancelled (another job's auth error, a failed
+        write, a cancelled Dagster run) is seen through, for up to ``request_timeout``, so
+        that its id reaches the ``on_submitted`` hook rather than being lost with a paid job.
+        """
+        attempt = asyncio.ensure_future(self._submit_and_record(job, run))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            if job.budget.unrecorded_submit:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(attempt, self.config.request_timeout)
+            else:
+                attempt.cancel()
+            raise
+
+    async def _submit_and_record(self, job: _Job, run: _Run) -> bool:
         response = await self._post(job, run, "submit", "v2")
         if response is None:
             return False
@@ -262,20 +280,22 @@ class SegmindEngine:
         http.trust(job.status_url)
         http.trust(job.response_url)
         self.stats.submitted += 1
-        if self._on_submitted is not None:
-            try:
+        try:
+            if self._on_submitted is not None:
                 await asyncio.to_thread(self._on_submitted, job.request.request_key, request_id)
-            except Exception as exc:
-                # The job exists and is billed: follow it to its result rather than drop its
-                # id, and submit nothing more while the caller cannot keep ids.
-                run.stop(exc)
-                log.warning(
-                    "could not record request id %s of %s (%s); following it to its result "
-                    "and submitting nothing more",
-                    request_id,
-                    job.request.key,
-                    exc,
-                )
+        except Exception as exc:
+            # The job exists and is billed: follow it to its result rather than drop its
+            # id, and submit nothing more while the caller cannot keep ids.
+            run.stop(exc)
+            log.warning(
+                "could not record request id %s of %s (%s); following it to its result "
+                "and submitting nothing more",
+                request_id,
+                job.request.key,
+                exc,
+            )
+        finally:
+            job.budget.unrecorded_submit = False
         return True
 
     def _refuse_model(self, response: httpx.Response) -> None:

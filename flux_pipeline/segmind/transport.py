@@ -51,6 +51,9 @@ class Budget:
     attempts: int = 0
     #: UTC time the latest request was sent (for a submit: the accepted one).
     sent_at: datetime | None = None
+    #: A POST was sent and no answer has ruled its job out yet: the job may exist (and be
+    #: billed) while its id is not recorded. The engine clears it once the id is recorded.
+    unrecorded_submit: bool = False
 
     def remaining(self) -> float:
         return self.deadline_at - time.monotonic()
@@ -182,11 +185,13 @@ class Transport:
             budget.sent_at = datetime.now(UTC)
             self._stats.requests[kind] += 1
             delay: float | None = None
+            budget.unrecorded_submit = method == "POST"
             try:
                 response = await self._client.request(
                     method, url, json=json, headers=self._headers(url), timeout=timeout
                 )
             except httpx.TransportError as exc:
+                budget.unrecorded_submit = False
                 self._stats.transport_errors += 1
                 error = f"{kind}: {type(exc).__name__}: {self.scrub(str(exc)) or 'no detail'}"
                 if isinstance(exc, _REFUSED_LOCALLY):
@@ -203,6 +208,7 @@ class Transport:
                         ) from None
             else:
                 status = response.status_code
+                budget.unrecorded_submit = budget.unrecorded_submit and status == 200
                 if status in (401, 403, 406) and _origin(url) not in self._trusted:
                     # A media host's refusal (an expired signed URL) says nothing of the key.
                     return response

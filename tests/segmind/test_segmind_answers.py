@@ -7,9 +7,12 @@ an expired signed media URL, the result URL's own "not ready" answers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,6 +31,7 @@ from flux_pipeline.segmind import (
     AuthenticationError,
     EngineConfig,
     ModelNotFound,
+    SegmindEngine,
 )
 
 IMAGE = base64.b64encode(JPEG + b"\x00" * 16).decode()
@@ -298,3 +302,42 @@ def test_a_rate_limit_hint_of_no_wait_still_backs_off(
     waits = [r.args[2] for r in caplog.records if "HTTP 429" in r.getMessage()]
     assert len(waits) == 3
     assert all(wait > 0 for wait in waits)
+
+
+# --- cancellation ----------------------------------------------------------------------------
+
+
+def test_a_submit_on_the_wire_when_the_run_is_cancelled_still_has_its_id_recorded() -> None:
+    """A run ended by another error (or a cancelled Dagster run) while a submit awaits its
+    answer: the job may be billed, so its id must reach the hook before the run ends."""
+    recorded: list[tuple[str, str]] = []
+    base: dict[str, str] = {}
+    posted = threading.Event()
+
+    def script(method: str, path: str) -> Answer:
+        if method == "POST":
+            posted.set()
+            return replace(accepted(base["url"], "req-late"), delay=0.5)
+        return Answer(body={"status": "PROCESSING"})
+
+    async def cancel_mid_submit(url: str) -> None:
+        config = fast_config(url, max_concurrency=1)
+        async with SegmindEngine(config, on_submitted=lambda *ids: recorded.append(ids)) as engine:
+
+            async def consume() -> None:
+                async for _ in engine.generate(batch(1)):
+                    pass
+
+            task = asyncio.create_task(consume())
+            assert await asyncio.to_thread(posted.wait, 10)  # the POST reached the service
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with scripted_server(script) as (url, received):
+        base["url"] = url
+        asyncio.run(cancel_mid_submit(url))
+
+    (request,) = batch(1)
+    assert recorded == [(request.request_key, "req-late")]
+    assert [line.split()[0] for line in received] == ["POST"]  # seen through, nothing more sent
