@@ -8,8 +8,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-
-TEST_KEY = "SG_0123456789abcdef"
+from loopback import TEST_KEY
 
 
 @pytest.fixture

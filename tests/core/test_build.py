@@ -13,6 +13,7 @@ import fsspec
 import httpx
 import pandas as pd
 import pytest
+from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.build import BuildProgress, BuildReport, build_partition
 from flux_pipeline.ledger import Ledger
@@ -22,7 +23,6 @@ from flux_pipeline.protocol import ASPECT_RATIOS, MODEL, GenerationRequest
 from flux_pipeline.segmind import AuthenticationError, EngineConfig
 from flux_pipeline.storage import ObjectStore, WriteRetry
 
-TEST_KEY = "SG_0123456789abcdef"  # the key the shared emulator fixtures accept
 DAY = "2026-11-20"
 TABLE = """prompt_id,prompt,seed,steps,aspect_ratio
 fox,a red fox in snow,,2,1:1
@@ -34,18 +34,7 @@ blocked,something nsfw,,1,1:1
 
 
 def config(emu: Any, **overrides: Any) -> EngineConfig:
-    settings: dict[str, Any] = {
-        "api_key": TEST_KEY,
-        "base_url": emu.url,
-        "max_concurrency": 8,
-        "max_requests_per_second": 500.0,
-        "prior_step_time": 0.02,
-        "backoff_base": 0.01,
-        "backoff_max": 0.2,
-        "deadline": 60.0,
-        **overrides,
-    }
-    return EngineConfig(**settings)
+    return fast_config(emu.url, **overrides)
 
 
 def requests_of(tmp_path: Path, partition: str = DAY) -> list[GenerationRequest]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from loopback import fast_config
 from PIL import Image
 
 from flux_pipeline.ledger import LEDGER_DIR
@@ -21,7 +22,6 @@ from flux_pipeline.protocol import ASPECT_RATIOS, GenerationRequest
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.storage import ObjectStore
 
-TEST_KEY = "SG_0123456789abcdef"  # the key the shared emulator fixtures accept
 PARTITION = "2026-11-20"
 #: Every file name a reader may see under ``images/`` (``{prompt_id}-{seed}.jpg``).
 IMAGE_NAME = r"[A-Za-z0-9_.\-]+-\d+\.jpg"
@@ -49,19 +49,8 @@ def table_requests(path: Path, partition: str = PARTITION) -> list[GenerationReq
 
 
 def engine_config(base_url: str, **overrides: Any) -> EngineConfig:
-    """Engine settings fit for a loopback emulator with short steps."""
-    settings: dict[str, Any] = {
-        "api_key": TEST_KEY,
-        "base_url": base_url,
-        "max_concurrency": 16,
-        "max_requests_per_second": 500.0,
-        "prior_step_time": 0.02,
-        "backoff_base": 0.01,
-        "backoff_max": 0.2,
-        "deadline": 120.0,
-        **overrides,
-    }
-    return EngineConfig(**settings)
+    """Fast loopback settings with a wider window and a longer deadline, for big partitions."""
+    return fast_config(base_url, **{"max_concurrency": 16, "deadline": 120.0, **overrides})
 
 
 def ledger_entries(store: ObjectStore) -> dict[str, dict[str, Any]]:

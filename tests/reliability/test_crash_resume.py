@@ -23,10 +23,10 @@ import dagster as dg
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from loopback import TEST_KEY
 from reliability_support import (
     IMAGE_NAME,
     PARTITION,
-    TEST_KEY,
     assert_whole_image,
     engine_config,
     ledger_entries,

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability_support import PARTITION, TEST_KEY, engine_config, table_requests, write_table
+from loopback import TEST_KEY
+from reliability_support import PARTITION, engine_config, table_requests, write_table
 
 from flux_pipeline.build import build_partition
 from flux_pipeline.ledger import Ledger

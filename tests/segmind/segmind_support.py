@@ -16,24 +16,7 @@ from typing import Any
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 
-TEST_KEY = "SG_0123456789abcdef"  # the key the shared emulator fixtures accept
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
-
-
-def fast_config(base_url: str, **overrides: Any) -> EngineConfig:
-    """Engine settings fit for a loopback emulator with 20 ms steps."""
-    settings: dict[str, Any] = {
-        "api_key": TEST_KEY,
-        "base_url": base_url,
-        "max_concurrency": 8,
-        "max_requests_per_second": 500.0,
-        "prior_step_time": 0.02,
-        "backoff_base": 0.01,
-        "backoff_max": 0.2,
-        "deadline": 60.0,
-        **overrides,
-    }
-    return EngineConfig(**settings)
 
 
 def batch(n: int, *, prefix: str = "p") -> Iterator[GenerationRequest]:

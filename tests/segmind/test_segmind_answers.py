@@ -16,16 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from segmind_support import (
-    JPEG,
-    TEST_KEY,
-    Answer,
-    accepted,
-    batch,
-    fast_config,
-    run_engine,
-    scripted_server,
-)
+from loopback import TEST_KEY, fast_config
+from segmind_support import JPEG, Answer, accepted, batch, run_engine, scripted_server
 
 from flux_pipeline.segmind import (
     AuthenticationError,

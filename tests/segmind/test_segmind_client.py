@@ -6,7 +6,8 @@ import threading
 from typing import Any
 
 import pytest
-from segmind_support import JPEG, TEST_KEY
+from loopback import TEST_KEY
+from segmind_support import JPEG
 
 from flux_pipeline.segmind import (
     AuthenticationError,

@@ -10,15 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from segmind_support import (
-    JPEG,
-    PNG,
-    TEST_KEY,
-    batch,
-    fast_config,
-    hangup_server,
-    run_engine,
-)
+from loopback import TEST_KEY, fast_config
+from segmind_support import JPEG, PNG, batch, hangup_server, run_engine
 
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import AuthenticationError, InsufficientCredits

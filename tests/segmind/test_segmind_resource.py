@@ -9,7 +9,8 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
-from segmind_support import TEST_KEY, batch, run_engine
+from loopback import TEST_KEY
+from segmind_support import batch, run_engine
 
 from flux_pipeline.resources import SegmindResource
 
