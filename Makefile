@@ -31,11 +31,12 @@ lint: $(STAMP)
 # assets/ and resources/ install as flux_pipeline.assets / .resources; mypy sees
 # that layout through a throw-away copy of the package tree.
 typecheck: $(STAMP)
-	rm -rf build/typecheck && mkdir -p build/typecheck
-	cp -r flux_pipeline build/typecheck/flux_pipeline
-	cp -r assets build/typecheck/flux_pipeline/assets
-	cp -r resources build/typecheck/flux_pipeline/resources
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p flux_pipeline
+	@dir=$$(mktemp -d build/typecheck.XXXXXX 2>/dev/null || (mkdir -p build && mktemp -d build/typecheck.XXXXXX)) && \
+	cp -r flux_pipeline $$dir/flux_pipeline && \
+	cp -r assets $$dir/flux_pipeline/assets && \
+	cp -r resources $$dir/flux_pipeline/resources && \
+	cd $$dir && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p flux_pipeline; \
+	status=$$?; rm -rf $(CURDIR)/$$dir; exit $$status
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
