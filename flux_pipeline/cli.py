@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from flux_pipeline import demo, protocol
+
+if TYPE_CHECKING:
+    from flux_pipeline.emulator import EmulatorSettings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -71,7 +75,39 @@ def _add_emulator(subcommands: argparse._SubParsersAction[argparse.ArgumentParse
         "--rate-limit",
         type=float,
         default=None,
-        help="requests per second per key (default: unlimited)",
+        help=(
+            "requests per second per key, a token bucket over every API request with a"
+            " one-second burst; applies alongside --quota-per-minute (default: unlimited)"
+        ),
+    )
+    parser.add_argument(
+        "--quota-per-minute",
+        type=int,
+        default=None,
+        metavar="Q",
+        help=(
+            "account quota: API requests per key in any sliding minute; past it 429 with"
+            " Retry-After and x-rate-limit-reset-at-utc (default: none)"
+        ),
+    )
+    parser.add_argument(
+        "--quota-counts",
+        choices=("all", "submits"),
+        default="all",
+        help=(
+            "what the quota counts: all API requests (submit, status, result, v1 POST) or"
+            " only submits and v1 POSTs (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--quota-window",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help=(
+            "length of the quota's 'minute': time scaling for tests and benchmarks"
+            " (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--credits",
@@ -88,11 +124,12 @@ def _add_emulator(subcommands: argparse._SubParsersAction[argparse.ArgumentParse
     parser.set_defaults(handler=_run_emulator)
 
 
-def _run_emulator(args: argparse.Namespace) -> int:
-    from flux_pipeline.emulator import EmulatorSettings, serve
+def emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
+    """The settings named by the ``emulator`` subcommand's arguments (SystemExit if invalid)."""
+    from flux_pipeline.emulator import EmulatorSettings
 
     try:
-        settings = EmulatorSettings(
+        return EmulatorSettings(
             api_keys=tuple(args.api_keys),
             workers=args.workers,
             step_time=args.step_time,
@@ -101,16 +138,31 @@ def _run_emulator(args: argparse.Namespace) -> int:
             retention=args.retention,
             seed=args.seed,
             rate_limit=args.rate_limit,
+            quota_per_minute=args.quota_per_minute,
+            quota_counts=args.quota_counts,
+            quota_window=args.quota_window,
             credits=args.credits,
             output_format=args.output_format,
         )
     except ValueError as exc:
         raise SystemExit(f"flux-pipeline emulator: {exc}") from None
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from flux_pipeline.emulator import serve
+
+    settings = emulator_settings(args)
     accepted = f"{len(settings.api_keys)} configured key(s)" if settings.api_keys else "any key"
     where = f"http://{args.host}:{args.port}" if args.port else f"{args.host}, a free port"
+    quota = (
+        f"; quota {settings.quota_per_minute} requests ({settings.quota_counts})"
+        f" per {settings.quota_window:g} s per key"
+        if settings.quota_per_minute
+        else ""
+    )
     print(
         f"Segmind emulator for {protocol.MODEL} serving SYNTHETIC images on {where};"
-        f" accepting {accepted}; {settings.workers} workers x {settings.step_time}s/step",
+        f" accepting {accepted}; {settings.workers} workers x {settings.step_time}s/step{quota}",
         flush=True,
     )
     serve(settings, args.host, args.port)

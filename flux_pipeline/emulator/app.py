@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,9 +28,12 @@ from flux_pipeline.emulator.limits import (
     RateLimiter,
 )
 from flux_pipeline.emulator.params import InvalidParameters, parse_params
+from flux_pipeline.emulator.quota import COUNTED_KINDS, SlidingWindowQuota
 from flux_pipeline.emulator.settings import COST_PER_JOB, UNLIMITED_BALANCE, EmulatorSettings
 
 REQUEST_KINDS = ("submit", "status", "result", "output", "sync")
+#: The API requests a quota can count (media downloads never are).
+API_KINDS = ("submit", "status", "result", "sync")
 MISSING_KEY = "Missing Authorization or x-api-key in header"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -37,6 +41,18 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _too_many(message: str, wait: float) -> JSONResponse:
+    """429 telling when to come back: ``Retry-After`` in whole seconds (rounded up) and
+    ``x-rate-limit-reset-at-utc``, the ISO 8601 UTC time (rounded up to the millisecond)."""
+    reset_at = datetime.now(UTC) + timedelta(seconds=wait)
+    reset_at += timedelta(microseconds=-reset_at.microsecond % 1000)
+    headers = {
+        "Retry-After": str(max(1, math.ceil(wait))),
+        "x-rate-limit-reset-at-utc": reset_at.isoformat(timespec="milliseconds"),
+    }
+    return _error(429, message, headers)
 
 
 def _account(api_key: str) -> str:
@@ -57,6 +73,13 @@ class Emulator:
         self.slow_answers = 0
         self.slow_seconds = 0.0
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.quota = (
+            SlidingWindowQuota(settings.quota_per_minute, settings.quota_window)
+            if settings.quota_per_minute
+            else None
+        )
+        self.quota_kinds = COUNTED_KINDS[settings.quota_counts]
+        self.quota_refused: Counter[str] = Counter({kind: 0 for kind in API_KINDS})
         self.requests: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
         self._accounts = {_account(key) for key in settings.api_keys}
 
@@ -85,7 +108,7 @@ class Emulator:
 
     def gate(self, request: Request, kind: str, identity: str) -> tuple[str, Response | None]:
         """Count the request, draw how late its answer goes out (``request.state.delay``), then
-        apply faults, auth and rate limit, in the gateway's order.
+        apply faults, auth, and the account's limits, in the gateway's order.
 
         Returns the caller's account and, when the request is refused, the response to send.
         """
@@ -103,16 +126,30 @@ class Emulator:
         account = _account(api_key) if api_key else ""
         if not api_key or (self._accounts and account not in self._accounts):
             return "", _error(401, MISSING_KEY)
-        if self.limiter is not None:
-            wait = self.limiter.acquire(account)
+        return account, self.limit(account, kind)
+
+    def limit(self, account: str, kind: str) -> Response | None:
+        """The 429 for a request past the quota or the rate limit, else None (it is admitted).
+
+        Only an admitted request is recorded, by both: a refused one counts toward neither
+        (as with real quotas). A request the quota does not count is never refused by it.
+        """
+        now = time.monotonic()
+        quota = self.quota if kind in self.quota_kinds else None
+        if quota is not None:
+            wait = quota.wait(account, now)
             if wait > 0:
-                reset_at = datetime.now(UTC) + timedelta(seconds=wait)
-                headers = {
-                    "Retry-After": str(max(1, math.ceil(wait))),
-                    "x-rate-limit-reset-at-utc": reset_at.isoformat(timespec="milliseconds"),
-                }
-                return account, _error(429, "Rate limit exceeded", headers)
-        return account, None
+                self.quota_refused[kind] += 1
+                window = f"{quota.window:g} s"
+                return _too_many(f"Quota exceeded: {quota.limit} requests per {window}", wait)
+        if self.limiter is not None:
+            wait = self.limiter.wait(account, now)
+            if wait > 0:
+                return _too_many("Rate limit exceeded", wait)
+            self.limiter.record(account, now)
+        if quota is not None:
+            quota.record(account, now)
+        return None
 
     def job_identity(self, request_id: str) -> str:
         """What a poll is about, for reproducible faults: the job's request key if known."""
@@ -124,7 +161,7 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         """Requests received per kind (refused and faulted included); jobs queued and processing
         now, completed, failed and expired so far, and accepted submits per request key; answers
-        sent late (``--latency``) and their total delay."""
+        sent late (``--latency``) and their total delay; the quota and its refusals per kind."""
         counts = self.store.counts
         return {
             "requests": {kind: self.requests[kind] for kind in REQUEST_KINDS},
@@ -137,6 +174,12 @@ class Emulator:
                 "by_request_key": dict(self.store.by_request_key),
             },
             "slow": {"answers": self.slow_answers, "seconds": round(self.slow_seconds, 6)},
+            "quota": {
+                "limit": self.settings.quota_per_minute,
+                "counts": self.settings.quota_counts,
+                "window": self.settings.quota_window,
+                "refused": {kind: self.quota_refused[kind] for kind in API_KINDS},
+            },
         }
 
     @staticmethod

@@ -1,10 +1,9 @@
-"""Per-key quotas and injected faults: rate limit (429), credits (406), gateway errors (5xx),
-slow answers."""
+"""Per-key limits and injected faults: rate limit (429), credits (406), gateway errors (5xx),
+slow answers. The per-minute account quota lives in :mod:`flux_pipeline.emulator.quota`."""
 
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -23,23 +22,27 @@ class _Bucket:
 
 
 class RateLimiter:
-    """A token bucket per account: ``rate`` requests/s with a burst of one second's worth."""
+    """A token bucket per account: ``rate`` requests/s with a burst of one second's worth.
+
+    Same interface as :class:`~flux_pipeline.emulator.quota.SlidingWindowQuota`, so a request
+    is admitted only when every limit allows it and is then recorded by all of them.
+    """
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.capacity = max(1.0, rate)
         self._buckets: dict[str, _Bucket] = {}
 
-    def acquire(self, account: str) -> float:
-        """Take one token; returns 0 when allowed, else the seconds until a token is available."""
-        now = time.monotonic()
+    def wait(self, account: str, now: float) -> float:
+        """Seconds until a token is available; 0 when one is now."""
         bucket = self._buckets.setdefault(account, _Bucket(self.capacity, now))
         bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.rate
+
+    def record(self, account: str, now: float) -> None:
+        """Take the token of an admitted request (call only after :meth:`wait` answered 0)."""
+        self._buckets[account].tokens -= 1.0
 
 
 class CreditLedger:

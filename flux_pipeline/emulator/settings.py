@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flux_pipeline.emulator.quota import COUNTED_KINDS, QuotaCounts
+
 OutputFormat = Literal["jpeg", "png"]
 
 #: Credits one accepted job costs (``x-cost`` and ``metrics.cost``).
@@ -32,8 +34,17 @@ class EmulatorSettings:
     retention: float = 3600.0
     #: Makes faults, answer delays and inference-time jitter reproducible.
     seed: int = 0
-    #: Requests per second allowed per key (token bucket); ``None`` disables the limit.
+    #: Requests per second allowed per key (token bucket over every API request, a burst of one
+    #: second's worth); ``None`` disables it. Independent of the quota: a request must pass both.
     rate_limit: float | None = None
+    #: The account quota: API requests per key in any sliding ``quota_window`` (a minute);
+    #: ``None`` disables it. Past it: 429 with ``Retry-After`` and ``x-rate-limit-reset-at-utc``.
+    quota_per_minute: int | None = None
+    #: What the quota counts: ``"all"`` API requests (submit, status, result, v1 POST) or only
+    #: ``"submits"`` (v2 submit and v1 POST; polls are neither counted nor refused).
+    quota_counts: QuotaCounts = "all"
+    #: Seconds of the quota's sliding window: 60, or less as time scaling for tests and benchmarks.
+    quota_window: float = 60.0
     #: Credit balance of each key (one credit per job); ``None`` means unlimited.
     credits: float | None = None
     #: Encoding of generated images.
@@ -56,6 +67,20 @@ class EmulatorSettings:
             raise ValueError(f"retention: must be > 0 seconds, got {self.retention}")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError(f"rate_limit: must be > 0 requests/s, got {self.rate_limit}")
+        if self.quota_per_minute is not None and (
+            isinstance(self.quota_per_minute, bool)
+            or not isinstance(self.quota_per_minute, int)
+            or self.quota_per_minute < 1
+        ):
+            raise ValueError(
+                f"quota_per_minute: must be a whole number >= 1, got {self.quota_per_minute!r}"
+            )
+        if self.quota_counts not in COUNTED_KINDS:
+            raise ValueError(f"quota_counts: must be 'all' or 'submits', got {self.quota_counts!r}")
+        if not 0.0 < self.quota_window < math.inf:
+            raise ValueError(
+                f"quota_window: must be finite and > 0 seconds, got {self.quota_window}"
+            )
         if self.credits is not None and self.credits < 0:
             raise ValueError(f"credits: must be >= 0, got {self.credits}")
         if self.output_format not in ("jpeg", "png"):
