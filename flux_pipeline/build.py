@@ -1,65 +1,77 @@
-"""Build one partition: engine -> object storage -> ledger -> lineage, streaming.
+"""Build partitions: engine -> object storage -> ledger -> lineage, streaming.
 
-For each request, in this order of preference:
+:func:`build_partitions` builds a range of partitions with one :class:`SegmindEngine` (one
+pacer, one in-flight window); :func:`build_partition` is its one-partition form. Partitions are
+taken in order, each planned by :func:`flux_pipeline.planning.plan_partition` while the previous
+one's requests are still being fed to the engine, so the window stays full across partitions
+and only about two partitions' rows are held at once. Per request key:
 
-1. the ledger says COMPLETED and the image object is there (same size as recorded): reuse it
-   without an API call, copying it into this partition's folder if it lives elsewhere; the row
-   says ``cached=True`` and keeps the original request id, timings and timestamps;
-2. the ledger holds a final (non-retryable) FAILED: reuse that row, no call;
-3. the ledger holds a SUBMITTED request id: re-attach to it;
-4. otherwise submit it. Requests of the partition that share a request key are sent once and
-   the others get a copy of the image.
+1. ``reuse`` / ``failed``: the stored image (copied into this partition's folder when missing)
+   or the final FAILED row, no API call;
+2. ``attach``: the ledger's request id is polled; ``submit``: a new job;
+3. ``shared``: a key an earlier partition of the range attaches or submits is sent once; this
+   partition waits for that outcome and copies it.
 
-Each image is written atomically to ``images/partition=KEY/{prompt_id}-{seed}.{ext}`` as it
-arrives, then the ledger records it, then its lineage row is kept (no image bytes are kept).
-The partition's lineage file is written last, atomically, one row per request. A storage
-failure raises :class:`~flux_pipeline.storage.StorageError` and writes no lineage;
-authentication and credit errors propagate as the engine raised them. What finished before
-either is in the ledger, so the next run picks it up.
+Each image is written atomically to ``images/partition=KEY/{prompt_id}-{seed}.{ext}`` (of the
+partition the job was sent for) as it arrives, then the ledger records it; no image bytes are
+kept. A partition's lineage file is written atomically, one row per request, as soon as all its
+rows are known, then ``on_partition_done(report)`` runs on the calling thread.
+
+``cached``: the ledger names the partition each generation was made for (the partition whose
+build stored it first, see :mod:`flux_pipeline.ledger`). A row is ``cached`` exactly when that
+partition is another one; rebuilding a partition from its own images reproduces its rows as
+generated (request id, timings, timestamps, ``cached`` false), so its metrics do not change.
+
+A storage failure raises :class:`~flux_pipeline.storage.StorageError`, and authentication and
+credit errors propagate as the engine raised them; the partitions not finished by then get no
+lineage. What finished before is in the ledger, so the next run picks it up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
+import copy
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from PIL import Image
-
-from flux_pipeline.ledger import Ledger, LedgerEntry
-from flux_pipeline.lineage import LineageRow, partition_dir, write_partition_lineage
+from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
+from flux_pipeline.ledger import Ledger
+from flux_pipeline.lineage import LineageRow, write_partition_lineage
+from flux_pipeline.outcomes import Outcome, entry_outcome, prompt_rows, store_result
+from flux_pipeline.planning import KeyPlan, PartitionPlan, group_by_key, images_dir, plan_partition
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 from flux_pipeline.storage import ObjectStore
+from flux_pipeline.worker_loop import Emit, run_on_worker_loop
+
+__all__ = [
+    "BuildProgress",
+    "BuildReport",
+    "RangeReport",
+    "build_partition",
+    "build_partitions",
+    "images_dir",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Images being hashed and written at once (bounds the image bytes held in memory).
 WRITERS: Final = 4
-#: Threads copying reused images between partitions.
+#: Threads copying reused images into a partition's folder.
 COPIERS: Final = 8
-_EXTENSIONS: Final = {
-    "image/jpeg": "jpg",
-    "image/jpg": "jpg",
-    "image/png": "png",
-    "image/webp": "webp",
-}
-_PIL_TYPES: Final = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 @dataclass(frozen=True)
 class BuildProgress:
-    """Where a build stands; ``rate`` is images generated (not reused) per second."""
+    """Where a build stands over all its partitions; ``rate`` is images generated (not reused)
+    per second."""
 
     done: int
     total: int
@@ -71,8 +83,16 @@ class BuildProgress:
 
 @dataclass(frozen=True)
 class BuildReport:
-    """The outcome of one partition build. ``completed`` and ``failed`` count rows, cached
-    ones included; ``cached`` counts rows that needed no API call."""
+    """The outcome of one partition. ``completed``, ``failed`` and ``cached`` count its lineage
+    rows; ``reused`` counts rows that needed no API call in this build.
+
+    In :func:`build_partition`, ``api_requests``, ``retries`` and ``engine`` are the engine's
+    exact counts. In a range they are attributed from the results made for this partition:
+    ``api_requests`` sums their ``attempts`` (every HTTP request spent on each image: submit,
+    polls, result, media download, retries), ``retries`` sums the attempts beyond the cheapest
+    completed image's (retries and extra polls), and ``engine`` is a copy of the shared
+    engine's counters when the partition finished (see :attr:`RangeReport.engine`).
+    """
 
     partition: str
     total: int
@@ -85,16 +105,21 @@ class BuildReport:
     images_prefix_uri: str
     lineage_uri: str
     engine: EngineStats
+    reused: int = 0
 
 
-def images_dir(partition: str) -> str:
-    """``images/partition=KEY`` (the key checked as in :func:`lineage.partition_dir`)."""
-    partition_dir(partition)
-    return f"images/partition={partition}"
+@dataclass(frozen=True)
+class RangeReport:
+    """A range build: one report per partition (in the order given), the engine's counters
+    over the whole range and its wall time."""
+
+    partitions: tuple[BuildReport, ...]
+    engine: EngineStats
+    elapsed_s: float
 
 
 def build_partition(
-    requests: Iterable[GenerationRequest],
+    requests: Sequence[GenerationRequest],
     *,
     partition: str,
     store: ObjectStore,
@@ -103,287 +128,335 @@ def build_partition(
     progress_interval: float = 5.0,
 ) -> BuildReport:
     """Build ``partition`` from ``requests`` (one per prompt, unique ``key``); see the module."""
-    build = _PartitionBuild(list(requests), partition, store, progress)
-    return asyncio.run(build.run(engine_config, progress_interval))
+    run = build_partitions(
+        {partition: list(requests)},
+        store=store,
+        engine_config=engine_config,
+        progress=progress,
+        progress_interval=progress_interval,
+    )
+    engine = run.engine
+    return replace(
+        run.partitions[0], api_requests=engine.api_requests, retries=engine.retries, engine=engine
+    )
 
 
-class _PartitionBuild:
+def build_partitions(
+    partitions: Mapping[str, Sequence[GenerationRequest]],
+    *,
+    store: ObjectStore,
+    engine_config: EngineConfig,
+    progress: Callable[[BuildProgress], None] | None = None,
+    progress_interval: float = 5.0,
+    on_partition_done: Callable[[BuildReport], None] | None = None,
+) -> RangeReport:
+    """Build every partition of ``partitions`` (partition key -> its requests) with one engine.
+
+    ``progress`` (every ``progress_interval`` seconds and at the end) and ``on_partition_done``
+    (once per partition, right after its lineage file is written) run on the calling thread.
+    Bad input (a partition key, duplicate prompt ids) raises ``ValueError`` before any call.
+    """
+    for partition, requests in partitions.items():
+        images_dir(partition)
+        try:
+            group_by_key(requests)
+        except ValueError as exc:
+            raise ValueError(f"partition {partition}: {exc}") from None
+
+    def handle(event: object) -> None:
+        if isinstance(event, BuildProgress) and progress is not None:
+            progress(event)
+        elif isinstance(event, BuildReport) and on_partition_done is not None:
+            on_partition_done(event)
+
+    build = _RangeBuild(partitions, store, engine_config)
+    return run_on_worker_loop(
+        lambda emit: build.run(emit, progress_interval if progress else None), handle
+    )
+
+
+@dataclass
+class _Tally:
+    """Rows known so far, over the whole range (for progress)."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    generated: int = 0
+
+    def count(self, rows: int, outcome: Outcome, partition: str) -> None:
+        self.done += rows
+        self.failed += rows if outcome.row.status == FAILED else 0
+        self.cached += rows if outcome.partition != partition else 0
+
+
+@dataclass
+class _Sent:
+    """A request key this run attaches or submits: for which partition, and its outcome."""
+
+    partition: str
+    outcome: asyncio.Future[Outcome]
+    #: ``attach``: the request id to poll and when an earlier run submitted it.
+    attach_id: str | None = None
+    submitted_at: datetime | None = None
+    attempts: list[int] = field(default_factory=list)
+
+
+class _RangeBuild:
     def __init__(
         self,
-        requests: list[GenerationRequest],
-        partition: str,
+        partitions: Mapping[str, Sequence[GenerationRequest]],
         store: ObjectStore,
-        progress: Callable[[BuildProgress], None] | None,
+        config: EngineConfig,
     ) -> None:
-        duplicates = sorted(k for k, n in Counter(r.key for r in requests).items() if n > 1)
-        if duplicates:
-            raise ValueError(f"request keys (prompt ids) must be unique: {duplicates}")
-        self.requests = requests
-        self.partition = partition
+        self.partitions = partitions
         self.store = store
+        self.config = config
         self.ledger = Ledger(store)
-        self.images_dir = images_dir(partition)
-        self.progress = progress
-        self.rows: dict[str, LineageRow] = {}
-        #: Requests waiting for another request of this partition with the same request key.
-        self.followers: dict[str, list[GenerationRequest]] = {}
-        #: When the jobs re-attached from the ledger were submitted (by an earlier run).
-        self.resumed_submitted_at: dict[str, datetime | None] = {}
-        self.generated = 0
+        self.tally = _Tally(total=sum(len(r) for r in partitions.values()))
+        #: Keys attached or submitted by this run, by request key.
+        self.sent: dict[str, _Sent] = {}
+        self.reports: dict[str, BuildReport] = {}
         self.started = time.monotonic()
+        self.tasks = _Tasks()
+        self._engine: SegmindEngine | None = None
 
-    async def run(self, config: EngineConfig, progress_interval: float) -> BuildReport:
-        reporter = asyncio.create_task(self._report_every(progress_interval))
-        try:
-            pending, attach, reused = await asyncio.to_thread(self._plan)
-            self.rows.update(reused)
-            stats = await self._generate(config, pending, attach) if pending else EngineStats()
-            missing = [r.key for r in self.requests if r.key not in self.rows]
-            if missing:
-                raise RuntimeError(f"the engine returned no result for {missing}")
-            rows = [self.rows[r.key] for r in self.requests]
-            lineage_uri = await asyncio.to_thread(
-                write_partition_lineage, self.store, self.partition, rows
+    @property
+    def engine(self) -> SegmindEngine:
+        if self._engine is None:
+            raise RuntimeError("the engine is not open")
+        return self._engine
+
+    async def run(self, emit: Emit, progress_interval: float | None) -> RangeReport:
+        self.emit = emit
+        async with SegmindEngine(self.config, on_submitted=self.ledger.record_submitted) as engine:
+            self._engine = engine
+            try:
+                if progress_interval is not None:
+                    self.tasks.spawn(self._report_every(progress_interval), watch=False)
+                await self._stream()
+            finally:
+                await self.tasks.close()
+        if progress_interval is not None:
+            self._progress()
+        return RangeReport(
+            partitions=tuple(self.reports[p] for p in self.partitions),
+            engine=engine.stats,
+            elapsed_s=time.monotonic() - self.started,
+        )
+
+    async def _stream(self) -> None:
+        """Plan, reuse and feed each partition in turn; the next one is planned while the
+        previous one's requests are still going into the engine."""
+        fed: asyncio.Event | None = None
+        finishing = []
+        for partition, requests in self.partitions.items():
+            sent = frozenset(self.sent)
+            plan = await self.tasks.until(
+                asyncio.to_thread(plan_partition, self.store, partition, requests, shared=sent)
             )
+            reused = await self.tasks.until(asyncio.to_thread(self._reuse, plan))
+            for key in plan.keys:
+                if key.request_key in reused:
+                    self.tally.count(len(key.prompts), reused[key.request_key], partition)
+            batch = self._route(plan)
+            finishing.append(self.tasks.spawn(self._finish_partition(plan, reused)))
+            if batch:
+                if fed is not None:
+                    await self.tasks.until(fed.wait())
+                fed = asyncio.Event()
+                self.tasks.spawn(self._run_batch(batch, fed))
+        for task in finishing:
+            await self.tasks.until(task)
+
+    def _reuse(self, plan: PartitionPlan) -> dict[str, Outcome]:
+        """Outcomes of the ``reuse`` and ``failed`` keys; a reused image found only in this
+        partition (the one the ledger names is gone) becomes the ledger's copy."""
+        found = {}
+        for key in plan.keys:
+            if key.entry is None or key.action not in ("reuse", "failed"):
+                continue
+            entry = key.entry
+            if key.action == "reuse" and key.source != entry.image_path and entry.lineage:
+                moved = replace(entry.lineage, image_uri=self.store.uri(key.source or ""))
+                self.ledger.record_finished(key.request_key, moved, key.source, entry.generated_for)
+            found[key.request_key] = entry_outcome(entry, key.source)
+        return found
+
+    def _route(self, plan: PartitionPlan) -> list[GenerationRequest]:
+        """Register the keys this partition attaches or submits; return them to send."""
+        batch = []
+        for key in plan.keys:
+            if key.action not in ("attach", "submit"):
+                continue
+            entry = key.entry if key.action == "attach" else None
+            self.sent[key.request_key] = _Sent(
+                plan.partition,
+                asyncio.get_running_loop().create_future(),
+                entry.request_id if entry else None,
+                entry.submitted_at if entry else None,
+            )
+            batch.append(key.leader)
+        return batch
+
+    async def _run_batch(self, batch: list[GenerationRequest], fed: asyncio.Event) -> None:
+        """Send ``batch`` through the shared engine; ``fed`` is set once every request of it
+        is in the engine's window (or the batch ended)."""
+        attach = {
+            r.request_key: sent.attach_id
+            for r in batch
+            if (sent := self.sent[r.request_key]).attach_id
+        }
+
+        def feed() -> Iterator[GenerationRequest]:
+            yield from batch
+            fed.set()
+
+        writers = _BoundedTasks(WRITERS)
+        try:
+            # Close the stream here so its jobs are cancelled before the client closes.
+            async with aclosing(self.engine.generate(feed(), attach=attach)) as results:
+                async for result in results:
+                    await writers.start(self._keep, result)
+        except BaseException:
+            await writers.wait()
+            raise
         finally:
-            reporter.cancel()
-        self._report()
+            fed.set()
+        await writers.wait()
+        writers.raise_failure()
+        missing = [r.key for r in batch if not self.sent[r.request_key].outcome.done()]
+        if missing:
+            raise RuntimeError(f"the engine returned no result for {missing}")
+
+    async def _keep(self, result: GenerationResult) -> None:
+        sent = self.sent[result.request.request_key]
+        outcome = await asyncio.to_thread(
+            store_result, self.store, self.ledger, result, sent.partition, sent.submitted_at
+        )
+        self.tally.generated += 1
+        sent.attempts.append(result.attempts)
+        sent.outcome.set_result(outcome)
+
+    async def _finish_partition(self, plan: PartitionPlan, reused: dict[str, Outcome]) -> None:
+        """Wait for every key of the partition, copy its images, write its lineage, report."""
+        outcomes = dict(reused)
+        for key in plan.keys:
+            if key.request_key not in outcomes:
+                outcome = await self.sent[key.request_key].outcome
+                self.tally.count(len(key.prompts), outcome, plan.partition)
+                outcomes[key.request_key] = outcome
+        rows = await asyncio.to_thread(self._rows, plan, outcomes)
+        await asyncio.to_thread(write_imagefolder_metadata, self.store, plan.partition, rows)
+        lineage_uri = await asyncio.to_thread(
+            write_partition_lineage, self.store, plan.partition, rows
+        )
+        report = self._report(plan, rows, lineage_uri)
+        self.reports[plan.partition] = report
+        self.emit(report)
+
+    def _rows(self, plan: PartitionPlan, outcomes: dict[str, Outcome]) -> list[LineageRow]:
+        """One row per request of the partition, in the order given."""
+        stored = dict(plan.stored)
+
+        def rows_of(key: KeyPlan) -> list[LineageRow]:
+            outcome = outcomes[key.request_key]
+            return prompt_rows(self.store, outcome, key.prompts, plan.partition, stored)
+
+        with ThreadPoolExecutor(COPIERS) as pool:
+            by_prompt = {
+                row.prompt_id: row for rows in pool.map(rows_of, plan.keys) for row in rows
+            }
+        return [by_prompt[r.key] for r in self.partitions[plan.partition]]
+
+    def _report(self, plan: PartitionPlan, rows: list[LineageRow], lineage_uri: str) -> BuildReport:
+        attempts = [
+            n
+            for key in plan.keys
+            if (sent := self.sent.get(key.request_key)) and sent.partition == plan.partition
+            for n in sent.attempts
+        ]
+        cheapest = min(attempts, default=0)
         return BuildReport(
-            partition=self.partition,
+            partition=plan.partition,
             total=len(rows),
             completed=sum(r.status == COMPLETED for r in rows),
             failed=sum(r.status == FAILED for r in rows),
             cached=sum(r.cached for r in rows),
-            api_requests=stats.api_requests,
-            retries=stats.retries,
+            api_requests=sum(attempts),
+            retries=sum(n - cheapest for n in attempts),
             elapsed_s=time.monotonic() - self.started,
-            images_prefix_uri=self.store.uri(self.images_dir),
+            images_prefix_uri=self.store.uri(images_dir(plan.partition)),
             lineage_uri=lineage_uri,
-            engine=stats,
+            engine=copy.deepcopy(self.engine.stats),
+            reused=plan.prompts("reuse") + plan.prompts("failed"),
         )
-
-    def _plan(self) -> tuple[list[GenerationRequest], dict[str, str], dict[str, LineageRow]]:
-        """Reuse what the ledger and storage hold: what is left to generate, the request ids to
-        attach to, and the rows reused (by prompt id)."""
-        leaders: dict[str, GenerationRequest] = {}
-        for request in self.requests:
-            if request.request_key in leaders:
-                self.followers.setdefault(request.request_key, []).append(request)
-            else:
-                leaders[request.request_key] = request
-        self.store.clean_tmp()
-        entries = self.ledger.get_many(leaders)
-        stored = self.store.sizes(self.images_dir)
-        with ThreadPoolExecutor(COPIERS) as pool:
-            reused = list(
-                pool.map(
-                    lambda r: self._reuse(r, entries.get(r.request_key), stored), leaders.values()
-                )
-            )
-        left, rows = [], {}
-        for request, group_rows in zip(leaders.values(), reused, strict=True):
-            rows.update(group_rows)
-            if not group_rows:
-                left.append(request)
-        resumed = [
-            entry
-            for r in left
-            if (entry := entries.get(r.request_key)) is not None
-            and entry.state == "SUBMITTED"
-            and entry.request_id
-        ]
-        self.resumed_submitted_at = {e.request_key: e.submitted_at for e in resumed}
-        attach = {e.request_key: e.request_id or "" for e in resumed}
-        return left, attach, rows
-
-    def _reuse(
-        self, request: GenerationRequest, entry: LedgerEntry | None, stored: dict[str, int]
-    ) -> dict[str, LineageRow]:
-        """Cached rows of ``request`` and its followers by prompt id; empty: generate it.
-
-        A stored image is trusted when its size matches the ledger (the image-integrity asset
-        check compares sha256). This partition's own copies are looked at first, then the one
-        the ledger names; when only ours is left (the original partition was deleted), the
-        ledger is pointed at it so later partitions keep reusing it. No copy left: generate.
-        """
-        group = (request, *self.followers.get(request.request_key, ()))
-        if entry is None or entry.lineage is None:
-            return {}
-        if entry.state == FAILED:
-            return {r.key: replace(entry.lineage, prompt_id=r.key, cached=True) for r in group}
-        source, size = entry.image_path, entry.lineage.image_bytes
-        if source is None:
-            return {}
-        targets = {r.key: self._image_path(r, source.rsplit(".", 1)[-1]) for r in group}
-        origin = self._stored_copy([*targets.values(), source], size, stored)
-        if origin is None:
-            log.warning("no stored copy of %s's image is left; generating it again", request.key)
-            return {}
-        if origin != source:
-            moved = replace(entry.lineage, image_uri=self.store.uri(origin))
-            self.ledger.record_finished(request.request_key, moved, origin)
-        rows = {}
-        for key, path in targets.items():
-            if stored.get(path) != size:
-                self.store.copy(origin, path)
-            rows[key] = replace(
-                entry.lineage, prompt_id=key, image_uri=self.store.uri(path), cached=True
-            )
-        return rows
-
-    def _stored_copy(
-        self, paths: list[str], size: int | None, stored: dict[str, int]
-    ) -> str | None:
-        """The first of ``paths`` that holds an object of ``size`` bytes.
-
-        ``stored`` lists this partition's images; paths elsewhere are asked for one by one.
-        """
-        for path in paths:
-            if path.startswith(f"{self.images_dir}/"):
-                found = stored.get(path)
-            else:
-                try:
-                    found = self.store.size(path)
-                except FileNotFoundError:
-                    found = None
-            if found is not None and found == size:
-                return path
-        return None
-
-    async def _generate(
-        self, config: EngineConfig, pending: list[GenerationRequest], attach: dict[str, str]
-    ) -> EngineStats:
-        writers = _BoundedTasks(WRITERS)
-        async with SegmindEngine(config, on_submitted=self.ledger.record_submitted) as engine:
-            try:
-                # Close the stream here so its jobs are cancelled before the client closes.
-                async with aclosing(engine.generate(pending, attach=attach)) as results:
-                    async for result in results:
-                        await writers.start(self._keep, result)
-            except BaseException:
-                await writers.wait()
-                raise
-            await writers.wait()
-            writers.raise_failure()
-            return engine.stats
-
-    async def _keep(self, result: GenerationResult) -> None:
-        self.rows.update(await asyncio.to_thread(self._finish, result))
-        self.generated += 1
-
-    def _finish(self, result: GenerationResult) -> dict[str, LineageRow]:
-        """Store one result durably (image, then ledger); its rows and its followers' rows.
-
-        A FAILED result that a later run cannot fix (400, 422, content that is not an image) is
-        recorded in the ledger as final; a retryable one (deadline, ambiguous submit) is not.
-        """
-        request = result.request
-        if result.status == COMPLETED and result.content is not None:
-            row, path = self._store_image(result, result.content)
-        else:
-            row, path = self._failed_row(result, result.error or "no image in the result"), None
-        if path is not None or not result.retryable:
-            self.ledger.record_finished(request.request_key, row, path)
-        rows = {request.key: row}
-        for follower in self.followers.get(request.request_key, ()):
-            rows[follower.key] = self._follower_row(row, follower, path)
-        return rows
-
-    def _store_image(
-        self, result: GenerationResult, content: bytes
-    ) -> tuple[LineageRow, str | None]:
-        try:
-            with Image.open(io.BytesIO(content)) as image:
-                width, height = image.size
-                content_type = _PIL_TYPES.get(str(image.format)) or _media_type(result)
-        except Exception as exc:  # Pillow raises several types for content that is not an image
-            message = f"the service returned content that is not a readable image ({exc})"
-            return self._failed_row(result, message), None
-        ext = _EXTENSIONS.get(content_type)
-        if ext is None:
-            return self._failed_row(result, f"unsupported image type {content_type!r}"), None
-        path = self._image_path(result.request, ext)
-        uri = self.store.write_atomic(path, content)
-        row = self._row(
-            result,
-            status=COMPLETED,
-            error=None,
-            completed_at=datetime.now(UTC),
-            image_uri=uri,
-            image_sha256=hashlib.sha256(content).hexdigest(),
-            image_bytes=len(content),
-            content_type=content_type,
-            width=width,
-            height=height,
-        )
-        return row, path
-
-    def _failed_row(self, result: GenerationResult, error: str) -> LineageRow:
-        return self._row(
-            result,
-            status=FAILED,
-            error=error,
-            completed_at=result.completed_at or datetime.now(UTC),
-            image_uri=None,
-            image_sha256=None,
-            image_bytes=None,
-            content_type=None,
-            width=None,
-            height=None,
-        )
-
-    def _row(self, result: GenerationResult, **outcome: Any) -> LineageRow:
-        request = result.request
-        return LineageRow(
-            prompt_id=request.key,
-            prompt=request.prompt,
-            seed=request.seed,
-            steps=request.steps,
-            aspect_ratio=request.aspect_ratio,
-            model=request.model,
-            request_id=result.request_id,
-            inference_time=result.inference_time,
-            queue_time=result.queue_time,
-            cost=result.cost,
-            attempts=result.attempts,
-            submitted_at=result.submitted_at or self.resumed_submitted_at.get(request.request_key),
-            request_key=request.request_key,
-            cached=False,
-            **outcome,
-        )
-
-    def _follower_row(
-        self, row: LineageRow, follower: GenerationRequest, leader_path: str | None
-    ) -> LineageRow:
-        if leader_path is None:
-            return replace(row, prompt_id=follower.key, cached=True)
-        path = self._image_path(follower, leader_path.rsplit(".", 1)[-1])
-        uri = self.store.copy(leader_path, path)
-        return replace(row, prompt_id=follower.key, image_uri=uri, cached=True)
-
-    def _image_path(self, request: GenerationRequest, ext: str) -> str:
-        return f"{self.images_dir}/{request.key}-{request.seed}.{ext}"
 
     async def _report_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self._report()
+            self._progress()
 
-    def _report(self) -> None:
-        if self.progress is None:
-            return
+    def _progress(self) -> None:
         elapsed = time.monotonic() - self.started
-        rows = list(self.rows.values())
-        self.progress(
+        tally = self.tally
+        self.emit(
             BuildProgress(
-                done=len(rows),
-                total=len(self.requests),
-                failed=sum(r.status == FAILED for r in rows),
-                cached=sum(r.cached for r in rows),
-                rate=self.generated / elapsed if elapsed > 0 else 0.0,
+                done=tally.done,
+                total=tally.total,
+                failed=tally.failed,
+                cached=tally.cached,
+                rate=tally.generated / elapsed if elapsed > 0 else 0.0,
                 elapsed=elapsed,
             )
         )
+
+
+class _Tasks:
+    """Tasks of one build: the first failure of a watched task is raised by :meth:`until`."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failed: asyncio.Future[None] | None = None
+
+    def spawn(self, work: Coroutine[Any, Any, T], *, watch: bool = True) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        if watch:
+            task.add_done_callback(self._check)
+        return task
+
+    def _check(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failed = self._failure()
+            if not failed.done():
+                failed.set_exception(task.exception())  # type: ignore[arg-type]
+
+    def _failure(self) -> asyncio.Future[None]:
+        if self._failed is None:
+            self._failed = asyncio.get_running_loop().create_future()
+        return self._failed
+
+    async def until(self, work: Awaitable[T]) -> T:
+        """Await ``work``, unless a watched task fails first: then raise its error."""
+        job = asyncio.ensure_future(work)
+        failed = self._failure()
+        await asyncio.wait((job, failed), return_when=asyncio.FIRST_COMPLETED)
+        if failed.done() and not job.done():
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+        if failed.done():
+            failed.result()
+        return job.result()
+
+    async def close(self) -> None:
+        """Cancel what is still running and wait for it."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._failed is not None and self._failed.done():
+            self._failed.exception()  # retrieved: no "never retrieved" warning
 
 
 class _BoundedTasks:
@@ -415,7 +488,3 @@ class _BoundedTasks:
     def raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
-
-
-def _media_type(result: GenerationResult) -> str:
-    return (result.content_type or "").split(";")[0].strip().lower()

@@ -4,6 +4,11 @@ An entry goes ``SUBMITTED`` (the service accepted the job: its ``request_id`` is
 restarted run re-attaches instead of paying again) then ``COMPLETED`` (the image is stored:
 the entry carries its lineage fields) or ``FAILED`` (a non-retryable failure, reused as is).
 Every write is one atomic object write, durable when the method returns.
+
+A finished entry names the partition the generation was made for (``partition``: the one whose
+build stored the outcome first). It never changes, even when ``image_path`` is later pointed at
+another partition's surviving copy; it is what makes a reused lineage row ``cached`` (made for
+another partition) or not (this partition's own generation, rebuilt).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from flux_pipeline.storage import ObjectStore
 LEDGER_DIR: Final = "_ledger"
 SUBMITTED: Final = "SUBMITTED"
 _KEY = re.compile(r"[0-9a-f]{64}")
+_IMAGE_PARTITION = re.compile(r"images/partition=([^/]+)/")
 
 State = Literal["SUBMITTED", "COMPLETED", "FAILED"]
 
@@ -34,6 +40,17 @@ class LedgerEntry:
     #: The finished row (COMPLETED/FAILED); ``image_path`` is the image's path under the root.
     lineage: LineageRow | None = None
     image_path: str | None = None
+    #: The partition the generation was made for (finished entries; see the module).
+    partition: str | None = None
+
+    @property
+    def generated_for(self) -> str | None:
+        """``partition``, or for an entry written before it was recorded, the partition folder
+        of ``image_path``; None when neither says."""
+        if self.partition is not None:
+            return self.partition
+        found = _IMAGE_PARTITION.match(self.image_path or "")
+        return found.group(1) if found else None
 
 
 class Ledger:
@@ -53,11 +70,16 @@ class Ledger:
         )
 
     def record_finished(
-        self, request_key: str, lineage_fields: LineageRow, image_path: str | None = None
+        self,
+        request_key: str,
+        lineage_fields: LineageRow,
+        image_path: str | None = None,
+        partition: str | None = None,
     ) -> None:
         """Keep a finished outcome: COMPLETED with its stored image, or a final FAILED.
 
-        ``image_path`` (relative to the root) defaults to the path of ``image_uri``.
+        ``image_path`` (relative to the root) defaults to the path of ``image_uri``;
+        ``partition`` is the partition the generation was made for.
         """
         if lineage_fields.status not in ("COMPLETED", "FAILED"):
             raise ValueError(f"not a finished status: {lineage_fields.status!r}")
@@ -72,6 +94,7 @@ class Ledger:
                 "request_id": lineage_fields.request_id,
                 "submitted_at": _iso(lineage_fields.submitted_at),
                 "image_path": image_path,
+                "partition": partition,
                 "lineage": lineage_fields.to_json(),
             },
         )
@@ -114,6 +137,7 @@ def _entry(request_key: str, data: bytes) -> LedgerEntry:
         submitted_at=datetime.fromisoformat(submitted) if submitted else None,
         lineage=LineageRow.from_json(lineage) if lineage else None,
         image_path=body.get("image_path"),
+        partition=body.get("partition"),
     )
 
 

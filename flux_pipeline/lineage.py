@@ -77,8 +77,9 @@ LINEAGE_DESCRIPTIONS: Final = {
     "width": "image width in pixels",
     "height": "image height in pixels",
     "request_key": "hash of (model, prompt, seed, steps, aspect_ratio): same key, same image",
-    "cached": "true when reused from storage without an API call (then request_id, "
-    "timings, attempts and timestamps are the original generation's)",
+    "cached": "true when the image was generated for another partition and reused without an "
+    "API call (request_id, timings, attempts and timestamps are that generation's); a "
+    "partition rebuilt from its own images keeps false",
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The DESIGN.md column order, as read back: ``partition`` first.

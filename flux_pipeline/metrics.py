@@ -1,11 +1,13 @@
 """``generation_metrics``: one row per partition, aggregated from the lineage dataset.
 
 Counts (``prompts``, ``completed``, ``failed``, ``cached``, ``failure_rate``, ``bytes``) describe
-every row the partition holds. Timings, request counts and throughput describe only the rows
-generated in that partition (``cached`` false): a cached row carries its original generation's
-request id, ``inference_time``, ``attempts`` and timestamps, so counting it would mix another
-build into this one (a partition that reused another's images would span both builds). A
-partition built entirely from the cache therefore has null timings and zero requests.
+every row the partition holds. Timings, request counts and throughput describe only the
+generations made for that partition (``cached`` false), each counted once: prompts of the
+partition that share a request key share one generation (same request id, timings and
+attempts). A cached row carries another partition's generation, so counting it would mix that
+build into this one. A partition made entirely of other partitions' images therefore has null
+timings and zero requests, and rebuilding a partition from its own images changes nothing here
+(its rows keep ``cached`` false and their original values).
 
 Seconds are rounded to milliseconds, throughput to 0.01 image/s, ``failure_rate`` to 4 places.
 """
@@ -22,14 +24,15 @@ METRIC_DESCRIPTIONS: Final = {
     "prompts": "lineage rows of the partition (one per prompt)",
     "completed": "COMPLETED rows, cached ones included",
     "failed": "FAILED rows, cached ones included",
-    "cached": "rows reused from storage without an API call",
+    "cached": "rows whose image was generated for another partition (reused, no API call)",
     "failure_rate": "failed / prompts",
     "inference_time_p50_s": "median inference_time (s) of images generated in this partition",
     "inference_time_p95_s": "95th percentile inference_time (s), generated images only",
     "inference_time_max_s": "largest inference_time (s), generated images only",
     "latency_p50_s": "median completed_at - submitted_at (s), generated images only",
     "latency_p95_s": "95th percentile completed_at - submitted_at (s), generated images only",
-    "http_requests": "sum of attempts over generated rows: every HTTP request, downloads included",
+    "http_requests": "sum of attempts over generations (rows sharing a request key count once): "
+    "every HTTP request, downloads included",
     "extra_requests": "http_requests beyond the cheapest completed generated image's, per row "
     "(retries and extra polls)",
     "throughput_images_per_s": "completed generated images / (last_completed_at - "
@@ -77,7 +80,7 @@ def _by_partition(lineage: pd.DataFrame) -> list[tuple[object, pd.DataFrame]]:
 
 def _partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
     completed = rows[rows["status"] == "COMPLETED"]
-    generated = rows[~rows["cached"].astype(bool)]
+    generated = rows[~rows["cached"].astype(bool)].drop_duplicates("request_key")
     made = generated[generated["status"] == "COMPLETED"]
     inference = made["inference_time"].dropna().astype(float)
     latency = (made["completed_at"] - made["submitted_at"]).dt.total_seconds().dropna()

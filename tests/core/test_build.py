@@ -84,13 +84,14 @@ def test_full_partition_then_rerun_makes_no_api_call(
     report = build(requests, local_store, emulator, progress=seen.append)
 
     assert (report.total, report.completed, report.failed) == (5, 4, 1)
-    assert report.cached == 1  # "twin" shares whale's request key: copied, not requested
+    # "twin" shares whale's request key: copied, not requested, and not cached (same partition)
+    assert (report.cached, report.reused) == (0, 0)
     assert submits(emulator) == 4
     by_key = emulator.stats()["jobs"]["by_request_key"]
     assert sorted(by_key.values()) == [1, 1, 1, 1]
     assert report.api_requests > 0
     assert report.lineage_uri == local_store.uri(f"lineage/partition={DAY}/lineage.parquet")
-    assert seen[-1] == replace(seen[-1], done=5, total=5, failed=1, cached=1)
+    assert seen[-1] == replace(seen[-1], done=5, total=5, failed=1, cached=0)
 
     lineage = lineage_of(local_store)
     assert sorted(lineage.index) == ["blocked", "fox", "tower", "twin", "whale"]
@@ -102,8 +103,8 @@ def test_full_partition_then_rerun_makes_no_api_call(
     whale, twin = lineage.loc["whale"], lineage.loc["twin"]
     assert twin["request_id"] == whale["request_id"]
     assert twin["image_sha256"] == whale["image_sha256"]
-    assert bool(twin["cached"])
-    assert not bool(whale["cached"])
+    assert twin["inference_time"] == whale["inference_time"]
+    assert not lineage["cached"].any()
     assert (lineage["model"] == MODEL).all()
     assert (lineage["completed_at"] >= lineage["submitted_at"]).all()
     assert local_store.list(f"images/partition={DAY}") == sorted(
@@ -116,12 +117,10 @@ def test_full_partition_then_rerun_makes_no_api_call(
     calls = api_calls(emulator)
     again = build(requests, local_store, emulator)
     assert api_calls(emulator) == calls
-    assert (again.api_requests, again.cached, again.completed, again.failed) == (0, 5, 4, 1)
+    assert (again.api_requests, again.reused, again.completed, again.failed) == (0, 5, 4, 1)
+    assert again.cached == 0  # rebuilt from its own images: rows exactly as generated
     rebuilt = lineage_of(local_store)
-    assert len(rebuilt) == 5
-    assert rebuilt["cached"].all()
-    columns = ["request_id", "inference_time", "submitted_at", "completed_at", "image_sha256"]
-    pd.testing.assert_frame_equal(rebuilt[columns], lineage[columns])
+    pd.testing.assert_frame_equal(rebuilt, lineage)
 
 
 def test_a_second_partition_reuses_and_copies_pinned_images(
@@ -155,7 +154,8 @@ def test_a_partition_keeps_reusing_its_copies_when_the_original_partition_is_del
     again = build(requests_of(tmp_path, "2026-11-21"), local_store, emulator, "2026-11-21")
     later = build(requests_of(tmp_path, "2026-11-22"), local_store, emulator, "2026-11-22")
 
-    assert again.cached == 5  # every row of 2026-11-21 came from its own folder
+    assert again.reused == 5  # every row of 2026-11-21 came from its own folder
+    assert again.cached == 2  # whale and twin were generated for 2026-11-20
     assert submits(emulator) == before + 3  # only 2026-11-22's three derived-seed prompts
     assert later.cached == 2  # whale and twin, copied from 2026-11-21's surviving copies
     assert_images_match_lineage(local_store, lineage_of(local_store, "2026-11-22"))
@@ -227,7 +227,7 @@ def test_build_on_s3(emulator: Any, s3_store: ObjectStore, tmp_path: Path) -> No
     assert lineage["image_uri"].dropna().str.startswith("s3://").all()
     assert_images_match_lineage(s3_store, lineage)
     calls = api_calls(emulator)
-    assert build(requests_of(tmp_path), s3_store, emulator).cached == 5
+    assert build(requests_of(tmp_path), s3_store, emulator).reused == 5
     assert api_calls(emulator) == calls
     assert s3_store.list("_tmp") == []
 

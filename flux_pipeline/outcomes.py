@@ -1,0 +1,174 @@
+"""One request key's outcome: stored from an engine result, or read back from the ledger, and
+turned into the lineage rows of every prompt (of any partition) that asked for it.
+
+A row is ``cached`` exactly when the outcome was generated for another partition than the row's
+own (:attr:`Outcome.partition`, kept in the ledger). Prompts of the same partition that share a
+key all get the generation's row, ``cached`` false, each with its own copy of the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from PIL import Image
+
+from flux_pipeline.ledger import Ledger, LedgerEntry
+from flux_pipeline.lineage import LineageRow
+from flux_pipeline.planning import image_path
+from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
+from flux_pipeline.segmind import GenerationResult
+from flux_pipeline.storage import ObjectStore
+
+_EXTENSIONS: Final = {
+    "image/jpeg": "jpg",
+    "image/jpg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+}
+_PIL_TYPES: Final = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The row as generated (its leader prompt's), the stored image's path (None: FAILED), the
+    partition the generation was made for, and whether the ledger holds it (final)."""
+
+    row: LineageRow
+    path: str | None
+    partition: str | None
+    final: bool = True
+
+
+def entry_outcome(entry: LedgerEntry, source: str | None) -> Outcome:
+    """A finished ledger entry as an outcome; ``source`` is the stored copy found for it."""
+    if entry.lineage is None:
+        raise ValueError(f"ledger entry {entry.request_key} has no finished row")
+    return Outcome(entry.lineage, source, entry.generated_for)
+
+
+def store_result(
+    store: ObjectStore,
+    ledger: Ledger,
+    result: GenerationResult,
+    partition: str,
+    submitted_at: datetime | None = None,
+) -> Outcome:
+    """Store one engine result for ``partition``: the image (atomically), then the ledger.
+
+    A FAILED result that a later run cannot fix (400, 422, content that is not an image) is
+    recorded in the ledger as final; a retryable one (deadline, ambiguous submit, budget) is
+    not. ``submitted_at`` stands in when the result has none (a job re-attached to).
+    """
+    request = result.request
+    when = result.submitted_at or submitted_at
+    if result.status == COMPLETED and result.content is not None:
+        row, path = _store_image(store, partition, result, result.content, when)
+    else:
+        row = _failed_row(result, result.error or "no image in the result", when)
+        path = None
+    final = path is not None or not result.retryable
+    if final:
+        ledger.record_finished(request.request_key, row, path, partition)
+    return Outcome(row, path, partition, final)
+
+
+def prompt_rows(
+    store: ObjectStore,
+    outcome: Outcome,
+    prompts: tuple[GenerationRequest, ...],
+    partition: str,
+    stored: dict[str, int],
+) -> list[LineageRow]:
+    """The rows of ``prompts`` of ``partition`` from ``outcome``, copying the image into the
+    partition's folder where its copy (of the recorded size, per ``stored``) is missing."""
+    cached = outcome.partition != partition
+    rows = []
+    for prompt in prompts:
+        row = replace(outcome.row, prompt_id=prompt.key, cached=cached)
+        if outcome.path is not None:
+            target = image_path(partition, prompt, outcome.path.rsplit(".", 1)[-1])
+            if target != outcome.path and stored.get(target) != outcome.row.image_bytes:
+                store.copy(outcome.path, target)
+            row = replace(row, image_uri=store.uri(target))
+        rows.append(row)
+    return rows
+
+
+def _store_image(
+    store: ObjectStore,
+    partition: str,
+    result: GenerationResult,
+    content: bytes,
+    submitted_at: datetime | None,
+) -> tuple[LineageRow, str | None]:
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            content_type = _PIL_TYPES.get(str(image.format)) or _media_type(result)
+    except Exception as exc:  # Pillow raises several types for content that is not an image
+        message = f"the service returned content that is not a readable image ({exc})"
+        return _failed_row(result, message, submitted_at), None
+    ext = _EXTENSIONS.get(content_type)
+    if ext is None:
+        return _failed_row(result, f"unsupported image type {content_type!r}", submitted_at), None
+    path = image_path(partition, result.request, ext)
+    uri = store.write_atomic(path, content)
+    row = _row(
+        result,
+        submitted_at,
+        status=COMPLETED,
+        error=None,
+        completed_at=datetime.now(UTC),
+        image_uri=uri,
+        image_sha256=hashlib.sha256(content).hexdigest(),
+        image_bytes=len(content),
+        content_type=content_type,
+        width=width,
+        height=height,
+    )
+    return row, path
+
+
+def _failed_row(result: GenerationResult, error: str, submitted_at: datetime | None) -> LineageRow:
+    return _row(
+        result,
+        submitted_at,
+        status=FAILED,
+        error=error,
+        completed_at=result.completed_at or datetime.now(UTC),
+        image_uri=None,
+        image_sha256=None,
+        image_bytes=None,
+        content_type=None,
+        width=None,
+        height=None,
+    )
+
+
+def _row(result: GenerationResult, submitted_at: datetime | None, **outcome: Any) -> LineageRow:
+    request = result.request
+    return LineageRow(
+        prompt_id=request.key,
+        prompt=request.prompt,
+        seed=request.seed,
+        steps=request.steps,
+        aspect_ratio=request.aspect_ratio,
+        model=request.model,
+        request_id=result.request_id,
+        inference_time=result.inference_time,
+        queue_time=result.queue_time,
+        cost=result.cost,
+        attempts=result.attempts,
+        submitted_at=submitted_at,
+        request_key=request.request_key,
+        cached=False,
+        **outcome,
+    )
+
+
+def _media_type(result: GenerationResult) -> str:
+    return (result.content_type or "").split(";")[0].strip().lower()
