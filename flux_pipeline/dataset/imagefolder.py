@@ -1,0 +1,78 @@
+"""``metadata.jsonl`` beside each partition's images: the folder is a Hugging Face imagefolder.
+
+``datasets.load_dataset("imagefolder", data_dir=ROOT + "/images")`` then loads every partition
+with its prompt and seed, and ``data_files`` globs (``partition=2024-01-*/*``) choose
+partitions. Because metadata files are present, ``datasets`` adds no ``label`` column from the
+``partition=KEY`` folder names, and those names match none of its split words, so everything
+is one ``train`` split. Image file names can: ``datasets`` guesses splits from file names too
+(``test-7.jpg``, ``cat_val-3.jpg``), so such names are warned about; loading with
+``data_files`` never guesses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Final
+
+from flux_pipeline.dataset.partitions import images_dir
+from flux_pipeline.lineage import LineageRow
+from flux_pipeline.protocol import COMPLETED
+from flux_pipeline.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE: Final = "metadata.jsonl"
+#: The lineage fields of each metadata line, after ``file_name`` and ``partition``.
+METADATA_FIELDS: Final = (
+    "prompt_id",
+    "prompt",
+    "seed",
+    "steps",
+    "aspect_ratio",
+    "width",
+    "height",
+    "request_key",
+    "model",
+)
+#: A file name in which ``datasets`` (data_dir= without data_files=) sees a split name.
+_SPLIT_WORD: Final = re.compile(
+    r"(?:^|[-._ 0-9])(?:train|training|validation|valid|dev|val|test|testing|eval|evaluation)"
+    r"[-._ 0-9]"
+)
+
+
+def metadata_record(partition: str, row: LineageRow) -> dict[str, Any]:
+    """One ``metadata.jsonl`` line of a COMPLETED row: its image's file name, then lineage."""
+    if row.image_uri is None:
+        raise ValueError(f"partition {partition}, prompt_id {row.prompt_id!r}: no image_uri")
+    record: dict[str, Any] = {
+        "file_name": row.image_uri.rsplit("/", 1)[-1],
+        "partition": partition,
+    }
+    record.update((name, getattr(row, name)) for name in METADATA_FIELDS)
+    return record
+
+
+def write_imagefolder_metadata(
+    store: ObjectStore, partition: str, rows: Sequence[LineageRow]
+) -> str:
+    """Replace ``images/partition=KEY/metadata.jsonl`` atomically; return its URI.
+
+    One line per COMPLETED row, in row order; FAILED rows have no image and no line.
+    """
+    records = [metadata_record(partition, r) for r in rows if r.status == COMPLETED]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    split_like = [r["file_name"] for r in records if _SPLIT_WORD.search(r["file_name"])]
+    if split_like:
+        log.warning(
+            "partition %s: %d image names (e.g. %s) hold a split word (train, test, val, ...): "
+            "datasets' load_dataset('imagefolder', data_dir=...) would guess splits from them; "
+            "load with data_files='partition=*/*' instead",
+            partition,
+            len(split_like),
+            split_like[0],
+        )
+    return store.write_atomic(f"{images_dir(partition)}/{METADATA_FILE}", lines.encode())

@@ -1,0 +1,69 @@
+"""The stored partitions a dataset export covers, and their lineage rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Final
+
+import pyarrow.parquet as pq
+
+from flux_pipeline.lineage import LINEAGE_DIR, LINEAGE_FILE, LineageRow, partition_dir
+from flux_pipeline.storage import ObjectStore
+
+#: ``START..END`` selects every stored partition from START to END, both included.
+RANGE_SEPARATOR: Final = ".."
+_PREFIX: Final = "partition="
+
+
+def images_dir(partition: str) -> str:
+    """``images/partition=KEY``: the partition's image folder (the key checked)."""
+    partition_dir(partition)
+    return f"images/{_PREFIX}{partition}"
+
+
+def stored_partitions(store: ObjectStore) -> list[str]:
+    """The keys of every partition with a lineage file, sorted."""
+    suffix = f"/{LINEAGE_FILE}"
+    keys = []
+    for path in store.list(LINEAGE_DIR):
+        folder = path.removeprefix(f"{LINEAGE_DIR}/")
+        if folder.startswith(_PREFIX) and folder.endswith(suffix) and folder.count("/") == 1:
+            keys.append(folder[len(_PREFIX) : -len(suffix)])
+    return sorted(keys)
+
+
+def select_partitions(store: ObjectStore, specs: Sequence[str] = ()) -> list[str]:
+    """The stored partitions named by ``specs`` (keys or ``START..END`` ranges), sorted.
+
+    No spec selects every stored partition. A key with no lineage, or a range that holds no
+    stored partition, raises ValueError naming it.
+    """
+    stored = stored_partitions(store)
+    if not specs:
+        if not stored:
+            raise ValueError(f"no partition has a lineage file under {store.uri(LINEAGE_DIR)}")
+        return stored
+    chosen: set[str] = set()
+    for spec in specs:
+        if RANGE_SEPARATOR in spec:
+            start, _, end = spec.partition(RANGE_SEPARATOR)
+            if not start or not end or start > end:
+                raise ValueError(f"partition range {spec!r}: write START..END with START <= END")
+            found = [key for key in stored if start <= key <= end]
+            if not found:
+                raise ValueError(f"partition range {spec!r} holds no built partition")
+            chosen.update(found)
+        elif spec in stored:
+            chosen.add(spec)
+        else:
+            raise ValueError(f"partition {spec!r} has no lineage under {store.uri(LINEAGE_DIR)}")
+    return sorted(chosen)
+
+
+def read_partition_rows(store: ObjectStore, partition: str) -> list[LineageRow]:
+    """The lineage rows of one partition, in the order they were written."""
+    path = store.path(f"{partition_dir(partition)}/{LINEAGE_FILE}")
+    table = pq.read_table(path, filesystem=store.fs)
+    names = [f.name for f in fields(LineageRow)]
+    return [LineageRow(**{n: record.get(n) for n in names}) for record in table.to_pylist()]
