@@ -1,4 +1,5 @@
-"""Helpers of the reliability suite: generated prompt tables, engine settings, storage audits."""
+"""Helpers of the reliability suite: generated prompt tables, engine settings, storage audits,
+and a `dagster asset materialize` process that can be killed mid-partition (whole group)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,23 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
-from loopback import fast_config
+import pyarrow.parquet as pq
+import pytest
+from loopback import TEST_KEY, fast_config
 from PIL import Image
 
 from flux_pipeline.ledger import LEDGER_DIR
@@ -126,3 +136,105 @@ class RestartableS3:
         self._connections.clear()
         if self._thread is not None:
             self._thread.join()
+
+
+#: ``dagster`` of this virtualenv, and how long a materialization may take.
+DAGSTER = Path(sys.executable).with_name("dagster")
+TIMEOUT = 180.0
+
+
+class Materialization:
+    """``dagster asset materialize`` in a new session (its own process group), output to a file."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *selection: str) -> None:
+        self.log = cwd / f"dagster-{time.monotonic_ns()}.log"
+        command = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*command, *selection],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def finish(self) -> None:
+        code = self.process.wait(timeout=TIMEOUT)
+        assert code == 0, self.log.read_text()[-4000:]
+
+    def kill_group(self) -> None:
+        """SIGKILL every process of the group, and wait until none is left."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        pytest.fail("processes of the killed group are still alive")
+
+
+def materialize_in_process(
+    instance: dg.DagsterInstance, url: str, root: Path
+) -> dg.ExecuteInProcessResult:
+    """The partition again, in this process (quicker than the CLI), with its asset checks."""
+    from flux_pipeline.assets import generated_images, generated_images_checks
+    from flux_pipeline.resources import ObjectStoreResource, SegmindResource
+
+    return dg.materialize(
+        [generated_images, *generated_images_checks],
+        partition_key=PARTITION,
+        resources={
+            "segmind": SegmindResource(api_key=TEST_KEY, base_url=url),
+            "storage": ObjectStoreResource(root=str(root)),
+        },
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def states(store: ObjectStore, keys: set[str]) -> dict[str, dict[str, Any]]:
+    return {k: e for k, e in ledger_entries(store).items() if k in keys}
+
+
+def wait_for_mid_build(run: Materialization, store: ObjectStore, keys: set[str]) -> None:
+    """Until the ledger shows some images finished and some jobs still in flight."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        assert run.process.poll() is None, "the materialization ended before it was killed"
+        found = [e["state"] for e in states(store, keys).values()]
+        if found.count("COMPLETED") >= 5 and found.count("SUBMITTED") >= 3:
+            return
+        time.sleep(0.05)
+    pytest.fail("the build never reached the middle of the partition")
+
+
+def settled_submits(emu: Any) -> dict[str, int]:
+    """``by_request_key`` once submits that were on the wire at the kill have been served."""
+    previous = emu.stats()["jobs"]["by_request_key"]
+    while True:
+        time.sleep(0.3)
+        current = emu.stats()["jobs"]["by_request_key"]
+        if current == previous:
+            return dict(current)
+        previous = current
+
+
+def audit_visible_files(root: Path, entries: dict[str, dict[str, Any]]) -> int:
+    """Only whole, finally named files under ``images/`` and ``lineage/``; returns images seen."""
+    by_path = {e["image_path"]: e for e in entries.values() if e["state"] == "COMPLETED"}
+    images = [p for p in (root / "images").rglob("*") if p.is_file()]
+    for path in images:
+        assert re.fullmatch(IMAGE_NAME, path.name), f"not a final image name: {path}"
+        entry = by_path.get(path.relative_to(root).as_posix())
+        data = path.read_bytes()
+        assert_whole_image(data, str(path))
+        if entry is not None:
+            assert sha256(data) == entry["lineage"]["image_sha256"], path
+    for path in (p for p in (root / "lineage").rglob("*") if p.is_file()):
+        assert path.name == "lineage.parquet", f"not a final lineage name: {path}"
+        pq.read_table(path)
+    return len(images)
