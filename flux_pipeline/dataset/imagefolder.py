@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from flux_pipeline.dataset.partitions import images_dir
 from flux_pipeline.lineage import LineageRow
+from flux_pipeline.planning import images_dir
 from flux_pipeline.protocol import COMPLETED
 from flux_pipeline.storage import ObjectStore
 

@@ -16,12 +16,6 @@ RANGE_SEPARATOR: Final = ".."
 _PREFIX: Final = "partition="
 
 
-def images_dir(partition: str) -> str:
-    """``images/partition=KEY``: the partition's image folder (the key checked)."""
-    partition_dir(partition)
-    return f"images/{_PREFIX}{partition}"
-
-
 def stored_partitions(store: ObjectStore) -> list[str]:
     """The keys of every partition with a lineage file, sorted."""
     suffix = f"/{LINEAGE_FILE}"

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Final
 
-from flux_pipeline.dataset.partitions import images_dir, read_partition_rows
+from flux_pipeline.dataset.partitions import read_partition_rows
 from flux_pipeline.dataset.shard_defaults import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_MAX_SHARD_BYTES,
@@ -43,6 +43,7 @@ from flux_pipeline.dataset.shard_defaults import (
     MANIFEST_FILE,
 )
 from flux_pipeline.lineage import LineageRow
+from flux_pipeline.planning import images_dir
 from flux_pipeline.protocol import COMPLETED
 from flux_pipeline.storage import TMP_DIR, ObjectStore
 
