@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from flux_pipeline import demo, protocol
+from flux_pipeline.dataset import export_cli
 
 if TYPE_CHECKING:
     from flux_pipeline.emulator import EmulatorSettings
@@ -173,6 +174,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_emulator,
     demo.add_parser,
+    export_cli.add_parser,
 ]
 
 
