@@ -1,12 +1,20 @@
-"""Asset checks on each ``generated_images`` partition (partitioned like the asset itself)."""
+"""Asset checks on each ``generated_images`` partition (partitioned like the asset itself).
+
+A run may build a range of partitions (a backfill run): every check then evaluates each
+partition of the range and records one result per partition, tied to that partition's latest
+materialization, exactly as a one-partition run records its one result.
+"""
 
 import hashlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.partition_lineage import (
@@ -18,6 +26,7 @@ from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import read_prompt_table
 from flux_pipeline.lineage import LINEAGE_SCHEMA
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.storage import ObjectStore
 
 DEFAULT_MAX_FAILURE_RATE = 0.05
 #: Prompt ids listed in a failed check's metadata (the count is always complete).
@@ -25,18 +34,65 @@ LISTED = 20
 #: Images read at once by the integrity check (concurrently on S3; bounds memory).
 READ_BATCH = 32
 
+PartitionCheck = Callable[[ObjectStore, str], dg.AssetCheckResult]
 
-def _partitioned_check(
-    fn: Callable[..., dg.AssetCheckResult],
-) -> dg.AssetChecksDefinition:
-    """A check on ``generated_images`` evaluated per partition, like the asset.
 
+def _partitioned_check(check: PartitionCheck) -> dg.AssetChecksDefinition:
+    """A check on ``generated_images`` evaluated for every partition of its run.
+
+    Dagster 1.13 gives a check step of a range run no partition of its own (an
+    ``AssetCheckResult`` there is recorded without one), so each partition's result is yielded
+    as an ``AssetCheckEvaluation`` naming its partition and the materialization it checked.
     Partitioned checks are a preview feature of Dagster 1.13 (``partitions_def`` on a check);
     its one-time PreviewWarning is silenced here rather than printed on every load.
     """
+    name = check.__name__
+
+    def evaluate(
+        context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
+        store = storage.store()
+        for partition in context.partition_keys:
+            result = check(store, partition)
+            yield dg.AssetCheckEvaluation(
+                asset_key=generated_images.key,
+                check_name=name,
+                passed=result.passed,
+                metadata=result.metadata,
+                target_materialization_data=_latest_materialization(context.instance, partition),
+                severity=result.severity,
+                description=result.description,
+                blocking=False,
+                partition=partition,
+            )
+        yield dg.Output(None)  # the check step's own output, which Dagster requires
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-        return dg.asset_check(asset=generated_images, partitions_def=daily_partitions)(fn)
+        decorate = dg.asset_check(
+            asset=generated_images,
+            name=name,
+            description=check.__doc__,
+            partitions_def=daily_partitions,
+        )
+        # Dagster executes generator checks; its annotation only names AssetCheckResult.
+        return decorate(evaluate)  # type: ignore[arg-type]
+
+
+def _latest_materialization(
+    instance: dg.DagsterInstance, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The materialization of ``partition`` a result is about (as Dagster records it itself)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=generated_images.key, asset_partitions=[partition]),
+        limit=1,
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
 
 
 def _missing_lineage(partition: str) -> dg.AssetCheckResult:
@@ -51,14 +107,11 @@ def _ids(ids: list[str]) -> str:
 
 
 @_partitioned_check
-def one_row_per_prompt(
-    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
-) -> dg.AssetCheckResult:
+def one_row_per_prompt(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """The partition's lineage holds exactly one row per prompt of the stored table."""
-    store = storage.store()
-    lineage = read_partition_lineage(store, context.partition_key)
+    lineage = read_partition_lineage(store, partition)
     if lineage is None:
-        return _missing_lineage(context.partition_key)
+        return _missing_lineage(partition)
     expected = set(read_prompt_table(store)["prompt_id"].astype(str))
     counts = lineage["prompt_id"].astype(str).value_counts()
     missing = sorted(expected - set(counts.index))
@@ -76,12 +129,8 @@ def one_row_per_prompt(
 
 
 @_partitioned_check
-def images_match_sha256(
-    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
-) -> dg.AssetCheckResult:
+def images_match_sha256(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """Every COMPLETED image exists in storage and its sha256 equals `image_sha256`."""
-    store = storage.store()
-    partition = context.partition_key
     lineage = read_partition_lineage(store, partition)
     if lineage is None:
         return _missing_lineage(partition)
@@ -107,13 +156,11 @@ def images_match_sha256(
 
 
 @_partitioned_check
-def failure_rate_below_threshold(
-    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
-) -> dg.AssetCheckResult:
+def failure_rate_below_threshold(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """The share of FAILED images stays at or under `FLUX_MAX_FAILURE_RATE` (default 0.05)."""
-    lineage = read_partition_lineage(storage.store(), context.partition_key)
+    lineage = read_partition_lineage(store, partition)
     if lineage is None:
-        return _missing_lineage(context.partition_key)
+        return _missing_lineage(partition)
     threshold = float(os.environ.get("FLUX_MAX_FAILURE_RATE", DEFAULT_MAX_FAILURE_RATE))
     failed = lineage[lineage["status"] == "FAILED"]
     rate = len(failed) / len(lineage) if len(lineage) else 0.0
@@ -131,16 +178,13 @@ def failure_rate_below_threshold(
 
 
 @_partitioned_check
-def lineage_schema_as_declared(
-    context: dg.AssetCheckExecutionContext, storage: ObjectStoreResource
-) -> dg.AssetCheckResult:
+def lineage_schema_as_declared(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """The stored lineage file has exactly the declared columns and types (`partition` comes
     from the Hive folder, not the file)."""
-    store = storage.store()
-    path = lineage_path(context.partition_key)
+    path = lineage_path(partition)
     if not store.exists(path):
-        return _missing_lineage(context.partition_key)
-    stored = read_lineage_schema(store, context.partition_key)
+        return _missing_lineage(partition)
+    stored = read_lineage_schema(store, partition)
     found = {field.name: f"{field.type}{'' if field.nullable else ' not null'}" for field in stored}
     declared = {
         field.name: f"{field.type}{'' if field.nullable else ' not null'}"

@@ -1,4 +1,4 @@
-"""The daily partitions of ``generated_images``: one partition = one build of the prompt table."""
+"""The daily partitions of ``generated_images`` and how a backfill packs them into runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import dagster as dg
 
 DEFAULT_START = "2026-01-01"
+#: Partitions one backfill run builds at most, unless ``FLUX_MAX_PARTITIONS_PER_RUN`` says.
+DEFAULT_MAX_PARTITIONS_PER_RUN = 31
 
 #: Daily keys ``YYYY-MM-DD`` from ``FLUX_PARTITION_START``. ``end_offset=1`` makes today (UTC) a
 #: partition too, so the daily schedule and ``flux-pipeline demo`` build the current day.
@@ -14,3 +16,26 @@ daily_partitions = dg.DailyPartitionsDefinition(
     start_date=os.environ.get("FLUX_PARTITION_START", DEFAULT_START),
     end_offset=1,
 )
+
+
+def max_partitions_per_run() -> int:
+    """``FLUX_MAX_PARTITIONS_PER_RUN`` (default 31, about a month), read when the code loads."""
+    raw = os.environ.get("FLUX_MAX_PARTITIONS_PER_RUN", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PARTITIONS_PER_RUN
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"FLUX_MAX_PARTITIONS_PER_RUN: must be an integer >= 1, got {raw!r}")
+    return value
+
+
+def backfill_policy() -> dg.BackfillPolicy:
+    """Backfills of N partitions make ceil(N / max_partitions_per_run) runs, each building its
+    range of consecutive partitions with one engine (one pacer, one in-flight window).
+
+    ``BackfillPolicy`` is a beta parameter in Dagster 1.13; its warning is not repeated here.
+    """
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=max_partitions_per_run())

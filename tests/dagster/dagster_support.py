@@ -51,6 +51,17 @@ class Runner:
         """``generated_images`` for one partition, with its four checks."""
         return self._materialize(["generated_images"], partition_key=key)
 
+    def range(self, first: str, last: str) -> dg.ExecuteInProcessResult:
+        """``generated_images`` for the partitions ``first`` to ``last`` in one run (as a
+        backfill run of several partitions is tagged), with its four checks."""
+        return self._materialize(
+            ["generated_images"],
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            },
+        )
+
     def checks(self, key: str = PARTITION) -> dg.ExecuteInProcessResult:
         """Only the checks of ``generated_images`` for one partition.
 
