@@ -1,28 +1,40 @@
-"""Engine settings as one small value object."""
+"""Engine settings as one small value object, checked when it is made."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
 from flux_pipeline.segmind.errors import AuthenticationError
 
-Mode = Literal["async", "sync"]
+log = logging.getLogger("flux_pipeline.segmind")
+
+Mode = Literal["async", "sync", "auto"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the engine talks to Segmind. The key is kept out of ``repr``."""
+    """How the engine talks to Segmind. The key is kept out of ``repr``.
+
+    Impossible values raise :class:`ValueError` naming the field.
+    """
 
     api_key: str = field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     model: str = MODEL
-    mode: Mode = "async"
+    #: async: v2 submit/poll/result; sync: one v1 POST per image (1 request per image);
+    #: auto: async, switching to sync while a quota binds (and back once it no longer does).
+    mode: Mode = "auto"
     #: Jobs in flight at once (submitted and not yet finished).
-    max_concurrency: int = 16
-    #: Client-side pace over every API request (submit, poll, result, download).
-    max_requests_per_second: float = 20.0
+    max_concurrency: int = 32
+    #: The account's quota in API requests per minute (submit, status, result, v1 POST; never
+    #: media downloads). None: no fixed cap, only concurrency plus AIMD on 429 answers.
+    requests_per_minute: float | None = None
+    #: Deprecated alias of ``requests_per_minute`` / 60 (mapped to it, then cleared).
+    max_requests_per_second: float | None = None
     #: Timeout of one HTTP request, seconds.
     request_timeout: float = 30.0
     #: Give up on one image after this many seconds, all retries included.
@@ -37,6 +49,12 @@ class EngineConfig:
     prior_step_time: float = 0.25
     #: Re-POST a submit whose answer never arrived (may pay twice). Off by default.
     repost_ambiguous_submits: bool = False
+    #: Budget of one engine: accepted submits (new billed jobs; attached ones never count).
+    max_new_images: int | None = None
+    #: Budget of one engine in the service's cost unit (reported cost, else ``price_per_image``).
+    max_cost: float | None = None
+    #: Cost of one image assumed while the service has reported none.
+    price_per_image: float | None = None
 
     def __post_init__(self) -> None:
         # A key read from a file written by ``echo`` or a CRLF .env ends in whitespace: drop it.
@@ -49,3 +67,59 @@ class EngineConfig:
                 f"(control, space or non-ASCII) inside its {len(key)} characters: set it to "
                 "the bare key (SG_ followed by hex digits)."
             )
+        self._map_deprecated_rate()
+        self._check()
+
+    def _map_deprecated_rate(self) -> None:
+        per_second = self.max_requests_per_second
+        if per_second is None:
+            return
+        _positive("max_requests_per_second", per_second)
+        per_minute = per_second * 60
+        if self.requests_per_minute is not None and self.requests_per_minute != per_minute:
+            raise ValueError(
+                f"max_requests_per_second: deprecated alias of requests_per_minute / 60, "
+                f"got {per_second} and requests_per_minute={self.requests_per_minute}: "
+                "set requests_per_minute only"
+            )
+        log.warning(
+            "max_requests_per_second is deprecated: set requests_per_minute=%g instead "
+            "(it paces API requests only, never media downloads)",
+            per_minute,
+        )
+        object.__setattr__(self, "requests_per_minute", per_minute)
+        object.__setattr__(self, "max_requests_per_second", None)
+
+    def _check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency: must be >= 1, got {self.max_concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries: must be >= 0, got {self.max_retries}")
+        for name in ("request_timeout", "deadline"):
+            _positive(name, getattr(self, name))
+        if self.requests_per_minute is not None:
+            _positive("requests_per_minute", self.requests_per_minute)
+        for name in ("backoff_base", "prior_step_time"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: must be >= 0 seconds, got {getattr(self, name)}")
+        if self.backoff_max < self.backoff_base:
+            raise ValueError(
+                f"backoff_max: must be >= backoff_base ({self.backoff_base}), "
+                f"got {self.backoff_max}"
+            )
+        for name in ("max_new_images", "max_cost", "price_per_image"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}: must be >= 0, got {value}")
+        if self.max_cost is not None and self.price_per_image is None:
+            raise ValueError(
+                "max_cost: needs price_per_image too (the cost of one image assumed until the "
+                "service reports one), so that no submit can pass the budget"
+            )
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"{name}: must be > 0, got {value}")

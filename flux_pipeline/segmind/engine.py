@@ -19,10 +19,12 @@ import httpx
 from flux_pipeline.protocol import COMPLETED, FAILED, PROCESSING, QUEUED, GenerationRequest
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.errors import InsufficientCredits, ModelNotFound
-from flux_pipeline.segmind.estimator import CompletionEstimator
-from flux_pipeline.segmind.pacing import AdaptiveWindow
+from flux_pipeline.segmind.estimator import CompletionEstimator, SubmitOrder
+from flux_pipeline.segmind.modes import ModeChooser
+from flux_pipeline.segmind.pacing import AdaptiveWindow, RequestPacer
 from flux_pipeline.segmind.results import GenerationResult
-from flux_pipeline.segmind.stats import EngineStats, RequestKind
+from flux_pipeline.segmind.spending import SpendingGuard
+from flux_pipeline.segmind.stats import EngineStats, Protocol, RequestKind
 from flux_pipeline.segmind.transport import Budget, StepFailed, Transport
 
 log = logging.getLogger("flux_pipeline.segmind")
@@ -46,6 +48,10 @@ class _OutputRefused(StepFailed):
     """The media host refused the output URL (4xx): ask the result URL for a fresh one."""
 
 
+class _BudgetSpent(StepFailed):
+    """The budget refused this request: nothing was sent, a later run may submit it."""
+
+
 @dataclass
 class _Job:
     request: GenerationRequest
@@ -54,6 +60,11 @@ class _Job:
     status_url: str = ""
     response_url: str = ""
     submitted_at: datetime | None = None
+    #: Place in the submit order of our unfinished v2 jobs, and how many were ahead of it
+    #: when it was accepted (None for a job attached from an earlier run).
+    order: int | None = None
+    ahead: int | None = None
+    protocol: Protocol = "async"
 
 
 @dataclass
@@ -81,9 +92,13 @@ class SegmindEngine:
 
     def __init__(self, config: EngineConfig, *, on_submitted: SubmittedHook | None = None) -> None:
         self.config = config
-        self.stats = EngineStats()
+        self.stats = EngineStats(mode=config.mode)
         self._on_submitted = on_submitted
         self._estimator = CompletionEstimator(config.prior_step_time)
+        self._order = SubmitOrder()
+        self._pacer = RequestPacer(config.requests_per_minute)
+        self._modes = ModeChooser(config.mode, self._pacer, self.stats)
+        self._guard = SpendingGuard(config.max_new_images, config.max_cost, config.price_per_image)
         self._transport: Transport | None = None
         self._window: AdaptiveWindow | None = None
 
@@ -92,7 +107,7 @@ class SegmindEngine:
 
     async def __aenter__(self) -> SegmindEngine:
         self._window = AdaptiveWindow(self.config.max_concurrency)
-        self._transport = Transport(self.config, self.stats, self._window)
+        self._transport = Transport(self.config, self.stats, self._window, self._pacer)
         return self
 
     async def __aexit__(
@@ -195,8 +210,6 @@ class SegmindEngine:
     ) -> GenerationResult | None:
         job = _Job(request, Budget(time.monotonic() + self.config.deadline))
         try:
-            if self.config.mode == "sync":
-                return await self._run_sync(job, run)
             if attach_id:
                 self.stats.attached += 1
                 job.request_id = attach_id
@@ -207,9 +220,12 @@ class SegmindEngine:
                     return outcome
                 self.stats.expired += 1
                 log.info("request %s of %s expired; submitting it again", attach_id, request.key)
+            job.protocol = self._modes.pick()
+            if job.protocol == "sync":
+                return await self._run_sync(job, run)
             if not await self._submit(job, run):
                 return None
-            first = self._estimator.first_poll(request.steps)
+            first = self._estimator.first_poll(request.steps, job.ahead or 0)
             outcome = await self._follow(job, first_delay=first, optimistic=True)
             if isinstance(outcome, GenerationResult):
                 return outcome
@@ -217,27 +233,56 @@ class SegmindEngine:
                 f"request {job.request_id} was gone (HTTP 404) before its result was fetched",
                 retryable=True,
             )
+        except _BudgetSpent as exc:
+            self.stats.budget_refused += 1
+            return self._failed(job, exc.error, retryable=True)
         except StepFailed as exc:
             return self._failed(job, exc.error, retryable=exc.retryable, timed_out=exc.timed_out)
+        finally:
+            if job.order is not None:
+                self._order.remove(job.order)
 
     async def _post(
         self, job: _Job, run: _Run, kind: RequestKind, version: str
     ) -> httpx.Response | None:
-        """POST the job to ``/{version}/{model}``; None once submitting has stopped."""
+        """POST the job to ``/{version}/{model}``; None once submitting has stopped.
+
+        The budget's place is reserved first (raises :class:`_BudgetSpent` when there is
+        none); an answer other than 200 gives it back, as does an error before sending.
+        """
         if run.stop_submitting:
             return None
+        refusal = await self._guard.reserve()
+        if refusal is not None:
+            raise _BudgetSpent(refusal, retryable=True)
+        if run.stop_submitting:
+            await self._guard.settle(billed=False)
+            return None
         http = self._http
+        billed, response = False, None
         try:
-            return await http.send(
+            response = await http.send(
                 kind,
                 "POST",
                 f"{http.base}/{version}/{self.config.model}",
                 job.budget,
                 json=job.request.payload(base64=self.config.base64),
             )
+            billed = response.status_code == 200
         except InsufficientCredits as exc:
             run.stop(exc)
             return None
+        except StepFailed as exc:
+            billed = exc.maybe_billed
+            raise
+        except asyncio.CancelledError:
+            billed = job.budget.unrecorded_submit  # sent, fate unknown: count it
+            raise
+        finally:
+            headers = response.headers if response is not None and kind == "sync" else {}
+            cost = _number(headers.get("x-cost")) if billed else None
+            await asyncio.shield(self._guard.settle(billed=billed, cost=cost))
+        return response
 
     async def _submit(self, job: _Job, run: _Run) -> bool:
         """POST the job and record its id; False when submitting has stopped.
@@ -280,6 +325,8 @@ class SegmindEngine:
         http.trust(job.status_url)
         http.trust(job.response_url)
         self.stats.submitted += 1
+        job.order = self._order.add()
+        job.ahead = self._order.ahead(job.order)
         try:
             if self._on_submitted is not None:
                 await asyncio.to_thread(self._on_submitted, job.request.request_key, request_id)
@@ -317,7 +364,7 @@ class SegmindEngine:
         status; any other answer there without ``output`` sends us to the documented status URL.
         Only a FAILED status in the body is final there; the status URL's 422 is final too.
         """
-        http, steps = self._http, job.request.steps
+        http = self._http
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
         refetches = empty_results = 0
         while True:
@@ -348,7 +395,7 @@ class SegmindEngine:
                             retryable=True,
                         ) from None
                     log.info("%s: %s; asking for a fresh output URL", job.request.key, exc.error)
-                    delay = self._estimator.next_poll(steps, refetches, queued=False)
+                    delay = self._next_poll(job, refetches, queued=False)
                     continue
             if use_result and response.status_code == 200 and state == COMPLETED:
                 empty_results += 1
@@ -366,17 +413,21 @@ class SegmindEngine:
             if response.status_code == 200 and state in (QUEUED, PROCESSING):
                 # still running; a result URL that answers progress is polled again directly
                 misses += 1
-                delay = self._estimator.next_poll(steps, misses, queued=state == QUEUED)
+                delay = self._next_poll(job, misses, queued=state == QUEUED)
             elif use_result:  # an answer we cannot read as progress: ask /status instead
                 misses += 1
                 not_found = response.status_code == 404
-                delay = 0.0 if not_found else self._estimator.next_poll(steps, misses, queued=False)
+                delay = 0.0 if not_found else self._next_poll(job, misses, queued=False)
                 use_result = False
             else:  # the job was accepted (and paid): a later run may still collect it
                 raise StepFailed(
                     f"status: HTTP {response.status_code}: {_error(http, response, body)}",
                     retryable=True,
                 )
+
+    def _next_poll(self, job: _Job, misses: int, *, queued: bool) -> float:
+        ahead = None if job.order is None else self._order.ahead(job.order)
+        return self._estimator.next_poll(job.request.steps, misses, queued=queued, ahead=ahead)
 
     async def _completed(self, job: _Job, body: dict[str, Any]) -> GenerationResult:
         output = body["output"]
@@ -400,6 +451,8 @@ class SegmindEngine:
         metrics = body.get("metrics") or {}
         if metrics.get("remaining_credits") is not None:
             self.stats.remaining_credits = _number(metrics["remaining_credits"])
+        if job.request_id is not None and job.submitted_at is not None:
+            await self._guard.report(_number(metrics.get("cost")))  # a job this engine paid
         return await self._success(
             job,
             content,
@@ -449,8 +502,14 @@ class SegmindEngine:
         queue_time: float | None,
         cost: float | None,
     ) -> GenerationResult:
-        self._estimator.observe(job.request.steps, inference_time, queue_time)
+        self._estimator.observe(
+            job.request.steps,
+            inference_time=inference_time,
+            queue_time=queue_time,
+            ahead=job.ahead,
+        )
         self.stats.completed += 1
+        self.stats.completed_by_mode[job.protocol] += 1
         self.stats.cost += cost or 0.0
         await self._open_window().succeeded()
         return GenerationResult(

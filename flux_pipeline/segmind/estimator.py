@@ -1,6 +1,24 @@
-"""When to poll: learn how long jobs take from the times the service reports."""
+"""When to poll: learn how long jobs take, the service's queue included.
+
+A job's time from submit to done is its inference time plus its wait in the service's
+queue, and that wait grows with the number of jobs in flight. By Little's law, while the
+service is saturated, a job with ``ahead`` of our jobs submitted before it (and unfinished)
+is done about ``ahead + 1`` completions later: ``(ahead + 1) x per_job`` seconds, where
+``per_job`` is learned from the service's own figures (``queue_time + inference_time``
+divided by ``ahead + 1``) of the jobs that waited in the queue. Service-side figures, not
+our own polls, so polling late never teaches us to poll later still.
+"""
 
 from __future__ import annotations
+
+from bisect import bisect_left
+
+#: A job waited for a slot when its queue time exceeds this share of its inference time.
+_QUEUED = 0.1
+#: First polls go out this much after the expected completion (jitter, completion order).
+_MARGIN = 0.08
+#: Bounds of the wait between two polls of the same job, seconds.
+_SHORTEST, _LONGEST = 0.02, 30.0
 
 
 class _Ewma:
@@ -9,48 +27,99 @@ class _Ewma:
     def __init__(self, prior: float, *, weight: float = 0.2) -> None:
         self.mean = prior
         self.deviation = prior / 4
+        self.seen = False
         self._weight = weight
-        self._seen = False
 
     def add(self, value: float) -> None:
-        if not self._seen:
-            self.mean, self.deviation, self._seen = value, value / 8, True
+        if not self.seen:
+            self.mean, self.deviation, self.seen = value, value / 8, True
             return
         self.deviation += self._weight * (abs(value - self.mean) - self.deviation)
         self.mean += self._weight * (value - self.mean)
 
 
 class CompletionEstimator:
-    """Expected seconds from an accepted submit to a finished job, per number of steps.
-
-    Learns ``inference_time / steps`` and ``queue_time`` from each finished job's
-    metrics; the first poll goes out a little after the mean (one deviation later),
-    so that most first polls already find the image ready.
-    """
+    """Expected seconds from an accepted submit to a finished job (see the module)."""
 
     def __init__(self, prior_step_time: float) -> None:
         self._step = _Ewma(prior_step_time)
-        self._queue = _Ewma(0.0)
+        self._per_job = _Ewma(0.0)
 
-    def observe(self, steps: int, inference_time: float | None, queue_time: float | None) -> None:
-        if inference_time is not None and inference_time > 0:
-            self._step.add(inference_time / max(1, steps))
-        if queue_time is not None and queue_time >= 0:
-            self._queue.add(queue_time)
+    def observe(
+        self,
+        steps: int,
+        *,
+        inference_time: float | None,
+        queue_time: float | None,
+        ahead: int | None,
+    ) -> None:
+        """Learn from a finished job's metrics; ``ahead`` as counted when it was submitted."""
+        if inference_time is None or inference_time <= 0:
+            return
+        self._step.add(inference_time / max(1, steps))
+        if queue_time is None or queue_time < 0 or ahead is None:
+            return
+        sample = (queue_time + inference_time) / (ahead + 1)
+        # A job that waited says how fast the queue moves; one that did not can only say it
+        # moves faster than we thought.
+        if queue_time > _QUEUED * inference_time or (
+            self._per_job.seen and sample < self._per_job.mean
+        ):
+            self._per_job.add(sample)
 
     def service_time(self, steps: int) -> float:
         """Mean inference time of a job of ``steps`` steps."""
         return steps * self._step.mean
 
-    def first_poll(self, steps: int) -> float:
-        """Seconds to wait after the submit before the first poll."""
-        step = self._step.mean + self._step.deviation
-        queue = self._queue.mean + self._queue.deviation
-        return queue + steps * step
+    def expected(self, steps: int, ahead: int) -> float:
+        """Seconds from now until a job with ``ahead`` jobs before it is done, at the mean."""
+        service = self.service_time(steps)
+        if not self._per_job.seen:
+            return service
+        return max(service, (ahead + 1) * self._per_job.mean)
 
-    def next_poll(self, steps: int, misses: int, *, queued: bool) -> float:
-        """Seconds to wait after the ``misses``-th poll that found the job unfinished."""
-        if queued:
-            return max(0.02, self.service_time(steps))
-        base = max(0.02, 0.1 * self.service_time(steps))
-        return min(5.0, base * 1.5 ** (misses - 1))
+    def first_poll(self, steps: int, ahead: int) -> float:
+        """Seconds to wait after the submit before the first poll."""
+        spread = steps * self._step.deviation
+        if self._per_job.seen:
+            spread += (ahead + 1) * self._per_job.deviation / 2
+        return self.expected(steps, ahead) * (1 + _MARGIN) + spread
+
+    def next_poll(self, steps: int, misses: int, *, queued: bool, ahead: int | None) -> float:
+        """Seconds to wait after the ``misses``-th poll that found the job unfinished.
+
+        ``ahead``: our unfinished jobs submitted before this one (None when unknown, as for
+        a job attached from an earlier run). The floor grows with each miss, so a job the
+        estimate keeps getting wrong costs a few polls, not many.
+        """
+        service = self.service_time(steps)
+        if self._per_job.seen and ahead is not None:
+            estimate = (ahead + 1) * self._per_job.mean
+            estimate = max(estimate, service) if queued else min(estimate, service)
+        else:
+            estimate = service if queued else 0.25 * service
+        floor = 0.05 * service * 1.5 ** (misses - 1)
+        return min(_LONGEST, max(_SHORTEST, estimate, floor))
+
+
+class SubmitOrder:
+    """Our unfinished v2 jobs in the order they were accepted: how many are ahead of one."""
+
+    def __init__(self) -> None:
+        self._places: list[int] = []
+        self._next = 0
+
+    def add(self) -> int:
+        """The place of a job accepted now (after every job accepted before it)."""
+        place, self._next = self._next, self._next + 1
+        self._places.append(place)
+        return place
+
+    def ahead(self, place: int) -> int:
+        """Unfinished jobs accepted before the one at ``place``."""
+        return bisect_left(self._places, place)
+
+    def remove(self, place: int) -> None:
+        index = bisect_left(self._places, place)
+        if index < len(self._places) and self._places[index] == place:
+            del self._places[index]

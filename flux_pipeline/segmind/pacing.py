@@ -1,34 +1,110 @@
 """Client-side flow control: a request pacer and an adaptive in-flight window.
 
-The pacer is a GCRA ("virtual scheduling") token bucket of a few lines rather than
-``aiolimiter``: aiolimiter lets a full bucket through at once at start, which is the
-429 storm we want to avoid, and its bucket would have to be sized to one request to
-prevent it; strict spacing with a small tolerance is simpler to state and to test.
+The pacer is a GCRA ("virtual scheduling") of a few lines rather than ``aiolimiter``:
+aiolimiter lets a full bucket through at once at start, which is the 429 storm we want to
+avoid; strict spacing is simpler to state and to test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+
+#: A configured quota is paced this much below its nominal rate, so that the jitter of
+#: answers and clocks never pushes one request over the edge of the service's sliding window.
+QUOTA_MARGIN = 0.97
+#: Seconds over which the recent sending rate is measured (for the AIMD decrease).
+_RECENT = 10.0
+#: The learned cap never drops below one request per this many seconds.
+_SLOWEST = 1 / 60
+#: After a decrease the cap grows back by this share of its pre-decrease value per second.
+_RECOVERY = 0.05
 
 
 class RequestPacer:
-    """Spaces requests ``1/rate`` seconds apart, FIFO, with a burst of at most ``burst``."""
+    """Paces API requests: the account's quota, a cap learned from 429s, and their holds.
 
-    def __init__(self, rate: float, *, burst: int = 1) -> None:
-        if rate <= 0:
-            raise ValueError(f"max_requests_per_second must be > 0, got {rate}")
-        self._interval = 1.0 / rate
-        self._tolerance = self._interval * (max(1, burst) - 1)
-        self._next_free = 0.0  # theoretical arrival time of the next request
+    - ``per_minute`` (``requests_per_minute``): strict spacing at 97 % of it, no burst;
+      None: no fixed cap.
+    - a 429 holds every request until the time it names (``Retry-After`` or
+      ``x-rate-limit-reset-at-utc``) and halves the pace (AIMD: to half the recent sending
+      rate, once per hold); every answer that is not a 429 then grows the pace back
+      additively, until the fixed cap (if any) is reached again.
+    """
+
+    def __init__(self, per_minute: float | None) -> None:
+        if per_minute is not None and not per_minute > 0:
+            raise ValueError(f"requests_per_minute: must be > 0, got {per_minute}")
+        self.quota = None if per_minute is None else per_minute / 60 * QUOTA_MARGIN
+        #: Pace learned from 429s (requests/s); None until the first one.
+        self.learned: float | None = None
+        self._growth = 0.0
+        self._next_free = 0.0  # theoretical send time of the next request
+        self._hold_until = 0.0
+        self._quiet_until = 0.0
+        self._sent: deque[float] = deque()
+        #: Requests sent, and those of them that waited for the pace or a hold.
+        self.sent = 0
+        self.delayed = 0
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second allowed now; None when nothing caps them."""
+        caps = [cap for cap in (self.quota, self.learned) if cap is not None]
+        return min(caps) if caps else None
 
     async def wait(self) -> None:
-        """Return when one more request may be sent."""
-        now = time.monotonic()
-        slot = max(now, self._next_free - self._tolerance)
-        self._next_free = max(self._next_free, now) + self._interval
-        if slot > now:
+        """Return when one more API request may be sent."""
+        delayed = False
+        while True:
+            now = time.monotonic()
+            if now < self._hold_until:
+                delayed = True
+                await asyncio.sleep(self._hold_until - now)
+                continue
+            rate = self.rate
+            if rate is None:
+                break
+            slot = max(now, self._next_free)
+            self._next_free = slot + 1 / rate
+            if slot <= now:
+                break
+            delayed = True
             await asyncio.sleep(slot - now)
+            if time.monotonic() >= self._hold_until:
+                break  # else a 429 arrived meanwhile: wait for its hold, then take a new slot
+        self._record(delayed)
+
+    def _record(self, delayed: bool) -> None:
+        now = time.monotonic()
+        self.sent += 1
+        self.delayed += delayed
+        self._sent.append(now)
+        while self._sent and self._sent[0] < now - _RECENT:
+            self._sent.popleft()
+
+    def rate_limited(self, wait: float) -> None:
+        """A 429 asking to wait ``wait`` seconds: hold everything, halve the pace once."""
+        now = time.monotonic()
+        if now >= self._quiet_until:  # the first 429 of a burst decides; the others only hold
+            self._quiet_until = now + max(wait, 1.0)
+            span = max(1.0, now - self._sent[0]) if self._sent else 1.0
+            recent = len(self._sent) / span
+            current = min(recent, self.rate or recent)
+            self.learned = max(_SLOWEST, current / 2)
+            self._growth = max(_SLOWEST, current * _RECOVERY)
+        self._hold_until = max(self._hold_until, now + wait)
+        self._next_free = self._hold_until
+
+    def answered(self) -> None:
+        """An API answer that was not a 429: let the learned pace grow back a little."""
+        if self.learned is None:
+            return
+        # + growth per second: each of ``learned`` requests per second adds growth / learned
+        self.learned += self._growth / self.learned
+        if self.quota is not None and self.learned >= self.quota:
+            self.learned = None
 
 
 class AdaptiveWindow:
@@ -39,7 +115,7 @@ class AdaptiveWindow:
 
     def __init__(self, maximum: int, *, growth: float = 0.25) -> None:
         if maximum < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {maximum}")
+            raise ValueError(f"max_concurrency: must be >= 1, got {maximum}")
         self.maximum = maximum
         self.limit = float(maximum)
         self.in_use = 0

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 RequestKind = Literal["submit", "status", "result", "download", "sync"]
 REQUEST_KINDS: tuple[RequestKind, ...] = ("submit", "status", "result", "download", "sync")
+#: The two protocols an image can go through: v2 submit/poll/result, or one v1 POST.
+Protocol = Literal["async", "sync"]
+PROTOCOLS: tuple[Protocol, ...] = ("async", "sync")
 
 
 @dataclass
@@ -29,15 +32,37 @@ class EngineStats:
     failed: int = 0
     cost: float = 0.0
     remaining_credits: float | None = None
+    #: Requests not submitted because the budget (max_new_images / max_cost) was spent.
+    budget_refused: int = 0
+    #: The configured mode, the images completed through each protocol, and how often
+    #: ``auto`` changed the protocol of new images.
+    mode: str = "async"
+    completed_by_mode: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROTOCOLS, 0))
+    mode_switches: int = 0
+
+    @property
+    def mode_used(self) -> str:
+        """The protocol(s) the completed images went through: async, sync, async+sync, none."""
+        used = [name for name in PROTOCOLS if self.completed_by_mode.get(name)]
+        return "+".join(used) or "none"
 
     @property
     def api_requests(self) -> int:
         """Requests to the API itself (output downloads from the media host excluded)."""
         return sum(n for kind, n in self.requests.items() if kind != "download")
 
+    @property
+    def requests_per_image(self) -> float | None:
+        """API requests per completed image (what a quota counting every request pays)."""
+        return self.api_requests / self.completed if self.completed else None
+
     def as_dict(self) -> dict[str, Any]:
         """Flat, JSON-friendly view (e.g. for Dagster metadata)."""
-        flat = {k: v for k, v in asdict(self).items() if k != "requests"}
+        nested = ("requests", "completed_by_mode")
+        flat = {k: v for k, v in asdict(self).items() if k not in nested}
         flat.update({f"requests_{kind}": n for kind, n in self.requests.items()})
+        flat.update({f"completed_{name}": n for name, n in self.completed_by_mode.items()})
         flat["api_requests"] = self.api_requests
+        flat["requests_per_image"] = self.requests_per_image
+        flat["mode_used"] = self.mode_used
         return flat

@@ -36,11 +36,15 @@ _KEEPALIVE_EXPIRY = 2.0
 class StepFailed(Exception):
     """One step of one image could not be done; becomes a FAILED result."""
 
-    def __init__(self, error: str, *, retryable: bool, timed_out: bool = False) -> None:
+    def __init__(
+        self, error: str, *, retryable: bool, timed_out: bool = False, maybe_billed: bool = False
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.retryable = retryable
         self.timed_out = timed_out
+        #: A submit was sent and its answer never arrived: the job may exist and be billed.
+        self.maybe_billed = maybe_billed
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Budget:
     #: A POST was sent and no answer has ruled its job out yet: the job may exist (and be
     #: billed) while its id is not recorded. The engine clears it once the id is recorded.
     unrecorded_submit: bool = False
+    #: A POST of this image was sent and its answer never arrived (it may be billed).
+    maybe_billed: bool = False
 
     def remaining(self) -> float:
         return self.deadline_at - time.monotonic()
@@ -113,7 +119,13 @@ def _seconds_until(value: str | None, *, relative: bool) -> float | None:
 class Transport:
     """Sends every request of the engine: paced, retried, classified, key kept private."""
 
-    def __init__(self, config: EngineConfig, stats: EngineStats, window: AdaptiveWindow) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        stats: EngineStats,
+        window: AdaptiveWindow,
+        pacer: RequestPacer,
+    ) -> None:
         if not config.api_key:
             raise AuthenticationError(
                 "No Segmind API key configured: set SEGMIND_API_KEY (or unset SEGMIND_BASE_URL "
@@ -123,7 +135,7 @@ class Transport:
         self._config = config
         self._stats = stats
         self._window = window
-        self._pacer = RequestPacer(config.max_requests_per_second)
+        self._pacer = pacer
         self._trusted = {_origin(self.base)}
         pool = config.max_concurrency + 4
         self._client = httpx.AsyncClient(
@@ -176,10 +188,29 @@ class Transport:
         """Send until an answer that is not transient; raise on 401/403/406 and give-ups.
 
         Returns every other answer (200, 400, 404, 422, ...) for the caller to interpret.
+        API requests are paced; media downloads (``kind="download"``) never are.
         """
+        try:
+            return await self._send(kind, method, url, budget, json=json)
+        except StepFailed as exc:
+            # One of the attempts was a submit whose answer never arrived (reposts allowed).
+            exc.maybe_billed = exc.maybe_billed or budget.maybe_billed
+            raise
+
+    async def _send(
+        self,
+        kind: RequestKind,
+        method: str,
+        url: str,
+        budget: Budget,
+        *,
+        json: dict[str, Any] | None,
+    ) -> httpx.Response:
         failures = 0
+        api = kind != "download"
         while True:
-            await self._pacer.wait()
+            if api:
+                await self._pacer.wait()
             timeout = self._timeout(kind, method, budget)
             budget.attempts += 1
             budget.sent_at = datetime.now(UTC)
@@ -198,6 +229,7 @@ class Transport:
                     raise StepFailed(f"{error} (refused before sending)", retryable=True) from None
                 if method == "POST" and not isinstance(exc, _NOT_SENT):
                     self._stats.ambiguous_submits += 1
+                    budget.maybe_billed = True
                     if not self._config.repost_ambiguous_submits:
                         log.warning("submit answer lost (%s); not re-POSTed", type(exc).__name__)
                         raise StepFailed(
@@ -209,6 +241,8 @@ class Transport:
             else:
                 status = response.status_code
                 budget.unrecorded_submit = budget.unrecorded_submit and status == 200
+                if api and status != 429:
+                    self._pacer.answered()
                 if status in (401, 403, 406) and _origin(url) not in self._trusted:
                     # A media host's refusal (an expired signed URL) says nothing of the key.
                     return response
@@ -226,7 +260,9 @@ class Transport:
                 delay = retry_after(response)
                 if status == 429:
                     self._stats.rate_limited += 1
-                    self._window.rate_limited(delay or 1.0)
+                    if api:  # a media host's 429 says nothing of the account's quota
+                        self._pacer.rate_limited(delay or 1.0)
+                        self._window.rate_limited(delay or 1.0)
                 else:
                     self._stats.server_errors += 1
             failures += 1

@@ -1,0 +1,96 @@
+"""Which protocol the next image goes through: the configured one, or ``auto``'s choice.
+
+Under a quota that binds, images per minute = quota / API requests per image: one v1 POST
+per image against at least two for v2 (submit, result), so v1 makes up to twice the images.
+v2 is better otherwise: its request id is recorded before polling (a restarted run attaches
+to it) and no connection is held open for the whole inference. ``auto`` starts with v2 and
+reviews every few seconds what the pacer saw: while the pace (``requests_per_minute``, or
+the one learned from 429s) binds, or 429s arrive, and v2 costs more than one request per
+image, new images go through v1; back to v2 once v2's cost at the current image rate would
+fit well within the pace.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flux_pipeline.segmind.config import Mode
+from flux_pipeline.segmind.pacing import RequestPacer
+from flux_pipeline.segmind.stats import EngineStats, Protocol
+
+#: Seconds between two reviews, and requests sent in between, before one decides anything.
+REVIEW_SECONDS = 2.0
+_REVIEW_REQUESTS = 10
+#: The pace binds when requests go out at this share of it (or faster).
+_BINDING = 0.85
+#: Back to v2 only when its requests would take at most this share of the pace.
+_FITS = 0.7
+#: v2's requests per image before any v2 image has completed: submit + result.
+_V2_LEAST = 2.0
+
+
+@dataclass(frozen=True)
+class _Mark:
+    at: float
+    sent: int
+    rate_limited: int
+    completed_sync: int
+
+
+class ModeChooser:
+    """Picks ``async`` or ``sync`` for each new image (see the module)."""
+
+    def __init__(self, mode: Mode, pacer: RequestPacer, stats: EngineStats) -> None:
+        self.auto = mode == "auto"
+        self.current: Protocol = "sync" if mode == "sync" else "async"
+        self._pacer = pacer
+        self._stats = stats
+        self._mark = self._now()
+
+    def pick(self) -> Protocol:
+        """The protocol of the next image."""
+        if self.auto:
+            self._review()
+        return self.current
+
+    def _now(self) -> _Mark:
+        return _Mark(
+            at=time.monotonic(),
+            sent=self._pacer.sent,
+            rate_limited=self._stats.rate_limited,
+            completed_sync=self._stats.completed_by_mode["sync"],
+        )
+
+    def v2_requests_per_image(self) -> float:
+        """API requests per image v2 has cost so far (its least, 2, before any image)."""
+        done = self._stats.completed_by_mode["async"]
+        if done < 5:
+            return _V2_LEAST
+        requests = self._stats.requests
+        return max(_V2_LEAST, (requests["submit"] + requests["status"] + requests["result"]) / done)
+
+    def _review(self) -> None:
+        now, mark = self._now(), self._mark
+        elapsed = now.at - mark.at
+        if elapsed < REVIEW_SECONDS or now.sent - mark.sent < _REVIEW_REQUESTS:
+            return
+        self._mark = now
+        rate = self._pacer.rate
+        sent_rate = (now.sent - mark.sent) / elapsed
+        binding = now.rate_limited > mark.rate_limited or (
+            rate is not None and sent_rate >= _BINDING * rate
+        )
+        if self.current == "async":
+            if binding and self.v2_requests_per_image() > 1:
+                self._switch("sync")
+            return
+        image_rate = (now.completed_sync - mark.completed_sync) / elapsed
+        if not binding and (
+            rate is None or image_rate * self.v2_requests_per_image() <= _FITS * rate
+        ):
+            self._switch("async")
+
+    def _switch(self, protocol: Protocol) -> None:
+        self.current = protocol
+        self._stats.mode_switches += 1
