@@ -98,7 +98,7 @@ def _reloaded_resources(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str
         importlib.reload(module)
 
 
-def test_segmind_variables_are_bound_as_env_vars_not_values(
+def test_segmind_variables_are_read_at_run_time_never_stored_in_the_definitions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     resources = _reloaded_resources(
@@ -108,11 +108,15 @@ def test_segmind_variables_are_bound_as_env_vars_not_values(
         FLUX_STORAGE_ROOT="s3://bucket/prefix",
     )
     segmind = resources["segmind"]
-    assert isinstance(segmind.api_key, dg.EnvVar)  # type: ignore[attr-defined]
-    assert segmind.api_key.env_var_name == "SEGMIND_API_KEY"  # type: ignore[attr-defined]
-    assert segmind.base_url.env_var_name == "SEGMIND_BASE_URL"  # type: ignore[attr-defined]
+    assert (segmind.api_key, segmind.base_url) == (None, None)  # type: ignore[attr-defined]
     assert "SG_feedfacefeedface" not in repr(segmind)
     assert resources["storage"].root == "s3://bucket/prefix"  # type: ignore[attr-defined]
+
+    monkeypatch.setenv("SEGMIND_API_KEY", "SG_feedfacefeedface")
+    monkeypatch.setenv("SEGMIND_BASE_URL", "http://127.0.0.1:9/v1")
+    config = segmind.engine_config()  # type: ignore[attr-defined]
+    assert (config.api_key, config.base_url) == ("SG_feedfacefeedface", "http://127.0.0.1:9/v1")
+    assert not segmind.uses_emulator  # type: ignore[attr-defined]
 
 
 def test_core_modules_do_not_import_dagster() -> None:
