@@ -24,7 +24,6 @@ from flux_pipeline.assets import (
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
 from flux_pipeline.storage import DEFAULT_ROOT
 
-
 defs = dg.Definitions(
     assets=[prompt_table, generated_images, generation_metrics],
     asset_checks=generated_images_checks,

@@ -53,7 +53,8 @@ def _assert_built_on(service: Any, instance: dg.DagsterInstance, run_id: str) ->
     assert "EMBEDDED EMULATOR" not in logs
     assert KEY not in logs
     event = instance.get_latest_materialization_event(dg.AssetKey("generated_images"))
-    assert event is not None and event.asset_materialization is not None
+    assert event is not None
+    assert event.asset_materialization is not None
     assert event.asset_materialization.partition == PARTITION
     metadata = event.asset_materialization.metadata
     assert metadata["backend"].value == service.url
