@@ -226,7 +226,10 @@ def settled_submits(emu: Any) -> dict[str, int]:
 def audit_visible_files(root: Path, entries: dict[str, dict[str, Any]]) -> int:
     """Only whole, finally named files under ``images/`` and ``lineage/``; returns images seen."""
     by_path = {e["image_path"]: e for e in entries.values() if e["state"] == "COMPLETED"}
-    images = [p for p in (root / "images").rglob("*") if p.is_file()]
+    files = [p for p in (root / "images").rglob("*") if p.is_file()]
+    for path in (p for p in files if p.name == "metadata.jsonl"):
+        [json.loads(line) for line in path.read_text().splitlines()]  # whole lines only
+    images = [p for p in files if p.name != "metadata.jsonl"]
     for path in images:
         assert re.fullmatch(IMAGE_NAME, path.name), f"not a final image name: {path}"
         entry = by_path.get(path.relative_to(root).as_posix())

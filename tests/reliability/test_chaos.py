@@ -85,4 +85,4 @@ def test_a_partition_survives_faults_429_bursts_slow_answers_and_slow_jobs(
     assert report.completed == PROMPTS - BLOCKED
     assert report.failed == BLOCKED
     stored = store.list(f"images/partition={PARTITION}")
-    assert len(stored) == PROMPTS - BLOCKED
+    assert len(stored) == PROMPTS - BLOCKED + 1  # the images and metadata.jsonl
