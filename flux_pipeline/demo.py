@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +38,19 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_demo(partition: str | None = None) -> int:
-    """Run ``synthetic_build`` for ``partition`` (default today, UTC); print where things landed."""
+    """Run ``synthetic_build`` for ``partition`` (default today, UTC); print where things landed.
+
+    A prompt table with problems is reported as its list of problems before any run starts
+    (exit 1, no traceback); a run launched from the UI shows the same list in its run log.
+    """
+    from flux_pipeline.prompts import PromptTableError, load_prompt_table
+
+    try:
+        load_prompt_table(os.environ.get("FLUX_PROMPTS") or None)
+    except PromptTableError as err:
+        print(f"demo: nothing was built. {err}", file=sys.stderr)
+        return 1
+
     import dagster as dg
 
     from flux_pipeline.definitions import defs

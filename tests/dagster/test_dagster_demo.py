@@ -61,3 +61,31 @@ def test_demo_builds_today_on_the_embedded_emulator_and_says_where(
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "6 images completed, 0 failed, 6 reused from storage; 0 API requests" in again.stdout
     assert "inference_time: none generated in this run" in again.stdout
+
+
+def test_demo_with_a_bad_prompt_table_prints_its_problems_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    table = tmp_path / "bad.csv"
+    table.write_text('prompt_id,prompt,seed,steps,aspect_ratio\nfox,"A fox",,9,1:1\nowl,,,4,7:7\n')
+    env = {k: v for k, v in os.environ.items() if k not in {"SEGMIND_API_KEY", "SEGMIND_BASE_URL"}}
+    env.update(FLUX_PROMPTS=str(table), FLUX_STORAGE_ROOT=str(tmp_path / "data"))
+
+    run = subprocess.run(
+        [str(FLUX_PIPELINE), "demo"],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    output = run.stdout + run.stderr
+    assert run.returncode == 1
+    assert "Traceback" not in output
+    assert "row 1, prompt_id 'fox', field 'steps'" in run.stderr
+    assert "row 2, prompt_id 'owl', field 'prompt'" in run.stderr
+    assert "row 2, prompt_id 'owl', field 'aspect_ratio'" in run.stderr
+    assert len(output.splitlines()) <= 8
+    assert not (tmp_path / "data").exists()  # nothing written, nothing lost
