@@ -17,12 +17,13 @@ partition order, then lineage order (shuffling is the loader's job); a shard is 
 it would exceed ``max_samples_per_shard`` samples or ``max_shard_bytes`` bytes (a single sample
 larger than that gets a shard of its own). Shards are reproducible: the same range exports to
 the same bytes. Each shard is written to a staging file and published whole (a rename in the
-same local folder, or one S3 upload); ``manifest.json`` is written last, then shards of an
+same local filesystem, or one S3 upload); ``manifest.json`` is written last, then shards of an
 earlier export with the same prefix that the new manifest does not list are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -155,6 +156,9 @@ def export_shards(
     body = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
     out.write_atomic(MANIFEST_FILE, body.encode())
     _remove_stale_shards(out, prefix, {s.name for s in shards})
+    if out.is_local:
+        with contextlib.suppress(OSError):  # the staging folder, unless something else uses it
+            os.rmdir(os.path.join(out.root, TMP_DIR))
     return manifest
 
 

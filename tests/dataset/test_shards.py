@@ -69,6 +69,10 @@ def test_round_trip_one_image_per_request_key(
     assert [s.samples for s in manifest.shards] == [2, 2, 1]
     assert [s.name for s in manifest.shards] == [f"shard-00000{i}.tar" for i in range(3)]
     check_manifest(out, manifest)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        *(s.name for s in manifest.shards),
+    ]
     samples = read_shards(out, manifest)
     assert check_samples(samples, store) == {
         (DAYS[0], "fox"),
