@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from flux_pipeline import demo, protocol
+from flux_pipeline import demo, plan_cli, protocol
 from flux_pipeline.dataset import export_cli
 
 if TYPE_CHECKING:
@@ -175,6 +175,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     _add_emulator,
     demo.add_parser,
     export_cli.add_parser,
+    plan_cli.add_parser,
 ]
 
 

@@ -1,0 +1,147 @@
+"""What building some partitions will cost, read from storage alone (no API call, no write).
+
+Each partition is classified by :func:`flux_pipeline.planning.plan_partitions`, the same
+classification the build acts on, so the plan and the build cannot disagree on what is paid:
+
+- ``reusable``: prompts whose image is already stored (copied, no API call);
+- ``failed``: prompts whose request already ended in a final FAILED (reused as is);
+- ``in_flight``: jobs already submitted (and billed) that the build re-attaches to;
+- ``to_submit``: new jobs, each one billed;
+- ``shared``: prompts whose request key an earlier partition of the same range submits or
+  re-attaches: one engine (and, across runs, one claim) sends it once, so it is counted and
+  paid once, in the first partition that needs it.
+
+The cost of one image (:func:`unit_cost`) is the mean ``cost`` the service reported over the
+lineage's COMPLETED generations (``cached`` false, each request key once) of every partition;
+when the lineage reports none, ``price_per_image``; else it is unknown and said so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import pandas as pd
+
+from flux_pipeline.lineage import read_lineage
+from flux_pipeline.planning import PartitionPlan, plan_partitions
+from flux_pipeline.protocol import COMPLETED, GenerationRequest
+from flux_pipeline.storage import ObjectStore
+
+Basis = Literal["reported", "price_per_image", "unknown"]
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """The expected cost of one new image (None: unknown), what it rests on, and how many
+    generations reported a cost."""
+
+    value: float | None
+    basis: Basis
+    samples: int
+
+    def describe(self) -> str:
+        """One line for people: the value and where it comes from."""
+        if self.basis == "reported":
+            return (
+                f"{self.value:g} per image: the mean cost the service reported over "
+                f"{self.samples} generated image(s) in the lineage"
+            )
+        if self.basis == "price_per_image":
+            return f"{self.value:g} per image: --price-per-image (the lineage reports no cost)"
+        return "unknown: the lineage reports no cost yet; pass --price-per-image to estimate"
+
+
+@dataclass(frozen=True)
+class PartitionCost:
+    """One partition's plan (or the totals of a range, ``partition`` = ``"total"``).
+
+    ``in_flight`` and ``to_submit`` count jobs; the other counts are prompts (lineage rows).
+    """
+
+    partition: str
+    prompts: int
+    reusable: int
+    failed: int
+    in_flight: int
+    to_submit: int
+    shared: int
+    estimated_cost: float | None
+
+
+@dataclass(frozen=True)
+class CostPlan:
+    """The plan of a range of partitions, in the order given, and the unit cost it used."""
+
+    partitions: tuple[PartitionCost, ...]
+    unit: UnitCost
+
+    @property
+    def total(self) -> PartitionCost:
+        counts = {
+            f.name: sum(getattr(p, f.name) for p in self.partitions)
+            for f in fields(PartitionCost)
+            if f.name not in ("partition", "estimated_cost")
+        }
+        return PartitionCost(
+            partition="total", **counts, estimated_cost=_cost(counts["to_submit"], self.unit)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: the unit cost, one object per partition and the totals."""
+        return {
+            "unit_cost": self.unit.value,
+            "cost_basis": self.unit.basis,
+            "cost_samples": self.unit.samples,
+            "cost_basis_detail": self.unit.describe(),
+            "partitions": [asdict(p) for p in self.partitions],
+            "total": asdict(self.total),
+        }
+
+
+def unit_cost(lineage: pd.DataFrame, price_per_image: float | None = None) -> UnitCost:
+    """The expected cost of one image from ``lineage`` (see the module); ``price_per_image``
+    when no COMPLETED generation reported a cost."""
+    if price_per_image is not None and not (
+        math.isfinite(price_per_image) and price_per_image >= 0
+    ):
+        raise ValueError(f"price_per_image: must be a number >= 0, got {price_per_image}")
+    generated = lineage[(lineage["status"] == COMPLETED) & ~lineage["cached"].astype(bool)]
+    reported = generated.drop_duplicates("request_key")["cost"].dropna().astype(float)
+    if len(reported):
+        return UnitCost(float(reported.mean()), "reported", len(reported))
+    if price_per_image is not None:
+        return UnitCost(price_per_image, "price_per_image", 0)
+    return UnitCost(None, "unknown", 0)
+
+
+def plan_cost(
+    store: ObjectStore,
+    partitions: Mapping[str, Sequence[GenerationRequest]],
+    *,
+    price_per_image: float | None = None,
+) -> CostPlan:
+    """Plan ``partitions`` (key -> its requests, in build order) against ``store``."""
+    unit = unit_cost(read_lineage(store), price_per_image)
+    plans = plan_partitions(store, partitions)
+    return CostPlan(tuple(_partition_cost(plan, unit) for plan in plans), unit)
+
+
+def _partition_cost(plan: PartitionPlan, unit: UnitCost) -> PartitionCost:
+    to_submit = plan.new_images
+    return PartitionCost(
+        partition=plan.partition,
+        prompts=sum(len(key.prompts) for key in plan.keys),
+        reusable=plan.prompts("reuse"),
+        failed=plan.prompts("failed"),
+        in_flight=len(plan.of("attach")),
+        to_submit=to_submit,
+        shared=plan.prompts("shared"),
+        estimated_cost=_cost(to_submit, unit),
+    )
+
+
+def _cost(images: int, unit: UnitCost) -> float | None:
+    return None if unit.value is None else images * unit.value
