@@ -1,0 +1,57 @@
+"""Fixtures of the cost suite: a storage root, a small prompt table, builds on the emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from loopback import fast_config
+
+from flux_pipeline.build import BuildReport, build_partition
+from flux_pipeline.prompts import load_prompt_table, partition_requests
+from flux_pipeline.storage import ObjectStore
+
+DAYS = ("2026-11-20", "2026-11-21")
+#: Four prompts: ``whale`` pins its seed (the same request key every day); ``blocked`` ends in a
+#: final FAILED on the emulator (its safety filter).
+TABLE = """prompt_id,prompt,seed,steps,aspect_ratio
+fox,a red fox in snow,,1,1:1
+whale,a humpback whale breaching,11,1,16:9
+tower,a spiral library tower,,1,9:21
+blocked,something nsfw,,1,1:1
+"""
+
+
+@pytest.fixture
+def table_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.csv"
+    path.write_text(TABLE)
+    return path
+
+
+@pytest.fixture
+def table(table_csv: Path) -> pd.DataFrame:
+    return load_prompt_table(str(table_csv))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return ObjectStore.from_uri(str(tmp_path / "data"))
+
+
+@pytest.fixture
+def build(emulator: Any, store: ObjectStore, table: pd.DataFrame) -> Callable[..., BuildReport]:
+    """Build one day of ``table`` into ``store`` on the emulator (engine settings overridable)."""
+
+    def run(day: str, **engine: Any) -> BuildReport:
+        return build_partition(
+            partition_requests(table, day),
+            partition=day,
+            store=store,
+            engine_config=fast_config(emulator.url, **engine),
+        )
+
+    return run

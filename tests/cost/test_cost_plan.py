@@ -1,0 +1,136 @@
+"""The plan (``flux_pipeline.cost``) against real builds on the emulator over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import DAYS
+
+from flux_pipeline.build import BuildReport
+from flux_pipeline.cost import CostPlan, PartitionCost, plan_cost, unit_cost
+from flux_pipeline.emulator.settings import COST_PER_JOB
+from flux_pipeline.ledger import Ledger
+from flux_pipeline.lineage import read_lineage
+from flux_pipeline.prompts import partition_requests
+from flux_pipeline.storage import ObjectStore
+
+Build = Callable[..., BuildReport]
+
+
+def plan(
+    store: ObjectStore, table: pd.DataFrame, days: tuple[str, ...] = DAYS[:1], **kw: Any
+) -> CostPlan:
+    return plan_cost(store, {d: partition_requests(table, d) for d in days}, **kw)
+
+
+def counts(cost: PartitionCost) -> tuple[int, int, int, int, int, int]:
+    return (
+        cost.prompts,
+        cost.reusable,
+        cost.failed,
+        cost.in_flight,
+        cost.to_submit,
+        cost.shared,
+    )
+
+
+def test_before_a_build_everything_is_to_submit_and_no_api_call_is_made(
+    store: ObjectStore, table: pd.DataFrame, emulator: Any
+) -> None:
+    before = emulator.stats()["requests"]
+    result = plan(store, table, price_per_image=0.25)
+    assert emulator.stats()["requests"] == before
+    (day,) = result.partitions
+    assert counts(day) == (4, 0, 0, 0, 4, 0)
+    assert day.estimated_cost == pytest.approx(1.0)
+    assert (result.unit.basis, result.unit.value) == ("price_per_image", 0.25)
+    assert not store.list("")  # nothing written
+
+
+def test_after_a_build_nothing_is_to_submit(
+    store: ObjectStore, table: pd.DataFrame, build: Build, emulator: Any
+) -> None:
+    build(DAYS[0])
+    submits = emulator.stats()["requests"]["submit"]
+    (day,) = plan(store, table).partitions
+    assert counts(day) == (4, 3, 1, 0, 0, 0)  # blocked: a final FAILED, reused
+    assert day.estimated_cost == 0
+    build(DAYS[0])
+    assert emulator.stats()["requests"]["submit"] == submits
+
+
+def test_cost_comes_from_the_reported_cost_over_the_price_flag(
+    store: ObjectStore, table: pd.DataFrame, build: Build
+) -> None:
+    build(DAYS[0])
+    result = plan(store, table, DAYS[1:], price_per_image=0.002)
+    assert result.unit.basis == "reported"
+    assert result.unit.value == pytest.approx(COST_PER_JOB)
+    assert result.unit.samples == 3  # the COMPLETED generations; FAILED is not billed
+    (day,) = result.partitions
+    assert counts(day) == (4, 1, 0, 0, 3, 0)  # whale's pinned seed: reused from day one
+    assert day.estimated_cost == pytest.approx(3 * COST_PER_JOB)
+
+
+def test_unknown_cost_is_said_so(store: ObjectStore, table: pd.DataFrame) -> None:
+    result = plan(store, table)
+    assert result.unit.value is None
+    assert result.unit.basis == "unknown"
+    assert result.total.estimated_cost is None
+    assert "--price-per-image" in result.unit.describe()
+
+
+def test_a_submitted_job_is_in_flight_not_to_submit(
+    store: ObjectStore, table: pd.DataFrame, emulator: Any
+) -> None:
+    fox = partition_requests(table, DAYS[0])[0]
+    Ledger(store).record_submitted(fox.request_key, "req-fox", datetime.now(UTC))
+    (day,) = plan(store, table, price_per_image=1.0).partitions
+    assert counts(day) == (4, 0, 0, 1, 3, 0)
+    assert day.estimated_cost == 3.0  # the job in flight is already paid
+
+
+def test_a_key_shared_across_the_range_is_counted_once(
+    store: ObjectStore, table: pd.DataFrame
+) -> None:
+    result = plan(store, table, DAYS, price_per_image=1.0)
+    first, second = result.partitions
+    assert counts(first) == (4, 0, 0, 0, 4, 0)
+    assert counts(second) == (4, 0, 0, 0, 3, 1)  # whale: sent once, for day one
+    assert counts(result.total) == (8, 0, 0, 0, 7, 1)
+    assert result.total.estimated_cost == 7.0
+
+
+def test_plan_matches_what_a_budgeted_build_leaves(
+    store: ObjectStore, table: pd.DataFrame, build: Build, emulator: Any
+) -> None:
+    report = build(DAYS[0], max_new_images=2)
+    assert emulator.stats()["requests"]["submit"] == 2
+    assert report.engine.budget_refused == 2
+    (day,) = plan(store, table).partitions
+    assert day.to_submit == 2
+    assert day.reusable + day.failed == 2
+    build(DAYS[0])
+    assert emulator.stats()["requests"]["submit"] == 4
+    assert set(emulator.stats()["jobs"]["by_request_key"].values()) == {1}
+    assert plan(store, table).partitions[0].to_submit == 0
+
+
+def test_unit_cost_counts_each_generation_once(store: ObjectStore, build: Build) -> None:
+    build(DAYS[0])
+    build(DAYS[1])  # whale reused: cached, so not a sample
+    lineage = read_lineage(store)
+    assert unit_cost(lineage).samples == 5
+    doubled = pd.concat([lineage, lineage])  # the same generations again: same estimate
+    assert unit_cost(doubled).samples == 5
+    priced = lineage.assign(cost=[2.0, None] * (len(lineage) // 2))
+    assert unit_cost(priced).value == 2.0  # rows without a reported cost are left out
+
+
+def test_a_negative_price_is_refused() -> None:
+    with pytest.raises(ValueError, match="price_per_image"):
+        unit_cost(pd.DataFrame(), -1.0)

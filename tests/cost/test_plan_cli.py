@@ -1,0 +1,137 @@
+"""``flux-pipeline plan`` as a real subprocess: text, JSON, the stored prompt table, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import DAYS
+
+from flux_pipeline.build import BuildReport
+from flux_pipeline.plan_cli import STORED_PROMPT_TABLE, daily_keys
+from flux_pipeline.storage import ObjectStore
+
+COMMAND = Path(sys.executable).with_name("flux-pipeline")
+
+
+def plan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("FLUX_PROMPTS",)}
+    return subprocess.run(
+        [str(COMMAND), "plan", *args],
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def plan_json(*args: str, **env: str) -> dict[str, Any]:
+    run = plan(*args, "--json", **env)
+    assert run.returncode == 0, run.stderr
+    body: dict[str, Any] = json.loads(run.stdout)
+    return body
+
+
+def test_json_before_and_after_a_build(
+    store: ObjectStore, table_csv: Path, build: Callable[..., BuildReport]
+) -> None:
+    args = ("--partition", DAYS[0], "--prompts", str(table_csv), "--root", store.root)
+    before = plan_json(*args, "--price-per-image", "0.5")
+    (day,) = before["partitions"]
+    assert (day["prompts"], day["to_submit"], day["reusable"]) == (4, 4, 0)
+    assert day["estimated_cost"] == 2.0
+    assert before["cost_basis"] == "price_per_image"
+    build(DAYS[0])
+    after = plan_json(*args, FLUX_STORAGE_ROOT="/nonexistent")  # --root wins
+    (day,) = after["partitions"]
+    assert (day["to_submit"], day["reusable"], day["failed"]) == (0, 3, 1)
+    assert after["cost_basis"] == "reported"
+    assert after["unit_cost"] == 1.0
+    assert after["total"]["estimated_cost"] == 0.0
+
+
+def test_text_range_with_totals_and_footnote(store: ObjectStore, table_csv: Path) -> None:
+    run = plan(
+        "--partition-range",
+        f"{DAYS[0]}...{DAYS[1]}",
+        "--prompts",
+        str(table_csv),
+        FLUX_STORAGE_ROOT=store.root,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split()[:8] for line in lines if line.startswith(DAYS)] == [
+        [DAYS[0], "4", "0", "0", "0", "4", "0", "unknown"],
+        [DAYS[1], "4", "0", "0", "0", "3", "1", "unknown"],
+    ]
+    assert next(line for line in lines if line.startswith("total")).split() == [
+        "total", "8", "0", "0", "0", "7", "1", "unknown",
+    ]  # fmt: skip
+    assert "counted and paid once" in run.stdout
+    assert "No API call was made" in run.stdout
+    assert f"root:    {store.root}" in run.stdout
+
+
+def test_stored_prompt_table_is_preferred(
+    store: ObjectStore, table: pd.DataFrame, tmp_path: Path
+) -> None:
+    from flux_pipeline.assets.prompt_table import PROMPT_TABLE_PATH
+
+    assert STORED_PROMPT_TABLE == PROMPT_TABLE_PATH
+    path = Path(store.root) / STORED_PROMPT_TABLE
+    path.parent.mkdir(parents=True)
+    table.head(2).to_parquet(path, index=False)
+    other = tmp_path / "other.csv"
+    other.write_text("prompt_id,prompt\na,one\nb,two\nc,three\n")
+    body = plan_json("--partition", DAYS[0], "--root", store.root, FLUX_PROMPTS=str(other))
+    assert body["partitions"][0]["prompts"] == 2
+    assert "stored by prompt_table" in body["prompts"]
+    assert any("FLUX_PROMPTS" in note for note in body["notes"])
+    body = plan_json(
+        "--partition", DAYS[0], "--root", str(tmp_path / "empty"), FLUX_PROMPTS=str(other)
+    )
+    assert body["partitions"][0]["prompts"] == 3
+    assert body["prompts"] == str(other)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--partition", "2026-02-30"), "partition key '2026-02-30': not a daily key"),
+        (("--partition", "20261120"), "partition key '20261120': not a daily key"),
+        (("--partition-range", "2026-11-21...2026-11-20"), "START is after END"),
+        (("--partition-range", "2026-11-20..2026-11-21"), "not a daily key"),
+        (("--partition-range", "2026-11-20..."), "write START...END"),
+        (("--partition", DAYS[0], "--prompts", "/no/such/table.csv"), "file not found"),
+        (("--partition", DAYS[0], "--price-per-image", "-1"), "must be a number >= 0"),
+        (("--partition", DAYS[0], "--partition-range", f"{DAYS[0]}...{DAYS[1]}"), "not allowed"),
+    ],
+)
+def test_bad_input_is_a_clear_error(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    run = plan(*args, "--root", str(tmp_path / "data"))
+    assert run.returncode != 0
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_bad_table_names_its_rows(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt_id,prompt,steps\nok,fine,4\nworse,,12\n")
+    run = plan("--partition", DAYS[0], "--prompts", str(bad), "--root", str(tmp_path / "d"))
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "row 2, prompt_id 'worse', field 'prompt': is empty" in run.stderr
+    assert "field 'steps'" in run.stderr
+
+
+def test_daily_keys_span_month_ends() -> None:
+    assert daily_keys("2026-02-27...2026-03-01") == ["2026-02-27", "2026-02-28", "2026-03-01"]
+    assert daily_keys("2026-11-20") == ["2026-11-20"]
