@@ -8,21 +8,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from cost_support import TABLE
 from loopback import fast_config
 
 from flux_pipeline.build import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.storage import ObjectStore
-
-DAYS = ("2026-11-20", "2026-11-21")
-#: Four prompts: ``whale`` pins its seed (the same request key every day); ``blocked`` ends in a
-#: final FAILED on the emulator (its safety filter).
-TABLE = """prompt_id,prompt,seed,steps,aspect_ratio
-fox,a red fox in snow,,1,1:1
-whale,a humpback whale breaching,11,1,16:9
-tower,a spiral library tower,,1,9:21
-blocked,something nsfw,,1,1:1
-"""
 
 
 @pytest.fixture

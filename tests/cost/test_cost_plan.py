@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import DAYS
+from cost_support import DAYS
 
 from flux_pipeline.build import BuildReport
 from flux_pipeline.cost import CostPlan, PartitionCost, plan_cost, unit_cost

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import DAYS
+from cost_support import DAYS, plan, plan_json
 
 from flux_pipeline.build import BuildReport
 from flux_pipeline.plan_cli import STORED_PROMPT_TABLE, daily_keys
 from flux_pipeline.storage import ObjectStore
-
-COMMAND = Path(sys.executable).with_name("flux-pipeline")
-
-
-def plan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("FLUX_PROMPTS",)}
-    return subprocess.run(
-        [str(COMMAND), "plan", *args],
-        capture_output=True,
-        text=True,
-        env={**environment, **env},
-        timeout=120,
-        check=False,
-    )
-
-
-def plan_json(*args: str, **env: str) -> dict[str, Any]:
-    run = plan(*args, "--json", **env)
-    assert run.returncode == 0, run.stderr
-    body: dict[str, Any] = json.loads(run.stdout)
-    return body
 
 
 def test_json_before_and_after_a_build(

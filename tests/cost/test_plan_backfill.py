@@ -1,0 +1,53 @@
+"""``flux-pipeline plan --backfill ID``: the partitions a backfill in DAGSTER_HOME targets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dagster as dg
+from cost_support import DAYS, plan, plan_json
+from dagster._core.execution.backfill import PartitionBackfill
+
+from flux_pipeline.assets import generated_images
+from flux_pipeline.definitions import defs
+
+
+def add_backfill(home: Path, backfill_id: str, partitions: list[str]) -> None:
+    """Record an asset backfill of ``generated_images`` as the UI's launch does."""
+    home.mkdir(exist_ok=True)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id=backfill_id,
+            asset_graph=defs.resolve_asset_graph(),
+            partition_names=partitions,
+            asset_selection=[generated_images.key],
+            backfill_timestamp=time.time(),
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=None,
+            description=None,
+            run_config=None,
+        )
+        instance.add_backfill(backfill)
+
+
+def test_backfill_partitions_are_planned(tmp_path: Path, table_csv: Path) -> None:
+    home = tmp_path / "dagster_home"
+    add_backfill(home, "bkfl0001", [DAYS[1], DAYS[0]])
+    common = ("--prompts", str(table_csv), "--root", str(tmp_path / "data"))
+    body = plan_json("--backfill", "bkfl0001", *common, DAGSTER_HOME=str(home))
+    assert [p["partition"] for p in body["partitions"]] == list(DAYS)
+    assert body["total"]["to_submit"] == 7  # whale's pinned key counted once
+    missing = plan("--backfill", "nope", *common, DAGSTER_HOME=str(home))
+    assert missing.returncode == 1
+    assert "no backfill 'nope' in the Dagster instance" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_backfill_needs_dagster_home(tmp_path: Path) -> None:
+    run = plan("--backfill", "bkfl0001", "--root", str(tmp_path / "data"), DAGSTER_HOME="")
+    assert run.returncode == 1
+    assert "cannot open the Dagster instance" in run.stderr
+    assert "Traceback" not in run.stderr
