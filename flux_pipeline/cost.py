@@ -5,7 +5,9 @@ classification the build acts on, so the plan and the build cannot disagree on w
 
 - ``reusable``: prompts whose image is already stored (copied, no API call);
 - ``failed``: prompts whose request already ended in a final FAILED (reused as is);
-- ``in_flight``: jobs already submitted (and billed) that the build re-attaches to;
+- ``in_flight``: jobs already submitted (and billed) that the build re-attaches to; of them,
+  ``in_flight_expired`` were submitted longer ago than the service keeps results (one hour):
+  their result is likely gone (404), and the build then submits them again, billed again;
 - ``to_submit``: new jobs, each one billed;
 - ``shared``: prompts whose request key an earlier partition of the same range submits or
   re-attaches: one engine (and, across runs, one claim) sends it once, so it is counted and
@@ -21,16 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
 
 import pandas as pd
 
+from flux_pipeline.ledger import LedgerEntry
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.planning import PartitionPlan, plan_partitions
 from flux_pipeline.protocol import COMPLETED, GenerationRequest
 from flux_pipeline.storage import ObjectStore
 
 Basis = Literal["reported", "price_per_image", "unknown"]
+#: How long Segmind keeps a job's status and result after submission.
+RESULT_RETENTION: Final = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class PartitionCost:
     to_submit: int
     shared: int
     estimated_cost: float | None
+    in_flight_expired: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,21 +133,31 @@ def plan_cost(
     """Plan ``partitions`` (key -> its requests, in build order) against ``store``."""
     unit = unit_cost(read_lineage(store), price_per_image)
     plans = plan_partitions(store, partitions)
-    return CostPlan(tuple(_partition_cost(plan, unit) for plan in plans), unit)
+    expired_before = datetime.now(UTC) - RESULT_RETENTION
+    return CostPlan(tuple(_partition_cost(plan, unit, expired_before) for plan in plans), unit)
 
 
-def _partition_cost(plan: PartitionPlan, unit: UnitCost) -> PartitionCost:
+def _partition_cost(plan: PartitionPlan, unit: UnitCost, expired_before: datetime) -> PartitionCost:
     to_submit = plan.new_images
+    attach = plan.of("attach")
     return PartitionCost(
         partition=plan.partition,
         prompts=sum(len(key.prompts) for key in plan.keys),
         reusable=plan.prompts("reuse"),
         failed=plan.prompts("failed"),
-        in_flight=len(plan.of("attach")),
+        in_flight=len(attach),
         to_submit=to_submit,
         shared=plan.prompts("shared"),
         estimated_cost=_cost(to_submit, unit),
+        in_flight_expired=sum(_expired(key.entry, expired_before) for key in attach),
     )
+
+
+def _expired(entry: LedgerEntry | None, before: datetime) -> bool:
+    submitted = entry.submitted_at if entry else None
+    if submitted is None:
+        return False
+    return (submitted if submitted.tzinfo else submitted.replace(tzinfo=UTC)) < before
 
 
 def _cost(images: int, unit: UnitCost) -> float | None:

@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-from dataclasses import astuple
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Final
 
@@ -164,14 +163,26 @@ def render(plan: CostPlan, *, root: str, prompts: str, notes: list[str]) -> str:
         "  first partition that needs it.",
         "A budget (max_new_images / max_cost on the segmind resource) caps the new images of a",
         "  run; what it leaves stays to submit, and the next run continues from there.",
-        *(f"note: {n}" for n in notes),
+        *(f"note: {n}" for n in [*_expired_note(plan), *notes]),
     ]
     return "\n".join(lines)
 
 
+def _expired_note(plan: CostPlan) -> list[str]:
+    expired = plan.total.in_flight_expired
+    if not expired:
+        return []
+    unit = plan.unit.value
+    extra = "" if unit is None else f" (up to {_money(expired * unit)} more)"
+    return [
+        f"{expired} job(s) in flight were submitted over an hour ago; the service keeps results "
+        f"for an hour, so they will likely be submitted, and paid, again{extra}"
+    ]
+
+
 def _cells(cost: PartitionCost) -> tuple[str, ...]:
-    *counts, estimated = astuple(cost)
-    return (*(str(c) for c in counts), _money(estimated))
+    counts = (cost.prompts, cost.reusable, cost.failed, cost.in_flight, cost.to_submit, cost.shared)
+    return (cost.partition, *(str(c) for c in counts), _money(cost.estimated_cost))
 
 
 def _money(value: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ from loopback import fast_config
 from flux_pipeline.build import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.storage import ObjectStore
+
+# The budget test drives Dagster with the Dagster suite's helpers (module dagster_support).
+_DAGSTER_SUITE = str(Path(__file__).resolve().parents[1] / "dagster")
+if _DAGSTER_SUITE not in sys.path:
+    sys.path.append(_DAGSTER_SUITE)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -87,11 +87,17 @@ def test_unknown_cost_is_said_so(store: ObjectStore, table: pd.DataFrame) -> Non
 def test_a_submitted_job_is_in_flight_not_to_submit(
     store: ObjectStore, table: pd.DataFrame, emulator: Any
 ) -> None:
-    fox = partition_requests(table, DAYS[0])[0]
-    Ledger(store).record_submitted(fox.request_key, "req-fox", datetime.now(UTC))
+    fox, _, tower, _ = partition_requests(table, DAYS[0])
+    now = datetime.now(UTC)
+    Ledger(store).record_submitted(fox.request_key, "req-fox", now)
     (day,) = plan(store, table, price_per_image=1.0).partitions
     assert counts(day) == (4, 0, 0, 1, 3, 0)
     assert day.estimated_cost == 3.0  # the job in flight is already paid
+    assert day.in_flight_expired == 0
+    Ledger(store).record_submitted(tower.request_key, "req-tower", now - timedelta(hours=2))
+    (day,) = plan(store, table, price_per_image=1.0).partitions
+    assert counts(day) == (4, 0, 0, 2, 2, 0)
+    assert day.in_flight_expired == 1  # its result is likely gone: it may be paid again
 
 
 def test_a_key_shared_across_the_range_is_counted_once(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,9 @@ import pytest
 from cost_support import DAYS, plan, plan_json
 
 from flux_pipeline.build import BuildReport
+from flux_pipeline.ledger import Ledger
 from flux_pipeline.plan_cli import STORED_PROMPT_TABLE, daily_keys
+from flux_pipeline.prompts import partition_requests
 from flux_pipeline.storage import ObjectStore
 
 
@@ -109,3 +112,25 @@ def test_a_bad_table_names_its_rows(tmp_path: Path) -> None:
 def test_daily_keys_span_month_ends() -> None:
     assert daily_keys("2026-02-27...2026-03-01") == ["2026-02-27", "2026-02-28", "2026-03-01"]
     assert daily_keys("2026-11-20") == ["2026-11-20"]
+
+
+def test_an_expired_job_in_flight_is_flagged(
+    store: ObjectStore, table: pd.DataFrame, table_csv: Path
+) -> None:
+    fox = partition_requests(table, DAYS[0])[0]
+    Ledger(store).record_submitted(
+        fox.request_key, "req-fox", datetime.now(UTC) - timedelta(hours=3)
+    )
+    run = plan(
+        "--partition",
+        DAYS[0],
+        "--prompts",
+        str(table_csv),
+        "--root",
+        store.root,
+        "--price-per-image",
+        "2",
+    )
+    assert run.returncode == 0, run.stderr
+    assert "1 job(s) in flight were submitted over an hour ago" in run.stdout
+    assert "(up to 2 more)" in run.stdout
