@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,13 @@ import dagster as dg
 import pytest
 from postgres_server import PostgresServer, running_postgres
 
-DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
+TESTS = Path(__file__).resolve().parents[1]
+DEPLOY_DAGSTER_YAML = TESTS.parent / "deploy" / "dagster.yaml"
+# This suite reuses the reliability and daemon suites' helpers (and the daemon backfill scenario)
+# under the module names pytest gives them when it collects those folders.
+for _suite in ("reliability", "daemon"):
+    if str(TESTS / _suite) not in sys.path:
+        sys.path.append(str(TESTS / _suite))
 
 
 @dataclass(frozen=True)

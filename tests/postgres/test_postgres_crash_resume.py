@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from conftest import PostgresHome
 from loopback import TEST_KEY
-from reliability.reliability_support import (
+from reliability_support import (
     PARTITION,
     Materialization,
     materialize_in_process,
