@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from cost_support import DAYS, plan, plan_json
 from dagster._core.execution.backfill import PartitionBackfill
 
 from flux_pipeline.assets import generated_images
+from flux_pipeline.assets.backfill_partitions import BackfillLookupError, backfill_partitions
 from flux_pipeline.definitions import defs
 
 
@@ -40,10 +42,15 @@ def test_backfill_partitions_are_planned(tmp_path: Path, table_csv: Path) -> Non
     body = plan_json("--backfill", "bkfl0001", *common, DAGSTER_HOME=str(home))
     assert [p["partition"] for p in body["partitions"]] == list(DAYS)
     assert body["total"]["to_submit"] == 7  # whale's pinned key counted once
-    missing = plan("--backfill", "nope", *common, DAGSTER_HOME=str(home))
-    assert missing.returncode == 1
-    assert "no backfill 'nope' in the Dagster instance" in missing.stderr
-    assert "Traceback" not in missing.stderr
+
+
+def test_an_unknown_backfill_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "dagster_home"
+    add_backfill(home, "bkfl0001", [DAYS[0]])
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with pytest.raises(BackfillLookupError, match="no backfill 'nope' in the Dagster instance"):
+        backfill_partitions("nope")
+    assert backfill_partitions("bkfl0001") == [DAYS[0]]
 
 
 def test_backfill_needs_dagster_home(tmp_path: Path) -> None:
