@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,3 +61,26 @@ def test_backfill_needs_dagster_home(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "cannot open the Dagster instance" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_job_backfill_of_synthetic_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dagster job backfill`` (runs queued, no daemon to launch them) records its partitions."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    launched = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            *("job", "backfill", "-m", "flux_pipeline.definitions", "-j", "synthetic_build"),
+            *("--from", DAYS[0], "--to", DAYS[1], "--noprompt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    found = re.search(r"Launched backfill job `(\w+)`", launched.stdout + launched.stderr)
+    assert found, launched.stdout + launched.stderr
+    assert backfill_partitions(found.group(1)) == list(DAYS)
