@@ -4,27 +4,42 @@ Every write is atomic: a local write lands in ``_tmp/`` under the root and is mo
 with ``os.replace`` (same filesystem, so readers see the old file or the new one, never a torn
 one); an S3 ``PUT`` (or a multipart upload) only becomes visible once complete. Transient write
 failures are retried with backoff; what still fails raises :class:`StorageError`.
+
+Many runs may share one root at once. Listings skip ``_tmp/`` and tolerate objects that vanish
+while they are listed; reads take one consistent version of an object (one ``GET`` on S3);
+:meth:`ObjectStore.create_exclusive` and :meth:`ObjectStore.replace_if` let runs coordinate
+through objects (``O_EXCL``-style creation and compare-and-swap).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import random
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fsspec
+from fsspec.asyn import sync
 from fsspec.implementations.local import LocalFileSystem
 
 DEFAULT_ROOT = "./data"
 TMP_DIR = "_tmp"
+#: Local compare-and-swap serialises on this file, one per folder of swapped objects.
+CAS_LOCK = ".cas-lock"
 
 T = TypeVar("T")
+
+#: flock excludes other processes; this excludes other threads when flock is emulated with
+#: POSIX record locks (NFS), which do not exclude threads of one process.
+_CAS_THREADS = threading.Lock()
 
 
 class StorageError(OSError):
@@ -40,10 +55,32 @@ class WriteRetry:
     cap: float = 5.0
 
 
+@dataclass(frozen=True)
+class Tagged:
+    """An object's bytes with a tag that changes whenever the object is replaced.
+
+    The tag is the S3 ``ETag``, or locally the sha256 of the bytes: two versions with the same
+    bytes share a tag, so objects swapped with :meth:`ObjectStore.replace_if` should never repeat
+    their bytes (claims carry an owner id and a timestamp).
+    """
+
+    data: bytes
+    tag: str
+
+
 def _check_relpath(relpath: str) -> str:
     if any(part in ("", ".", "..") or "\\" in part for part in relpath.split("/")):
         raise ValueError(f"not a safe relative storage path: {relpath!r}")
     return relpath
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether an S3 error is a ``412 Precondition Failed`` (s3fs maps only some of them)."""
+    if isinstance(exc, FileExistsError):
+        return True
+    response: dict[str, Any] = getattr(exc.__cause__, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return bool(status == 412 or response.get("Error", {}).get("Code") == "PreconditionFailed")
 
 
 class ObjectStore:
@@ -54,6 +91,7 @@ class ObjectStore:
         self.root = root.rstrip("/")
         self.retry = retry or WriteRetry()
         self.is_local = isinstance(fs, LocalFileSystem)
+        self.is_s3 = "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
     @classmethod
     def from_uri(cls, uri: str | None = None, **storage_options: Any) -> ObjectStore:
@@ -104,22 +142,96 @@ class ObjectStore:
             self._retrying(relpath, lambda: self.fs.pipe_file(dest, data))
         return self.uri(relpath)
 
+    def create_exclusive(self, relpath: str, data: bytes) -> bool:
+        """Create the object only if it does not exist: True if this call created it.
+
+        Locally the bytes are staged and fsynced, then ``os.link``-ed into place (atomic, fails
+        if the name exists), so a reader never sees a partial object. On S3 it is one ``PUT``
+        with ``If-None-Match: *`` (s3fs ``mode="create"``): the server admits one creator.
+        A ``PUT`` whose answer was lost and that is retried reports False although it created
+        the object: callers that must know compare the content (claims do).
+        """
+        dest = self.path(relpath)
+        if self.is_local:
+            return self._retrying(relpath, lambda: self._local_create(dest, data))
+        self._require_s3("an exclusive create")
+
+        def put() -> bool:
+            try:
+                self.fs.pipe_file(dest, data, mode="create")
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise  # 409 ConditionalRequestConflict (concurrent creates) is retried
+            return True
+
+        return self._retrying(relpath, put)
+
+    def read_tagged(self, relpath: str) -> Tagged | None:
+        """The object's bytes and tag (one ``GET`` on S3), or None if it does not exist."""
+        dest = self.path(relpath)
+        if self.is_local:
+            try:
+                with open(dest, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return None
+            return Tagged(data, hashlib.sha256(data).hexdigest())
+        self._require_s3("a tagged read")
+        try:
+            data, etag = sync(self.fs.loop, _s3_get, self.fs, dest)
+        except FileNotFoundError:
+            return None
+        return Tagged(data, etag)
+
+    def replace_if(self, relpath: str, data: bytes, tag: str) -> bool:
+        """Replace the object only if it still has ``tag``: True if this call replaced it.
+
+        On S3 this is one ``PUT`` with ``If-Match: <ETag>``. Locally it runs under an exclusive
+        ``flock`` of ``.cas-lock`` in the object's folder (plus a thread lock): read, compare,
+        atomic rename of bytes staged beforehand. An object that no longer exists is never
+        recreated.
+        """
+        dest = self.path(relpath)
+        if self.is_local:
+            return self._retrying(relpath, lambda: self._local_replace_if(dest, data, tag))
+        self._require_s3("a conditional replace")
+
+        def put() -> bool:
+            try:
+                self.fs.pipe_file(dest, data, IfMatch=tag)
+            except FileNotFoundError:
+                return False
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise
+            return True
+
+        return self._retrying(relpath, put)
+
     def copy(self, src_relpath: str, dst_relpath: str) -> str:
-        """Copy one object atomically (server-side on S3); return the destination URI."""
+        """Copy one object atomically (server-side on S3); return the destination URI.
+
+        A missing source raises FileNotFoundError at once (never retried): another run may have
+        removed it, and the caller decides what then.
+        """
         src, dest = self.path(src_relpath), self.path(dst_relpath)
         if self.is_local:
 
             def copy_into(f: Any) -> None:
-                with open(src, "rb") as source:
+                with open(src, "rb") as source:  # one version, even if replaced meanwhile
                     shutil.copyfileobj(source, f)
 
-            self._retrying(dst_relpath, lambda: self._local_replace(dest, copy_into))
+            self._retrying(
+                dst_relpath, lambda: self._local_replace(dest, copy_into), (FileNotFoundError,)
+            )
         else:
-            self._retrying(dst_relpath, lambda: self.fs.copy(src, dest))
+            self._retrying(dst_relpath, lambda: self.fs.copy(src, dest), (FileNotFoundError,))
         return self.uri(dst_relpath)
 
     def read_bytes(self, relpath: str) -> bytes:
-        data: bytes = self.fs.cat_file(self.path(relpath))
+        data: bytes = self.fs.cat_file(self.path(relpath), **self._one_get)
         return data
 
     def read_many(self, relpaths: Iterable[str]) -> dict[str, bytes]:
@@ -131,7 +243,8 @@ class ObjectStore:
         if not by_path:
             return {}
         found: dict[str, bytes] = {}
-        for path, data in self.fs.cat(list(by_path), on_error="return").items():
+        results = self.fs.cat(list(by_path), on_error="return", **self._one_get)
+        for path, data in results.items():
             if isinstance(data, FileNotFoundError):
                 continue
             if isinstance(data, BaseException):
@@ -155,31 +268,57 @@ class ObjectStore:
         return sorted(self.sizes(prefix))
 
     def sizes(self, prefix: str = "") -> dict[str, int]:
-        """``{relative path: size in bytes}`` of every object under ``prefix`` (one listing)."""
-        base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        """``{relative path: size in bytes}`` of every object under ``prefix`` (one listing).
+
+        Staging files (``_tmp/``) are not objects and are left out of a listing of the root;
+        an object removed while the listing runs is left out too, never an error.
+        """
+        whole_root = not prefix.strip("/")
+        base = self.root if whole_root else self.path(prefix.rstrip("/"))
         if not self.fs.exists(base):
             return {}
         start = len(self.root) + 1
-        found = self.fs.find(base, detail=True)
-        return {path[start:]: int(info["size"]) for path, info in found.items()}
+        found = {
+            p[start:]: int(info["size"]) for p, info in self.fs.find(base, detail=True).items()
+        }
+        if whole_root:
+            found = {p: n for p, n in found.items() if not p.startswith(f"{TMP_DIR}/")}
+        return found
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
         """Remove local staging files older than ``older_than`` seconds; return how many.
 
-        Only a process killed mid-write leaves one behind (a write takes milliseconds).
+        Safe while other runs write under the same root: a live writer's staging file exists for
+        the milliseconds of one write (its mtime moves while it is written), so a file older
+        than an hour was left by a killed process; a file that vanishes while it is looked at
+        (renamed into place by its writer) is skipped, never an error.
         """
         tmp_dir = os.path.join(self.root, TMP_DIR)
-        if not self.is_local or not os.path.isdir(tmp_dir):
+        if not self.is_local:
             return 0
         removed, cutoff = 0, time.time() - older_than
-        for entry in os.scandir(tmp_dir):
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
-                with contextlib.suppress(FileNotFoundError):
+        try:
+            entries = list(os.scandir(tmp_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
                     removed += 1
         return removed
 
-    def _local_replace(self, dest: str, fill: Callable[[Any], object]) -> None:
+    @property
+    def _one_get(self) -> dict[str, Any]:
+        """Read options that fetch an S3 object in one ``GET`` (one version, never torn)."""
+        return {} if self.is_local else {"max_concurrency": 1}
+
+    def _require_s3(self, what: str) -> None:
+        if not self.is_s3:
+            raise NotImplementedError(f"{what} needs a local folder or S3, not {self.uri('')}")
+
+    def _stage(self, dest: str, fill: Callable[[Any], object]) -> str:
+        """Write a durable staging file for ``dest`` under ``_tmp/``; return its path."""
         tmp_dir = os.path.join(self.root, TMP_DIR)
         os.makedirs(tmp_dir, exist_ok=True)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -189,26 +328,99 @@ class ObjectStore:
                 fill(f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, dest)
         except BaseException:
-            if os.path.exists(tmp):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        dir_fd = os.open(os.path.dirname(dest), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        return tmp
 
-    def _retrying(self, relpath: str, action: Callable[[], T]) -> T:
+    def _local_replace(self, dest: str, fill: Callable[[Any], object]) -> None:
+        tmp = self._stage(dest, fill)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(os.path.dirname(dest))
+
+    def _local_create(self, dest: str, data: bytes) -> bool:
+        tmp = self._stage(dest, lambda f: f.write(data))
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(os.path.dirname(dest))
+        return True
+
+    def _local_replace_if(self, dest: str, data: bytes, tag: str) -> bool:
+        tmp = self._stage(dest, lambda f: f.write(data))  # the slow part, outside the lock
+        try:
+            with self._cas_lock(os.path.dirname(dest)):
+                try:
+                    with open(dest, "rb") as f:
+                        current = f.read()
+                except FileNotFoundError:
+                    return False
+                if hashlib.sha256(current).hexdigest() != tag:
+                    return False
+                os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(os.path.dirname(dest))
+        return True
+
+    @contextlib.contextmanager
+    def _cas_lock(self, folder: str) -> Iterator[None]:
+        os.makedirs(folder, exist_ok=True)
+        with _CAS_THREADS:
+            fd = os.open(os.path.join(folder, CAS_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _retrying(
+        self,
+        relpath: str,
+        action: Callable[[], T],
+        fatal: tuple[type[Exception], ...] = (),
+    ) -> T:
         last: Exception | None = None
         for attempt in range(self.retry.attempts):
             if attempt:
                 time.sleep(random.uniform(0, min(self.retry.cap, self.retry.base * 2**attempt)))
             try:
                 return action()
+            except fatal:
+                raise
             except Exception as exc:  # s3fs and botocore raise more than OSError
                 last = exc
         raise StorageError(
             f"could not write {self.uri(relpath)} after {self.retry.attempts} attempts: {last}"
         ) from last
+
+
+def _fsync_dir(folder: str) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def _s3_get(fs: Any, path: str) -> tuple[bytes, str]:
+    """One ``GetObject``: the body and the ETag of the very version it returned (s3fs has no
+    public call that returns both)."""
+    bucket, key, _ = fs.split_path(path)
+    response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    try:
+        body: bytes = await response["Body"].read()
+    finally:
+        response["Body"].close()
+    return body, str(response["ETag"])

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import queue
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
 
 from flux_pipeline.storage import ObjectStore, StorageError, WriteRetry
+
+#: Spawned workers: the parent runs threads (the moto server, s3fs's loop) that fork would copy.
+MP = multiprocessing.get_context("spawn")
+WAIT = 120.0
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -68,6 +76,92 @@ def test_clean_tmp_removes_only_old_staging_files(local_store: ObjectStore) -> N
     (tmp / "new-y.jpg").write_bytes(b"being written")
     assert local_store.clean_tmp(older_than=60) == 1
     assert os.listdir(tmp) == ["new-y.jpg"]
+
+
+def write_many_worker(root: str, name: str, count: int, out: Any) -> None:
+    """Write ``count`` objects with no retry, so a staging file removed under it would fail."""
+    store = ObjectStore.from_uri(root)
+    store.retry = WriteRetry(attempts=1)
+    failures = []
+    for i in range(count):
+        try:
+            store.write_atomic(f"images/partition={name}/{i}.jpg", f"{name}-{i}".encode())
+        except Exception as exc:
+            failures.append(repr(exc))
+    out.put((name, failures))
+
+
+def test_clean_tmp_under_concurrent_writers_never_fails_nor_removes_a_live_file(
+    local_store: ObjectStore,
+) -> None:
+    tmp = Path(local_store.root) / "_tmp"
+    tmp.mkdir()
+    (tmp / "left-by-a-killed-run.jpg").write_bytes(b"torn")
+    os.utime(tmp / "left-by-a-killed-run.jpg", (0, 0))
+    count, out = 400, MP.Queue()
+    writers = [
+        MP.Process(target=write_many_worker, args=(local_store.root, name, count, out))
+        for name in ("a", "b")
+    ]
+    for writer in writers:
+        writer.start()
+    removed, results = 0, {}
+    # A worker lives on until its result is read from the queue: read while cleaning.
+    while len(results) < len(writers) and (any(w.is_alive() for w in writers) or not out.empty()):
+        removed += local_store.clean_tmp()
+        with contextlib.suppress(queue.Empty):
+            name, failures = out.get(timeout=0.001)
+            results[name] = failures
+    for writer in writers:
+        writer.join(WAIT)
+    assert results == {"a": [], "b": []}
+    assert removed == 1
+    assert os.listdir(tmp) == []
+    for name in ("a", "b"):
+        assert local_store.read_bytes(f"images/partition={name}/{count - 1}.jpg") == (
+            f"{name}-{count - 1}".encode()
+        )
+        assert len(local_store.list(f"images/partition={name}")) == count
+
+
+def test_listing_the_root_leaves_out_staging_files(local_store: ObjectStore) -> None:
+    local_store.write_atomic("images/a.jpg", b"x")
+    (Path(local_store.root) / "_tmp" / "being-written.jpg").write_bytes(b"half")
+    assert local_store.list() == ["images/a.jpg"]
+    assert local_store.list("_tmp") == ["_tmp/being-written.jpg"]
+
+
+def test_create_exclusive_creates_once(store: ObjectStore) -> None:
+    assert store.create_exclusive("_claims/k.json", b"first")
+    assert not store.create_exclusive("_claims/k.json", b"second")
+    assert store.read_bytes("_claims/k.json") == b"first"
+    assert store.list("_claims") == ["_claims/k.json"]
+    assert store.list("_tmp") == []
+
+
+def test_replace_if_swaps_only_the_version_that_was_read(store: ObjectStore) -> None:
+    assert store.read_tagged("_claims/k.json") is None
+    assert not store.replace_if("_claims/k.json", b"x", "any-tag")
+    assert not store.exists("_claims/k.json")  # never recreated
+
+    store.create_exclusive("_claims/k.json", b"one")
+    first = store.read_tagged("_claims/k.json")
+    assert first is not None
+    assert first.data == b"one"
+    assert store.replace_if("_claims/k.json", b"two", first.tag)
+    second = store.read_tagged("_claims/k.json")
+    assert second is not None
+    assert second.data == b"two"
+    assert second.tag != first.tag
+    assert not store.replace_if("_claims/k.json", b"three", first.tag)  # stale tag
+    assert store.read_bytes("_claims/k.json") == b"two"
+
+
+def test_copying_a_missing_source_raises_file_not_found(store: ObjectStore) -> None:
+    store.retry = WriteRetry(attempts=50, base=60, cap=60)  # a retry would hang the test
+    with pytest.raises(FileNotFoundError):
+        store.copy("images/gone.jpg", "images/partition=a/gone.jpg")
+    assert not store.exists("images/partition=a/gone.jpg")
 
 
 def test_s3_uri_is_a_full_s3_uri(s3_store: ObjectStore) -> None:
