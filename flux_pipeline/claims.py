@@ -1,0 +1,255 @@
+"""Exclusive, leased claims on request keys under ``_claims/{request_key}.json``: never pay twice.
+
+Before a run submits a request key it claims it. The first claim is an exclusive create
+(``O_EXCL``-style locally, ``If-None-Match: *`` on S3), so of many runs racing for a key exactly
+one wins. A claim holds its owner (run id), host, pid, when it was acquired and last renewed
+(UTC) and its lease; the holder renews it every ``lease / 4`` while its job is in flight.
+
+A claim is *dead* when it was released, when its lease ran out (``renewed_at + lease`` is past,
+by the reader's clock: keep hosts' clocks within a fraction of the lease), or when it was made
+on this machine (same host name, boot and pid namespace) by a pid that no longer exists. A dead
+claim is taken over with a compare-and-swap on the version that was read (``If-Match: <ETag>``
+on S3; a ``flock``-guarded compare-and-replace locally), so of many runs taking over the same
+dead claim at once exactly one wins, and a holder that renews or releases never overwrites a
+claim that was taken from it. Release leaves a ``released`` record (one small object per key,
+like the ledger) instead of deleting, so no step ever needs a conditional delete.
+
+On moto (the test S3 server) ``If-None-Match: *`` and ``If-Match`` on ``PutObject`` are
+honoured (412 when they fail), but moto checks and writes in two steps without a lock, so its
+exclusivity under truly simultaneous requests is not guaranteed the way AWS S3 guarantees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, TypeVar
+
+from flux_pipeline.storage import ObjectStore, StorageError
+
+CLAIMS_DIR: Final = "_claims"
+#: Seconds a claim stays live without renewal (renewed every quarter of it).
+DEFAULT_LEASE: Final = 120.0
+#: Claims read or written at once by the ``*_many`` calls.
+CONCURRENCY: Final = 16
+#: Rounds of create / read / swap before a key that keeps changing under us is an error.
+_ROUNDS: Final = 8
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ClaimInfo:
+    """One claim record, as stored."""
+
+    request_key: str
+    owner: str
+    host: str
+    pid: int
+    #: Where ``pid`` means something: the machine's boot id and pid namespace ("" if unknown).
+    process_scope: str
+    acquired_at: datetime
+    renewed_at: datetime
+    lease_s: float
+    released: bool = False
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.renewed_at + timedelta(seconds=self.lease_s)
+
+    def to_json(self) -> bytes:
+        body = asdict(self)
+        body["acquired_at"] = self.acquired_at.isoformat()
+        body["renewed_at"] = self.renewed_at.isoformat()
+        return json.dumps(body).encode()
+
+    @classmethod
+    def from_json(cls, request_key: str, data: bytes) -> ClaimInfo:
+        try:
+            body = json.loads(data)
+            info = cls(
+                request_key=body["request_key"],
+                owner=str(body["owner"]),
+                host=str(body["host"]),
+                pid=int(body["pid"]),
+                process_scope=str(body["process_scope"]),
+                acquired_at=datetime.fromisoformat(body["acquired_at"]),
+                renewed_at=datetime.fromisoformat(body["renewed_at"]),
+                lease_s=float(body["lease_s"]),
+                released=bool(body["released"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"unreadable claim {claim_path(request_key)}: {exc!r}") from exc
+        if info.request_key != request_key:
+            raise ValueError(f"claim {claim_path(request_key)} names {info.request_key}")
+        return info
+
+
+def claim_path(request_key: str) -> str:
+    """``_claims/{request_key}.json``; the key must be sha256 hex."""
+    if not _KEY.fullmatch(request_key):
+        raise ValueError(f"not a request key (sha256 hex): {request_key!r}")
+    return f"{CLAIMS_DIR}/{request_key}.json"
+
+
+class Claims:
+    """Claims of one owner (a run) in an :class:`ObjectStore`; safe to share between threads.
+
+    ``owner`` must be unique to the run (its run id; default a fresh uuid): claims with the
+    same owner are treated as the caller's own.
+    """
+
+    def __init__(
+        self, store: ObjectStore, *, owner: str | None = None, lease: float = DEFAULT_LEASE
+    ) -> None:
+        if lease <= 0:
+            raise ValueError(f"lease must be positive seconds, got {lease!r}")
+        self.store = store
+        self.owner = owner or uuid.uuid4().hex
+        self.lease = float(lease)
+
+    @property
+    def renew_every(self) -> float:
+        """How often the holder should call :meth:`renew` (a quarter of the lease)."""
+        return self.lease / 4
+
+    def claim(self, request_key: str) -> bool:
+        """Claim ``request_key``: True if this owner now holds it (also if it already did)."""
+        return self._settle(request_key).owner == self.owner
+
+    def claim_many(self, request_keys: Iterable[str]) -> tuple[set[str], dict[str, ClaimInfo]]:
+        """Claim several keys concurrently: ``(keys now ours, {key: live claim of another})``.
+
+        Every key is validated before any is claimed.
+        """
+        keys = list(dict.fromkeys(request_keys))
+        for key in keys:
+            claim_path(key)
+        mine: set[str] = set()
+        others: dict[str, ClaimInfo] = {}
+        for key, info in zip(keys, self._each(self._settle, keys), strict=True):
+            if info.owner == self.owner:
+                mine.add(key)
+            else:
+                others[key] = info
+        return mine, others
+
+    def renew(self, request_keys: Iterable[str]) -> set[str]:
+        """Push back the lease of each key still held; return the keys no longer held.
+
+        A key is lost when it was released, or taken over after its lease ran out.
+        """
+        keys = list(dict.fromkeys(request_keys))
+        now = _now()
+        renewed = self._each(
+            lambda k: self._swap_own(k, lambda i: replace(i, renewed_at=now)), keys
+        )
+        return {key for key, ok in zip(keys, renewed, strict=True) if not ok}
+
+    def release(self, request_keys: Iterable[str]) -> None:
+        """Give up each key still held (a claim of another owner is left alone)."""
+        keys = list(dict.fromkeys(request_keys))
+        now = _now()
+        self._each(
+            lambda k: self._swap_own(k, lambda i: replace(i, renewed_at=now, released=True)), keys
+        )
+
+    def holder(self, request_key: str) -> ClaimInfo | None:
+        """The claim on ``request_key`` (live or dead: see :meth:`is_live`); None if unclaimed
+        or released."""
+        current = self.store.read_tagged(claim_path(request_key))
+        if current is None:
+            return None
+        info = ClaimInfo.from_json(request_key, current.data)
+        return None if info.released else info
+
+    def is_live(self, info: ClaimInfo) -> bool:
+        """Whether ``info`` still holds its key: not released, lease not run out, and not made
+        on this machine by a process that has exited."""
+        if info.released or _now() >= info.expires_at:
+            return False
+        same_machine = info.host == _HOST and info.process_scope == _PROCESS_SCOPE
+        return not same_machine or _pid_alive(info.pid)
+
+    def _settle(self, request_key: str) -> ClaimInfo:
+        """Make this owner the holder if nobody live holds the key; return the holder."""
+        path = claim_path(request_key)
+        for _ in range(_ROUNDS):
+            now = _now()
+            fresh = ClaimInfo(
+                request_key, self.owner, _HOST, os.getpid(), _PROCESS_SCOPE, now, now, self.lease
+            )
+            if self.store.create_exclusive(path, fresh.to_json()):
+                return fresh
+            current = self.store.read_tagged(path)
+            if current is None:
+                continue  # removed by hand since: create again
+            found = ClaimInfo.from_json(request_key, current.data)
+            if found.owner == self.owner and not found.released:
+                # Ours already (an earlier claim, or a create whose answer was lost): renew.
+                fresh = replace(found, renewed_at=now, lease_s=self.lease)
+            elif self.is_live(found):
+                return found
+            if self.store.replace_if(path, fresh.to_json(), current.tag):
+                return fresh
+        raise StorageError(f"the claim {self.store.uri(path)} kept changing; gave up")
+
+    def _swap_own(self, request_key: str, change: Callable[[ClaimInfo], ClaimInfo]) -> bool:
+        """Rewrite this owner's unreleased claim with ``change``; False if it is not ours."""
+        path = claim_path(request_key)
+        for _ in range(_ROUNDS):
+            current = self.store.read_tagged(path)
+            if current is None:
+                return False
+            found = ClaimInfo.from_json(request_key, current.data)
+            if found.owner != self.owner or found.released:
+                return False
+            if self.store.replace_if(path, change(found).to_json(), current.tag):
+                return True
+            # Changed since read: taken over, or this owner renewed it from another thread.
+        raise StorageError(f"the claim {self.store.uri(path)} kept changing; gave up")
+
+    def _each(self, work: Callable[[str], T], keys: list[str]) -> list[T]:
+        if len(keys) <= 1:
+            return [work(k) for k in keys]
+        with ThreadPoolExecutor(min(CONCURRENCY, len(keys))) as pool:
+            return list(pool.map(work, keys))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _process_scope() -> str:
+    """This machine's boot id and pid namespace on Linux: a pid is only comparable within both
+    (two containers may share a host name; a reboot recycles pids)."""
+    parts = []
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        return ""
+    return "/".join(parts)
+
+
+_HOST: Final = socket.gethostname()
+_PROCESS_SCOPE: Final = _process_scope()
