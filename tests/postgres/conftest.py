@@ -8,32 +8,17 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
 import pytest
-from postgres_server import PostgresServer, running_postgres
+from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome, PostgresServer, running_postgres
 
 TESTS = Path(__file__).resolve().parents[1]
-DEPLOY_DAGSTER_YAML = TESTS.parent / "deploy" / "dagster.yaml"
 # This suite reuses the reliability and daemon suites' helpers (and the daemon backfill scenario)
 # under the module names pytest gives them when it collects those folders.
 for _suite in ("reliability", "daemon"):
     if str(TESTS / _suite) not in sys.path:
         sys.path.append(str(TESTS / _suite))
-
-
-@dataclass(frozen=True)
-class PostgresHome:
-    """A ``DAGSTER_HOME`` on its own Postgres database, and the environment that selects it."""
-
-    path: Path
-    env: dict[str, str]
-    server: PostgresServer
-
-    def instance(self) -> dg.DagsterInstance:
-        return dg.DagsterInstance.from_config(str(self.path))
 
 
 @pytest.fixture(scope="session")

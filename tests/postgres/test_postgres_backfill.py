@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEPLOY_DAGSTER_YAML, PostgresHome
 from daemon_support import DaemonHome
 from loopback import TEST_KEY
+from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
 from test_daemon_backfill import PER_RUN, TABLE, Setup
 from test_daemon_backfill import (
     test_a_daemon_backfill_packs_partitions_into_runs_and_running_it_again_is_free as scenario,

@@ -10,8 +10,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from conftest import PostgresHome
 from loopback import TEST_KEY
+from postgres_server import PostgresHome
 from reliability_support import (
     PARTITION,
     Materialization,

@@ -11,8 +11,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from conftest import DEPLOY_DAGSTER_YAML, PostgresHome
 from loopback import TEST_KEY
+from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
 
 PARTITIONS = ("2026-11-20", "2026-11-21")
 TABLE = """prompt_id,prompt,steps,aspect_ratio
