@@ -17,6 +17,15 @@ partition the job was sent for) as it arrives, then the ledger records it; no im
 kept. A partition's lineage file is written atomically, one row per request, as soon as all its
 rows are known, then ``on_partition_done(report)`` runs on the calling thread.
 
+Claims (:mod:`flux_pipeline.claims`) make every request key submitted once across concurrent
+runs: before a key is attached or submitted the build claims it, then reads the ledger again
+(another run may have finished it in between: reused). A key whose claim another live run holds
+is not sent: one background task polls the ledger for those keys every ``WAIT_POLL`` seconds
+and reuses their outcome without paying; a claim whose holder died (or that was released with
+no final outcome, e.g. a retryable failure) is taken over and sent in a new pass of the same
+engine. Own claims are renewed while their jobs are in flight and released once each outcome is
+stored (and all of them when the build ends, however it ends).
+
 ``cached``: the ledger names the partition each generation was made for (the partition whose
 build stored it first, see :mod:`flux_pipeline.ledger`). A row is ``cached`` exactly when that
 partition is another one; rebuilding a partition from its own images reproduces its rows as
@@ -40,8 +49,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from flux_pipeline.claims import ClaimInfo, Claims
 from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
-from flux_pipeline.ledger import Ledger
+from flux_pipeline.ledger import SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.lineage import LineageRow, write_partition_lineage
 from flux_pipeline.outcomes import Outcome, entry_outcome, prompt_rows, store_result
 from flux_pipeline.planning import KeyPlan, PartitionPlan, group_by_key, images_dir, plan_partition
@@ -66,6 +76,8 @@ T = TypeVar("T")
 WRITERS: Final = 4
 #: Threads copying reused images into a partition's folder.
 COPIERS: Final = 8
+#: Seconds between two looks at the keys another live run is generating.
+WAIT_POLL: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,8 @@ class _Sent:
 
     partition: str
     outcome: asyncio.Future[Outcome]
+    #: The ledger entry the plan saw (a finished one that differs was written since).
+    seen: LedgerEntry | None = None
     #: ``attach``: the request id to poll and when an earlier run submitted it.
     attach_id: str | None = None
     submitted_at: datetime | None = None
@@ -220,6 +234,11 @@ class _RangeBuild:
         self.reports: dict[str, BuildReport] = {}
         self.started = time.monotonic()
         self.tasks = _Tasks()
+        self.claims = _BuildClaims(store)
+        #: Keys whose claim this run holds and has not released.
+        self.held: set[str] = set()
+        #: Keys another live run holds, waited on by :meth:`_watch_others`.
+        self.waiting: dict[str, GenerationRequest] = {}
         self._engine: SegmindEngine | None = None
 
     @property
@@ -235,9 +254,13 @@ class _RangeBuild:
             try:
                 if progress_interval is not None:
                     self.tasks.spawn(self._report_every(progress_interval), watch=False)
+                self.tasks.spawn(self._renew_claims())
+                self.tasks.spawn(self._watch_others())
                 await self._stream()
             finally:
                 await self.tasks.close()
+                _ENDED_OWNERS.add(self.claims.owner)
+                await asyncio.to_thread(self._release, sorted(self.held))
         if progress_interval is not None:
             self._progress()
         return RangeReport(
@@ -260,7 +283,7 @@ class _RangeBuild:
             for key in plan.keys:
                 if key.request_key in reused:
                     self.tally.count(len(key.prompts), reused[key.request_key], partition)
-            batch = self._route(plan)
+            batch = await self._route(plan)
             finishing.append(self.tasks.spawn(self._finish_partition(plan, reused)))
             if batch:
                 if fed is not None:
@@ -284,21 +307,102 @@ class _RangeBuild:
             found[key.request_key] = entry_outcome(entry, key.source)
         return found
 
-    def _route(self, plan: PartitionPlan) -> list[GenerationRequest]:
-        """Register the keys this partition attaches or submits; return them to send."""
-        batch = []
-        for key in plan.keys:
-            if key.action not in ("attach", "submit"):
+    async def _route(self, plan: PartitionPlan) -> list[GenerationRequest]:
+        """Register the keys this partition attaches or submits and claim them; return those
+        to send now (the others are waited on, or were finished by another run meanwhile)."""
+        wanted = {k.request_key: k for k in plan.keys if k.action in ("attach", "submit")}
+        if not wanted:
+            return []
+        loop = asyncio.get_running_loop()
+        for key in wanted.values():
+            self.sent[key.request_key] = _Sent(plan.partition, loop.create_future(), key.entry)
+        mine, others = await self.tasks.until(asyncio.to_thread(self.claims.claim_many, wanted))
+        self.held |= mine
+        for request_key in others:
+            self.waiting[request_key] = wanted[request_key].leader
+        return await self._confirm([wanted[k].leader for k in wanted if k in mine])
+
+    async def _confirm(self, claimed: list[GenerationRequest]) -> list[GenerationRequest]:
+        """Read the ledger again for freshly claimed keys: reuse what another run finished
+        since the plan, attach to a recorded id, and return what is left to send."""
+        entries = await self.tasks.until(
+            asyncio.to_thread(self.ledger.get_many, [r.request_key for r in claimed])
+        )
+        batch, finished = [], []
+        for request in claimed:
+            sent, entry = self.sent[request.request_key], entries.get(request.request_key)
+            outcome = self._finished_since(sent, entry)
+            if outcome is not None:
+                sent.outcome.set_result(outcome)
+                finished.append(request.request_key)
                 continue
-            entry = key.entry if key.action == "attach" else None
-            self.sent[key.request_key] = _Sent(
-                plan.partition,
-                asyncio.get_running_loop().create_future(),
-                entry.request_id if entry else None,
-                entry.submitted_at if entry else None,
-            )
-            batch.append(key.leader)
+            if entry is not None and entry.state == SUBMITTED and entry.request_id:
+                sent.attach_id, sent.submitted_at = entry.request_id, entry.submitted_at
+            batch.append(request)
+        if finished:
+            await asyncio.to_thread(self._release, finished)
+            self.held.difference_update(finished)
         return batch
+
+    @staticmethod
+    def _finished_since(sent: _Sent, entry: LedgerEntry | None) -> Outcome | None:
+        """The outcome of a finished entry written since the plan read ``sent.seen``."""
+        if entry is None or entry.lineage is None or entry == sent.seen:
+            return None
+        if entry.state == COMPLETED and entry.image_path:
+            return entry_outcome(entry, entry.image_path)
+        return entry_outcome(entry, None) if entry.state == FAILED else None
+
+    async def _watch_others(self) -> None:
+        """Every ``WAIT_POLL`` s, look at the keys other live runs hold: reuse what they
+        finished; take over (claim and send) what a dead or departed holder left unfinished."""
+        while True:
+            await asyncio.sleep(WAIT_POLL)
+            if not self.waiting:
+                continue
+            keys = list(self.waiting)
+            free = await asyncio.to_thread(self._not_held_live, keys)
+            entries = await asyncio.to_thread(self.ledger.get_many, keys)
+            for key in keys:
+                outcome = self._finished_since(self.sent[key], entries.get(key))
+                if outcome is not None:
+                    self.sent[key].outcome.set_result(outcome)
+                    del self.waiting[key]
+            taken = [k for k in free if k in self.waiting]
+            if taken:
+                mine, _ = await asyncio.to_thread(self.claims.claim_many, taken)
+                self.held |= mine
+                requests = [self.waiting.pop(k) for k in taken if k in mine]
+                log.info("taking over %d request key(s) whose claim holder is gone", len(mine))
+                batch = await self._confirm(requests)
+                if batch:
+                    self.tasks.spawn(self._run_batch(batch, asyncio.Event()))
+
+    def _not_held_live(self, keys: list[str]) -> list[str]:
+        """The keys no live run holds any more (read before the ledger, so that a holder that
+        finished and released is seen with its ledger entry)."""
+        with ThreadPoolExecutor(COPIERS) as pool:
+            holders = list(pool.map(self.claims.holder, keys))
+        live = self.claims.is_live
+        return [k for k, h in zip(keys, holders, strict=True) if h is None or not live(h)]
+
+    def _release(self, keys: list[str]) -> None:
+        """Release claims, best effort: one left behind only delays other runs by its lease
+        (and not at all on this machine once this process is gone)."""
+        try:
+            self.claims.release(keys)
+        except Exception as exc:  # s3fs/botocore raise more than OSError
+            log.warning(
+                "could not release %d claim(s) (%s); they lapse with their lease", len(keys), exc
+            )
+
+    async def _renew_claims(self) -> None:
+        while True:
+            await asyncio.sleep(self.claims.renew_every)
+            lost = await asyncio.to_thread(self.claims.renew, sorted(self.held))
+            if lost:
+                log.warning("%d claim(s) were taken over while their jobs ran", len(lost))
+                self.held -= lost
 
     async def _run_batch(self, batch: list[GenerationRequest], fed: asyncio.Event) -> None:
         """Send ``batch`` through the shared engine; ``fed`` is set once every request of it
@@ -331,10 +435,13 @@ class _RangeBuild:
             raise RuntimeError(f"the engine returned no result for {missing}")
 
     async def _keep(self, result: GenerationResult) -> None:
-        sent = self.sent[result.request.request_key]
+        key = result.request.request_key
+        sent = self.sent[key]
         outcome = await asyncio.to_thread(
             store_result, self.store, self.ledger, result, sent.partition, sent.submitted_at
         )
+        await asyncio.to_thread(self._release, [key])
+        self.held.discard(key)
         self.tally.generated += 1
         sent.attempts.append(result.attempts)
         sent.outcome.set_result(outcome)
@@ -411,6 +518,18 @@ class _RangeBuild:
                 elapsed=elapsed,
             )
         )
+
+
+#: Claim owners of the builds of this process that have ended (their claims are dead even
+#: when a release could not be written, e.g. during a storage outage).
+_ENDED_OWNERS: set[str] = set()
+
+
+class _BuildClaims(Claims):
+    """Claims that also count as dead when held by an ended build of this process."""
+
+    def is_live(self, info: ClaimInfo) -> bool:
+        return info.owner not in _ENDED_OWNERS and super().is_live(info)
 
 
 class _Tasks:
