@@ -2,6 +2,7 @@
 
 python -m bench                 # all of them
 python -m bench emulator        # bench/bench_emulator.py only
+python -m bench quota           # bench/bench_quota.py: images/min under a per-minute quota
 """
 
 from __future__ import annotations

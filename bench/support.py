@@ -24,8 +24,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def emulator(*, workers: int, step_time: float) -> Iterator[str]:
-    """``flux-pipeline emulator`` in a quiet subprocess; yields its URL."""
+def emulator(*, workers: int, step_time: float, **flags: object) -> Iterator[str]:
+    """``flux-pipeline emulator`` in a quiet subprocess; yields its URL.
+
+    ``flags``: more options by name, e.g. ``quota_per_minute=60`` for ``--quota-per-minute=60``.
+    """
     port = free_port()
     command = [
         sys.executable,
@@ -36,6 +39,7 @@ def emulator(*, workers: int, step_time: float) -> Iterator[str]:
         f"--api-key={KEY}",
         f"--workers={workers}",
         f"--step-time={step_time}",
+        *(f"--{name.replace('_', '-')}={value}" for name, value in flags.items()),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import ExitStack
-from typing import Literal
+from typing import Literal, Self
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
@@ -47,32 +47,62 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
         ),
     )
     model: str = Field(default=MODEL, description="Model slug.")
-    mode: Literal["async", "sync"] = Field(
-        default="async",
-        description="async: v2 submit/poll/result (default); sync: one v1 POST per image.",
+    mode: Literal["async", "sync", "auto"] = Field(
+        default=_DEFAULTS.mode,
+        description=(
+            "async: v2 submit/poll/result; sync: one v1 POST per image; auto (default): v2, "
+            "switching to v1 while a quota binds (1 request per image instead of 2 or more)."
+        ),
     )
     max_concurrency: int = Field(
-        default=_DEFAULTS.max_concurrency, description="Images in flight at once."
+        default=_DEFAULTS.max_concurrency, ge=1, description="Images in flight at once."
     )
-    max_requests_per_second: float = Field(
-        default=_DEFAULTS.max_requests_per_second,
-        description="Client-side pace over every API request; set it to your plan's quota.",
+    requests_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Your plan's quota in API requests per minute (submit, status, result, v1 POST; "
+            "never media downloads). Unset: no fixed cap, only AIMD on 429 answers."
+        ),
+    )
+    max_requests_per_second: float | None = Field(
+        default=None, gt=0, description="Deprecated: requests_per_minute / 60."
     )
     request_timeout: float = Field(
-        default=_DEFAULTS.request_timeout, description="Seconds one HTTP request may take."
+        default=_DEFAULTS.request_timeout, gt=0, description="Seconds one HTTP request may take."
     )
     deadline: float = Field(
-        default=_DEFAULTS.deadline, description="Seconds one image may take, retries included."
+        default=_DEFAULTS.deadline,
+        gt=0,
+        description="Seconds one image may take, retries included.",
     )
     max_retries: int = Field(
         default=_DEFAULTS.max_retries,
+        ge=0,
         description="Retries of one step after transport errors, 429, 500, 502, 504.",
     )
     backoff_base: float = Field(
-        default=_DEFAULTS.backoff_base, description="First retry backoff cap, seconds (doubles)."
+        default=_DEFAULTS.backoff_base,
+        ge=0,
+        description="First retry backoff cap, seconds (doubles).",
     )
     backoff_max: float = Field(
-        default=_DEFAULTS.backoff_max, description="Largest backoff between retries, seconds."
+        default=_DEFAULTS.backoff_max,
+        ge=0,
+        description="Largest backoff between retries, seconds (>= backoff_base).",
+    )
+    max_new_images: int | None = Field(
+        default=None,
+        ge=0,
+        description="Budget of one run: new images submitted (re-attached jobs never count).",
+    )
+    max_cost: float | None = Field(
+        default=None,
+        ge=0,
+        description="Budget of one run in the service's cost unit (needs price_per_image).",
+    )
+    price_per_image: float | None = Field(
+        default=None, ge=0, description="Cost of one image assumed until the service reports one."
     )
     base64: bool = Field(default=False, description="Ask for outputs inline as base64.")
     repost_ambiguous_submits: bool = Field(
@@ -82,6 +112,12 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
     emulator_workers: int = Field(
         default=8, description="Inference slots of the embedded emulator (used without a key)."
     )
+
+    @model_validator(mode="after")
+    def _engine_rules(self) -> Self:
+        """The engine's own checks across fields (backoff_max >= backoff_base, ...)."""
+        self.engine_settings()
+        return self
 
     _emulator_url: str | None = PrivateAttr(default=None)
     _emulator: ExitStack | None = PrivateAttr(default=None)
@@ -127,12 +163,17 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             api_key, base_url = EMULATOR_KEY, self._emulator_url
         else:
             api_key, base_url = self.service_key or "", self.service_url or DEFAULT_BASE_URL
+        return self.engine_settings(api_key, base_url)
+
+    def engine_settings(self, api_key: str = "", base_url: str = DEFAULT_BASE_URL) -> EngineConfig:
+        """The engine fields of this resource as an :class:`EngineConfig` for a service."""
         return EngineConfig(
             api_key=api_key,
             base_url=base_url,
             model=self.model,
             mode=self.mode,
             max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
             max_requests_per_second=self.max_requests_per_second,
             request_timeout=self.request_timeout,
             deadline=self.deadline,
@@ -141,6 +182,9 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             backoff_max=self.backoff_max,
             base64=self.base64,
             repost_ambiguous_submits=self.repost_ambiguous_submits,
+            max_new_images=self.max_new_images,
+            max_cost=self.max_cost,
+            price_per_image=self.price_per_image,
         )
 
     def engine(self, on_submitted: SubmittedHook | None = None) -> SegmindEngine:

@@ -16,7 +16,7 @@ def fast_config(base_url: str, **overrides: Any) -> EngineConfig:
         "api_key": TEST_KEY,
         "base_url": base_url,
         "max_concurrency": 8,
-        "max_requests_per_second": 500.0,
+        "requests_per_minute": 30_000.0,
         "prior_step_time": 0.02,
         "backoff_base": 0.01,
         "backoff_max": 0.2,

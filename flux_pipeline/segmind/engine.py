@@ -96,7 +96,7 @@ class SegmindEngine:
         self._on_submitted = on_submitted
         self._estimator = CompletionEstimator(config.prior_step_time)
         self._order = SubmitOrder()
-        self._pacer = RequestPacer(config.requests_per_minute)
+        self._pacer = RequestPacer(config.requests_per_minute, self.stats)
         self._modes = ModeChooser(config.mode, self._pacer, self.stats)
         self._guard = SpendingGuard(config.max_new_images, config.max_cost, config.price_per_image)
         self._transport: Transport | None = None
@@ -220,6 +220,9 @@ class SegmindEngine:
                     return outcome
                 self.stats.expired += 1
                 log.info("request %s of %s expired; submitting it again", attach_id, request.key)
+            if self._modes.auto:
+                await self._pacer.wait()  # pick when the first request may go out
+                job.budget.paced = True
             job.protocol = self._modes.pick()
             if job.protocol == "sync":
                 return await self._run_sync(job, run)

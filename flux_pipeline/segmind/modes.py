@@ -4,10 +4,12 @@ Under a quota that binds, images per minute = quota / API requests per image: on
 per image against at least two for v2 (submit, result), so v1 makes up to twice the images.
 v2 is better otherwise: its request id is recorded before polling (a restarted run attaches
 to it) and no connection is held open for the whole inference. ``auto`` starts with v2 and
-reviews every few seconds what the pacer saw: while the pace (``requests_per_minute``, or
-the one learned from 429s) binds, or 429s arrive, and v2 costs more than one request per
-image, new images go through v1; back to v2 once v2's cost at the current image rate would
-fit well within the pace.
+reviews, every few requests, what the pacer saw: while the pace (``requests_per_minute``, or
+the one learned from 429s) binds (requests go out at its rate) or 429s arrive, and v2 costs
+more than one request per image, new images go through v1; back to v2 once v2's cost at the
+current image rate would fit well within the pace. A new image's protocol is picked when its
+first request may go out (after the pacer), so images queued behind a binding pace do not
+commit to v2 before the review could see it bind.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from flux_pipeline.segmind.config import Mode
 from flux_pipeline.segmind.pacing import RequestPacer
 from flux_pipeline.segmind.stats import EngineStats, Protocol
 
-#: Seconds between two reviews, and requests sent in between, before one decides anything.
-REVIEW_SECONDS = 2.0
-_REVIEW_REQUESTS = 10
-#: The pace binds when requests go out at this share of it (or faster).
+#: Requests sent, and seconds, between two reviews (and before going back to v2).
+_REVIEW_REQUESTS = 8
+_REVIEW_SECONDS = 0.5
+_BACK_SECONDS = 2.0
+#: The pace binds when requests went out at this share of it (or more).
 _BINDING = 0.85
 #: Back to v2 only when its requests would take at most this share of the pace.
 _FITS = 0.7
@@ -72,14 +75,14 @@ class ModeChooser:
 
     def _review(self) -> None:
         now, mark = self._now(), self._mark
-        elapsed = now.at - mark.at
-        if elapsed < REVIEW_SECONDS or now.sent - mark.sent < _REVIEW_REQUESTS:
+        sent, elapsed = now.sent - mark.sent, now.at - mark.at
+        least = _REVIEW_SECONDS if self.current == "async" else _BACK_SECONDS
+        if sent < _REVIEW_REQUESTS or elapsed < least:
             return
         self._mark = now
         rate = self._pacer.rate
-        sent_rate = (now.sent - mark.sent) / elapsed
         binding = now.rate_limited > mark.rate_limited or (
-            rate is not None and sent_rate >= _BINDING * rate
+            rate is not None and sent >= _BINDING * rate * elapsed
         )
         if self.current == "async":
             if binding and self.v2_requests_per_image() > 1:

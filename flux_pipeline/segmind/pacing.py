@@ -9,44 +9,58 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+
+from flux_pipeline.segmind.stats import EngineStats
 
 #: A configured quota is paced this much below its nominal rate, so that the jitter of
 #: answers and clocks never pushes one request over the edge of the service's sliding window.
 QUOTA_MARGIN = 0.97
-#: Seconds over which the recent sending rate is measured (for the AIMD decrease).
-_RECENT = 10.0
-#: The learned cap never drops below one request per this many seconds.
+#: The learned pace never drops below one request per this many seconds.
 _SLOWEST = 1 / 60
-#: After a decrease the cap grows back by this share of its pre-decrease value per second.
-_RECOVERY = 0.05
+#: A learned pace is kept this much below the estimate, then grows back by this share per
+#: second (additive increase: slowly, as a sliding one-minute quota punishes overshoot late).
+_BELOW = 0.9
+_RECOVERY = 0.01
 
 
 class RequestPacer:
-    """Paces API requests: the account's quota, a cap learned from 429s, and their holds.
+    """Paces API requests: the account's quota, a pace learned from 429s, and their holds.
 
     - ``per_minute`` (``requests_per_minute``): strict spacing at 97 % of it, no burst;
       None: no fixed cap.
     - a 429 holds every request until the time it names (``Retry-After`` or
-      ``x-rate-limit-reset-at-utc``) and halves the pace (AIMD: to half the recent sending
-      rate, once per hold); every answer that is not a 429 then grows the pace back
-      additively, until the fixed cap (if any) is reached again.
+      ``x-rate-limit-reset-at-utc``) and sets the learned pace, once per burst of 429s: we
+      sent ``n`` requests (429s aside) in the ``d`` seconds since the previous burst and the
+      quota then asked for ``w`` more, so it sustains about ``n / (d + w)`` per second; the pace is
+      set a little below that (and never above what was being sent), then grows back slowly
+      with every answer that is not a 429, until the fixed cap (if any) is reached again.
     """
 
-    def __init__(self, per_minute: float | None) -> None:
+    def __init__(self, per_minute: float | None, stats: EngineStats) -> None:
         if per_minute is not None and not per_minute > 0:
             raise ValueError(f"requests_per_minute: must be > 0, got {per_minute}")
         self.quota = None if per_minute is None else per_minute / 60 * QUOTA_MARGIN
         #: Pace learned from 429s (requests/s); None until the first one.
         self.learned: float | None = None
-        self._growth = 0.0
         self._next_free = 0.0  # theoretical send time of the next request
         self._hold_until = 0.0
         self._quiet_until = 0.0
-        self._sent: deque[float] = deque()
-        #: Requests sent, and those of them that waited for the pace or a hold.
-        self.sent = 0
-        self.delayed = 0
+        #: Since when requests are counted (the end of the last hold), requests sent before
+        #: then, and 429s since then.
+        self._since: float | None = None
+        self._sent_before = 0
+        self._refused = 0
+        self._stats = stats
+
+    @property
+    def sent(self) -> int:
+        """API requests let through so far."""
+        return self._stats.paced
+
+    @property
+    def delayed(self) -> int:
+        """Those of them that waited for the pace or a hold."""
+        return self._stats.pace_waits
 
     @property
     def rate(self) -> float | None:
@@ -74,35 +88,34 @@ class RequestPacer:
             await asyncio.sleep(slot - now)
             if time.monotonic() >= self._hold_until:
                 break  # else a 429 arrived meanwhile: wait for its hold, then take a new slot
-        self._record(delayed)
-
-    def _record(self, delayed: bool) -> None:
-        now = time.monotonic()
-        self.sent += 1
-        self.delayed += delayed
-        self._sent.append(now)
-        while self._sent and self._sent[0] < now - _RECENT:
-            self._sent.popleft()
+        self._stats.paced += 1
+        self._stats.pace_waits += delayed
+        if self._since is None:
+            self._since = time.monotonic()
 
     def rate_limited(self, wait: float) -> None:
-        """A 429 asking to wait ``wait`` seconds: hold everything, halve the pace once."""
+        """A 429 asking to wait ``wait`` seconds: hold everything; learn the pace once."""
         now = time.monotonic()
+        self._refused += 1
         if now >= self._quiet_until:  # the first 429 of a burst decides; the others only hold
             self._quiet_until = now + max(wait, 1.0)
-            span = max(1.0, now - self._sent[0]) if self._sent else 1.0
-            recent = len(self._sent) / span
-            current = min(recent, self.rate or recent)
-            self.learned = max(_SLOWEST, current / 2)
-            self._growth = max(_SLOWEST, current * _RECOVERY)
+            span = max(0.1, now - (self._since or now))
+            through = max(1, self.sent - self._sent_before - self._refused)
+            sustained = through / (span + max(wait, 0.0))
+            sending = through / span
+            if self.rate is not None:
+                sending = min(sending, self.rate)
+            self.learned = max(_SLOWEST, _BELOW * min(sustained, sending))
+            self._since, self._sent_before, self._refused = now + wait, self.sent, 0
         self._hold_until = max(self._hold_until, now + wait)
         self._next_free = self._hold_until
 
     def answered(self) -> None:
-        """An API answer that was not a 429: let the learned pace grow back a little."""
+        """An API answer that was not a 429: let a learned pace grow back a little."""
         if self.learned is None:
             return
-        # + growth per second: each of ``learned`` requests per second adds growth / learned
-        self.learned += self._growth / self.learned
+        # + RECOVERY x learned per second, spread over the learned requests of one second
+        self.learned += _RECOVERY
         if self.quota is not None and self.learned >= self.quota:
             self.learned = None
 

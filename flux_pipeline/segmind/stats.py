@@ -32,6 +32,10 @@ class EngineStats:
     failed: int = 0
     cost: float = 0.0
     remaining_credits: float | None = None
+    #: API requests that went through the pacer (media downloads never do), and those of
+    #: them that had to wait for the pace (``requests_per_minute`` or learned) or a 429's hold.
+    paced: int = 0
+    pace_waits: int = 0
     #: Requests not submitted because the budget (max_new_images / max_cost) was spent.
     budget_refused: int = 0
     #: The configured mode, the images completed through each protocol, and how often

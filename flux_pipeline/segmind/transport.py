@@ -60,6 +60,8 @@ class Budget:
     unrecorded_submit: bool = False
     #: A POST of this image was sent and its answer never arrived (it may be billed).
     maybe_billed: bool = False
+    #: The next request already has its place from the pacer (taken by the caller).
+    paced: bool = False
 
     def remaining(self) -> float:
         return self.deadline_at - time.monotonic()
@@ -209,8 +211,9 @@ class Transport:
         failures = 0
         api = kind != "download"
         while True:
-            if api:
+            if api and not budget.paced:
                 await self._pacer.wait()
+            budget.paced = False
             timeout = self._timeout(kind, method, budget)
             budget.attempts += 1
             budget.sent_at = datetime.now(UTC)

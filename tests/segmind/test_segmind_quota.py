@@ -1,0 +1,107 @@
+"""The engine under the service's queue and the account's quota, against the emulator:
+API requests per image, pacing of API requests only, and the ``auto`` mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from loopback import fast_config
+from segmind_support import batch, run_engine
+
+
+def _api_requests(stats: dict[str, Any]) -> int:
+    return sum(n for kind, n in stats["requests"].items() if kind != "output")
+
+
+@pytest.mark.parametrize("in_flight", [4, 16, 32])
+def test_polls_stay_few_whatever_the_service_queue(emulator_factory: Any, in_flight: int) -> None:
+    """4 slots: up to 28 of our jobs wait in the service's queue; polls must not grow with it."""
+    emu = emulator_factory(workers=4, step_time=0.02)
+
+    results, stats = run_engine(
+        fast_config(emu.url, mode="async", max_concurrency=in_flight), batch(96)
+    )
+
+    assert [r.status for r in results] == ["COMPLETED"] * 96
+    served = emu.stats()
+    assert served["requests"]["submit"] == 96
+    assert _api_requests(served) / 96 <= 3.5
+    assert stats.api_requests == _api_requests(served)
+    assert stats.mode_used == "async"
+
+
+def test_requests_per_minute_paces_api_requests_only_and_meets_no_quota_refusal(
+    emulator_factory: Any,
+) -> None:
+    """A quota of 20 requests per 2 s counting every API request, the client set to it."""
+    emu = emulator_factory(
+        workers=8, step_time=0.01, quota_per_minute=20, quota_counts="all", quota_window=2.0
+    )
+
+    results, stats = run_engine(
+        fast_config(emu.url, mode="async", requests_per_minute=20 * 60 / 2.0), batch(12)
+    )
+
+    assert [r.status for r in results] == ["COMPLETED"] * 12
+    served = emu.stats()
+    assert sum(served["quota"]["refused"].values()) == stats.rate_limited <= 1
+    assert served["requests"]["output"] == 12  # media downloads: served, never paced
+    assert stats.paced == _api_requests(served) == stats.api_requests
+    assert stats.pace_waits > 0  # the pace did bind
+
+
+def test_without_requests_per_minute_429s_are_honoured_and_the_pace_learned(
+    emulator_factory: Any,
+) -> None:
+    emu = emulator_factory(
+        workers=8, step_time=0.01, quota_per_minute=10, quota_counts="all", quota_window=1.0
+    )
+
+    results, stats = run_engine(fast_config(emu.url, mode="async"), batch(16))
+
+    assert [r.status for r in results] == ["COMPLETED"] * 16
+    refused = sum(emu.stats()["quota"]["refused"].values())
+    assert refused == stats.rate_limited > 0
+    assert stats.pace_waits > 0  # requests waited for the 429's reset instead of hammering
+    assert emu.stats()["jobs"]["by_request_key"] == {r.request.request_key: 1 for r in results}
+
+
+@pytest.mark.parametrize("counts", ["all", "submits"])
+def test_auto_switches_to_one_request_per_image_while_the_quota_binds(
+    emulator_factory: Any, counts: str
+) -> None:
+    emu = emulator_factory(
+        workers=8, step_time=0.01, quota_per_minute=30, quota_counts=counts, quota_window=1.0
+    )
+
+    results, stats = run_engine(
+        fast_config(emu.url, mode="auto", requests_per_minute=30 * 60), batch(60)
+    )
+
+    assert [r.status for r in results] == ["COMPLETED"] * 60
+    served = emu.stats()
+    # paced 3 % under the quota: at most a request late on a busy loopback crosses its edge
+    assert sum(served["quota"]["refused"].values()) <= 1
+    assert stats.mode_switches >= 1
+    assert stats.mode_used == "async+sync"
+    assert stats.completed_by_mode["sync"] > 2 * stats.completed_by_mode["async"]
+    assert served["requests"]["sync"] == stats.completed_by_mode["sync"]
+    assert stats.as_dict()["mode_used"] == "async+sync"
+    assert stats.as_dict()["completed_sync"] == stats.completed_by_mode["sync"]
+
+
+def test_auto_stays_async_when_no_quota_binds(emulator: Any) -> None:
+    results, stats = run_engine(fast_config(emulator.url, mode="auto"), batch(24))
+
+    assert [r.status for r in results] == ["COMPLETED"] * 24
+    assert stats.mode_used == "async"
+    assert stats.mode_switches == 0
+    assert emulator.stats()["requests"]["sync"] == 0
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_a_fixed_mode_is_reported_as_used(emulator: Any, mode: str) -> None:
+    _, stats = run_engine(fast_config(emulator.url, mode=mode), batch(3))
+
+    assert (stats.mode, stats.mode_used, stats.completed_by_mode[mode]) == (mode, mode, 3)
