@@ -7,13 +7,15 @@ Reusable with any instance configuration: give :class:`DaemonHome` its own ``dag
     with DaemonHome(tmp_path / "home", dagster_yaml=sqlite_dagster_yaml(), env=env) as home:
         backfill_id = home.launch_backfill("generated_images", partitions)  # before the daemon:
         with home.daemon():                                                  # it picks it up
-            outcome = home.wait_for_backfill(backfill_id)                    # at once on start
+            outcome = home.wait_for_runs(backfill_id)                        # at once on start
 
 Dagster's backfill daemon evaluates backfills in a fixed 30 s loop (``DEFAULT_DAEMON_INTERVAL_
 SECONDS``, no setting shortens it); its first pass runs as soon as the daemon starts. Launching a
 backfill while no daemon runs and then starting one is the quick path; a backfill launched while
 the daemon runs waits for its next pass (up to 30 s), and its status turns COMPLETED on the pass
-after its last run ends.
+after its last run ends: :meth:`DaemonHome.wait_for_runs` returns when every partition is
+requested and every run has ended, :meth:`DaemonHome.wait_for_backfill` also waits for that
+status.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from typing import Any
 import dagster as dg
 
 DAGSTER_DAEMON = Path(sys.executable).with_name("dagster-daemon")
-#: The code location as the project ships it.
-WORKSPACE_YAML = """load_from:
+#: The code location as the project ships it (``workspace.yaml``).
+MODULE, LOCATION = "flux_pipeline.definitions", "flux_pipeline"
+WORKSPACE_YAML = f"""load_from:
   - python_module:
-      module_name: flux_pipeline.definitions
-      location_name: flux_pipeline
+      module_name: {MODULE}
+      location_name: {LOCATION}
 """
 #: Backfill states after which the daemon does nothing more for it.
 FINAL_BACKFILL_STATES = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -154,7 +157,7 @@ class DaemonHome:
             process = subprocess.Popen(
                 [str(DAGSTER_DAEMON), "run", "-w", str(self.workspace)],
                 cwd=self.path,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -169,11 +172,17 @@ class DaemonHome:
         self, asset: str, partitions: Sequence[str], *, title: str | None = None
     ) -> str:
         """An asset backfill of ``partitions`` of ``asset``, launched through GraphQL exactly as
-        the UI's Materialize dialog does; returns its id."""
-        from dagster_graphql.test.utils import (
-            define_out_of_process_context,
-            execute_dagster_graphql,
-        )
+        the UI's Materialize dialog does; returns its id.
+
+        The GraphQL workspace loads the code location in this process (no code server to start):
+        a backfill records asset keys and partitions only, and the daemon builds its runs from its
+        own workspace, with the environment of this home.
+        """
+        from dagster._core.remote_origin import InProcessCodeLocationOrigin
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+        from dagster._core.workspace.context import WorkspaceProcessContext
+        from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+        from dagster_graphql.test.utils import execute_dagster_graphql
 
         params: dict[str, Any] = {
             "assetSelection": [{"path": asset.split("/")}],
@@ -181,27 +190,45 @@ class DaemonHome:
         }
         if title:
             params["title"] = title
-        with define_out_of_process_context(str(self.workspace), None, self.instance()) as context:
+        origin = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name=MODULE), location_name=LOCATION
+        )
+        target = InProcessWorkspaceLoadTarget(origin)
+        with WorkspaceProcessContext(self.instance(), target) as process_context:
             result = execute_dagster_graphql(
-                context, LAUNCH_PARTITION_BACKFILL, variables={"params": params}
+                process_context.create_request_context(),
+                LAUNCH_PARTITION_BACKFILL,
+                variables={"params": params},
             )
         answer = result.data["launchPartitionBackfill"]
         if answer["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"launchPartitionBackfill failed: {answer}")
         return str(answer["backfillId"])
 
+    def wait_for_runs(self, backfill_id: str, *, timeout: float = 150.0) -> BackfillOutcome:
+        """Wait until the daemon has requested every partition of asset backfill ``backfill_id``
+        and all its runs have ended. Its status may still say REQUESTED: the daemon marks it
+        COMPLETED on its next pass (up to 30 s later), which :meth:`wait_for_backfill` awaits."""
+        return self._wait(backfill_id, timeout, final=False)
+
     def wait_for_backfill(self, backfill_id: str, *, timeout: float = 150.0) -> BackfillOutcome:
-        """Wait until the daemon has finished ``backfill_id`` (all its runs ended)."""
+        """Wait until the daemon has finished ``backfill_id``: a final status, all runs ended."""
+        return self._wait(backfill_id, timeout, final=True)
+
+    def _wait(self, backfill_id: str, timeout: float, *, final: bool) -> BackfillOutcome:
         instance = self.instance()
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             backfill = instance.get_backfill(backfill_id)
-            if backfill is not None and backfill.status.value in FINAL_BACKFILL_STATES:
+            if backfill is not None and (
+                backfill.status.value in FINAL_BACKFILL_STATES
+                if final
+                else _all_requested(backfill.asset_backfill_data)
+            ):
                 runs = self.backfill_runs(backfill_id)
                 if all(run.is_finished for run in runs):
-                    return BackfillOutcome(
-                        backfill_id, backfill.status.value, runs, time.monotonic() - start
-                    )
+                    status = backfill.status.value
+                    return BackfillOutcome(backfill_id, status, runs, time.monotonic() - start)
             time.sleep(0.5)
         raise TimeoutError(
             f"backfill {backfill_id} not finished after {timeout:.0f}s; daemon log tail:\n"
@@ -231,6 +258,11 @@ class DaemonHome:
             time.sleep(0.25)
         tail = self.log_tail()
         raise TimeoutError(f"dagster-daemon sent no heartbeat in {timeout:.0f}s:\n{tail}")
+
+
+def _all_requested(data: Any) -> bool:
+    """Whether an asset backfill's runs cover every partition it targets."""
+    return data is not None and (data.target_subset - data.requested_subset).is_empty
 
 
 def _stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
