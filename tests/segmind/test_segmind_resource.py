@@ -21,9 +21,12 @@ def test_configured_fields_become_the_engine_config() -> None:
         base_url="https://example.test/v1",
         mode="sync",
         max_concurrency=3,
-        max_requests_per_second=0.8,
+        requests_per_minute=48,
         deadline=42.0,
         max_retries=2,
+        max_new_images=5,
+        max_cost=9.0,
+        price_per_image=0.5,
     )
 
     config = resource.engine_config()
@@ -31,10 +34,66 @@ def test_configured_fields_become_the_engine_config() -> None:
     assert config.api_key == TEST_KEY
     assert config.base_url == "https://example.test/v1"
     assert (config.mode, config.max_concurrency, config.deadline) == ("sync", 3, 42.0)
-    assert (config.max_requests_per_second, config.max_retries) == (0.8, 2)
+    assert (config.requests_per_minute, config.max_retries) == (48, 2)
+    assert (config.max_new_images, config.max_cost, config.price_per_image) == (5, 9.0, 0.5)
     assert TEST_KEY not in repr(resource)
     assert TEST_KEY not in repr(config)
     assert SegmindResource(api_key=TEST_KEY).engine_config().base_url == "https://api.segmind.com"
+
+
+def test_the_deprecated_per_second_rate_still_paces_per_minute() -> None:
+    config = SegmindResource(api_key=TEST_KEY, max_requests_per_second=0.8).engine_config()
+
+    assert config.requests_per_minute == 48.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"deadline": -5}, "deadline"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"request_timeout": 0}, "request_timeout"),
+        ({"requests_per_minute": 0}, "requests_per_minute"),
+        ({"backoff_base": 2.0, "backoff_max": 1.0}, "backoff_max"),
+        ({"max_cost": 5.0}, "max_cost"),
+    ],
+)
+def test_impossible_run_config_fails_at_resource_init_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], field: str
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    ran: list[bool] = []
+
+    @dg.asset
+    def uses_segmind(segmind: SegmindResource) -> None:
+        ran.append(True)
+
+    outcome = dg.materialize(
+        [uses_segmind],
+        resources={"segmind": SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")},
+        run_config={"resources": {"segmind": {"config": settings}}},
+        raise_on_error=False,
+    )
+
+    assert not outcome.success
+    assert ran == []  # refused at resource init, before the step's body ran
+    (failure,) = [e for e in outcome.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    message = failure.event_specific_data.error.message  # type: ignore[union-attr]
+    assert "validation error for SegmindResource" in message
+    assert field in message
+
+
+def test_an_unknown_mode_is_refused_by_the_config_schema() -> None:
+    @dg.asset
+    def uses_segmind(segmind: SegmindResource) -> None:
+        """Never runs."""
+
+    with pytest.raises(dg.DagsterInvalidConfigError, match="mode"):
+        dg.materialize(
+            [uses_segmind],
+            resources={"segmind": SegmindResource(api_key=TEST_KEY)},
+            run_config={"resources": {"segmind": {"config": {"mode": "fast"}}}},
+        )
 
 
 def test_without_key_or_url_a_run_uses_the_embedded_emulator_and_says_so(
