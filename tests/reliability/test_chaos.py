@@ -43,7 +43,7 @@ def test_a_partition_survives_faults_429_bursts_slow_answers_and_slow_jobs(
     )
     requests = table_requests(write_table(tmp_path / "t.csv", PROMPTS, nsfw=BLOCKED, max_steps=8))
     store = ObjectStore.from_uri(str(tmp_path / "root"))
-    config = engine_config(emu.url, max_concurrency=24, max_requests_per_second=50.0)
+    config = engine_config(emu.url, max_concurrency=24, requests_per_minute=3000.0)
 
     report = build_partition(requests, partition=PARTITION, store=store, engine_config=config)
 

@@ -122,9 +122,9 @@ def test_a_submit_answered_after_the_deadline_is_waited_for_and_its_id_kept() ->
 
 
 def test_no_submit_is_sent_once_the_deadline_has_passed(emulator: Any) -> None:
-    """Paced 2 requests/s, a 0.3 s deadline lets only the first of three submits out."""
+    """Paced 120 requests/min, a 0.3 s deadline lets only the first of three submits out."""
     results, stats = run_engine(
-        fast_config(emulator.url, deadline=0.3, max_requests_per_second=2.0), batch(3)
+        fast_config(emulator.url, deadline=0.3, requests_per_minute=120), batch(3)
     )
 
     assert emulator.stats()["requests"]["submit"] == 1
