@@ -60,19 +60,20 @@ with warnings.catch_warnings():
         written as soon as it is complete. The run holds one slot of the pool `segmind` and paces
         its API requests at `requests_per_minute` / the pool's slots.
 
-        Each partition gets its own materialization and metadata: `backend` (the Segmind API
-        URL, or the embedded emulator, whose images are synthetic); `completed`, `failed`,
-        `cached` count rows; `api_requests` counts submits, status polls and result fetches (v1
-        sync POSTs in sync mode), retries included, media downloads excluded; `media_downloads`
-        the image downloads; `http_requests` both (the lineage `attempts` of the images
-        generated for the partition, as `generation_metrics` sums them); `retried_requests` the
-        requests re-sent after a 429, 5xx or transport error; `reported_cost` the sum of the
-        per-image cost the service reported, in its units; `inference_time_p50_s` / `_p95_s`
-        cover the images generated for the partition (null when all were reused);
-        `run_partitions` the range its run built; `quota_share` the pace of the run's API
-        requests. The engine's counters (`api_requests`, `media_downloads`, `retried_requests`,
-        `reported_cost`) are exact for the run: in a run of several partitions, which share one
-        engine, they are the run's totals, named `run_api_requests` and so on.
+        Each partition gets its own materialization and metadata: `backend` (the Segmind API URL, or
+        the embedded emulator, whose images are synthetic); `completed`, `failed`, `cached` count
+        rows (`cached`: reused from a generation made for another partition); `reused` counts the
+        rows this build took from storage without an API call; `api_requests` counts submits, status
+        polls and result fetches (v1 sync POSTs in sync mode), retries included, media downloads
+        excluded; `media_downloads` the image downloads; `http_requests` the HTTP requests this
+        build spent on the partition's images, downloads included (their lineage `attempts`, which
+        `generation_metrics` sums); `retried_requests` the requests re-sent after a 429, 5xx or
+        transport error; `reported_cost` the sum of the per-image cost the service reported, in its
+        units; `inference_time_p50_s` / `_p95_s` cover the images generated for the partition (null
+        when none was generated for it); `run_partitions` the range its run built; `quota_share` the
+        pace of the run's API requests. The engine's counters (`api_requests`, `media_downloads`,
+        `retried_requests`, `reported_cost`) are exact for the run: in a run of several partitions,
+        which share one engine, they are the run's totals, named `run_api_requests` and so on.
         """
         partitions = list(context.partition_keys)
         store = storage.store()
@@ -104,7 +105,7 @@ with warnings.catch_warnings():
             context.add_asset_metadata(metadata, partition_key=report.partition)
             context.log.info(
                 f"partition {report.partition} done: {report.completed} completed, "
-                f"{report.failed} failed, {report.cached} cached, "
+                f"{report.failed} failed, {report.cached} cached, {report.reused} reused, "
                 f"{report.api_requests} HTTP requests"
             )
 
@@ -137,6 +138,7 @@ def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str)
         "completed": report.completed,
         "failed": report.failed,
         "cached": report.cached,
+        "reused": report.reused,
         "inference_time_p50_s": _quantile(inference, 0.5),
         "inference_time_p95_s": _quantile(inference, 0.95),
         "http_requests": report.api_requests,

@@ -88,7 +88,7 @@ def _summary(partition: str, meta: dict[str, Any], checks: Sequence[Any]) -> str
             f"images:  {meta['images']}",
             f"lineage: {meta['lineage']}",
             f"partition {partition}: {meta['completed']} images completed, {meta['failed']} "
-            f"failed, {meta['cached']} reused from storage; {meta['api_requests']} API requests "
+            f"failed, {meta['reused']} reused from storage; {meta['api_requests']} API requests "
             f"in {meta['elapsed_s']}s",
             _inference_line(meta),
             f"asset checks: {passed}/{len(checks)} passed"
@@ -100,5 +100,5 @@ def _summary(partition: str, meta: dict[str, Any], checks: Sequence[Any]) -> str
 def _inference_line(meta: dict[str, Any]) -> str:
     p50, p95 = meta["inference_time_p50_s"], meta["inference_time_p95_s"]
     if p50 is None:
-        return "inference_time: none generated in this run (every image reused from storage)"
+        return "inference_time: none generated for this partition (all made for other ones)"
     return f"inference_time p50 {p50}s, p95 {p95}s"
