@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from dagster._core.definitions.backfill_policy import BackfillPolicyType
-from dagster_support import Runner, failure_message
+from dagster_support import KEY, Runner, failure_message, metadata_of
 from PIL import Image
 
 from flux_pipeline.assets.partitions import DEFAULT_MAX_PARTITIONS_PER_RUN, max_partitions_per_run
@@ -137,4 +137,29 @@ def test_each_run_paces_at_its_slots_share_of_the_account_quota() -> None:
 def test_without_a_pool_limit_a_run_takes_the_whole_quota(instance: dg.DagsterInstance) -> None:
     assert pool_share(instance) == PoolShare(
         1, "pool 'segmind' has no limit: concurrent runs may exceed the quota", limited=False
+    )
+
+
+def test_a_run_in_a_limited_pool_paces_at_its_share_and_says_so(
+    fast_emulator: Any, prompts_csv: Path, storage_root: Path
+) -> None:
+    from flux_pipeline.resources import ObjectStoreResource, SegmindResource
+
+    resources = {
+        "segmind": SegmindResource(
+            api_key=KEY, base_url=fast_emulator.url, requests_per_minute=6000.0
+        ),
+        "storage": ObjectStoreResource(root=str(storage_root)),
+    }
+    overrides = {"concurrency": {"pools": {"default_limit": 4}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        runner = Runner(resources, instance)
+        assert runner.prompt_table().success
+
+        result = runner.partition(RANGE[0])
+
+    assert result.success, failure_message(result)
+    meta = metadata_of(result, "generated_images")
+    assert meta["quota_share"] == (
+        "1500 API requests/min = requests_per_minute 6000 / 4 (pool 'segmind' limit 4)"
     )
