@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 from cost_support import DAYS
+from loopback import fast_config
 
-from flux_pipeline.build import BuildReport
+from flux_pipeline.build import BuildReport, build_partition
 from flux_pipeline.cost import CostPlan, PartitionCost, plan_cost, unit_cost
 from flux_pipeline.emulator.settings import COST_PER_JOB
 from flux_pipeline.ledger import Ledger
@@ -140,3 +142,21 @@ def test_unit_cost_counts_each_generation_once(store: ObjectStore, build: Build)
 def test_a_negative_price_is_refused() -> None:
     with pytest.raises(ValueError, match="price_per_image"):
         unit_cost(pd.DataFrame(), -1.0)
+
+
+def test_plan_on_s3(s3_env: str, table: pd.DataFrame, emulator: Any) -> None:
+    import s3fs
+
+    bucket = f"cost-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    store = ObjectStore.from_uri(f"s3://{bucket}/pipeline")
+    assert plan(store, table).partitions[0].to_submit == 4
+    build_partition(
+        partition_requests(table, DAYS[0]),
+        partition=DAYS[0],
+        store=store,
+        engine_config=fast_config(emulator.url),
+    )
+    result = plan(store, table, DAYS)
+    assert [counts(p) for p in result.partitions] == [(4, 3, 1, 0, 0, 0), (4, 1, 0, 0, 3, 0)]
+    assert result.unit.basis == "reported"
