@@ -69,7 +69,10 @@ with warnings.catch_warnings():
         build spent on the partition's images, downloads included (their lineage `attempts`, which
         `generation_metrics` sums); `retried_requests` the requests re-sent after a 429, 5xx or
         transport error; `reported_cost` the sum of the per-image cost the service reported, in its
-        units; `inference_time_p50_s` / `_p95_s` cover the images generated for the partition (null
+        units; `cost` the reported cost of the images generated for the partition; `run_new_images`
+        / `run_max_new_images` and `run_cost` / `run_max_cost` the run's running total against its
+        budget (a run the budget stopped fails, naming it, once every lineage file is written);
+        `inference_time_p50_s` / `_p95_s` cover the images generated for the partition (null
         when none was generated for it); `run_partitions` the range its run built; `quota_share` the
         pace of the run's API requests. The engine's counters (`api_requests`, `media_downloads`,
         `retried_requests`, `reported_cost`) are exact for the run: in a run of several partitions,
@@ -122,6 +125,14 @@ with warnings.catch_warnings():
             raise dg.Failure(description=str(err), allow_retries=False) from err
         prefix = "" if len(partitions) == 1 else "run_"
         context.add_asset_metadata({prefix + k: v for k, v in _engine_metadata(report).items()})
+        budget = _budget_metadata(config, report)
+        context.add_asset_metadata(budget)
+        if report.engine.budget_refused:
+            # Every lineage file is written: the rows left are FAILED and not final, so a
+            # re-run with a bigger budget submits exactly those and pays nothing twice.
+            raise dg.Failure(
+                description=_budget_message(config, report), metadata=budget, allow_retries=False
+            )
         return dg.MaterializeResult()
 
 
@@ -142,6 +153,7 @@ def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str)
         "inference_time_p50_s": _quantile(inference, 0.5),
         "inference_time_p95_s": _quantile(inference, 0.95),
         "http_requests": report.api_requests,
+        "cost": _cost(completed),
         "elapsed_s": round(report.elapsed_s, 2),
         "images": dg.MetadataValue.path(report.images_prefix_uri),
         "lineage": dg.MetadataValue.path(report.lineage_uri),
@@ -162,6 +174,31 @@ def _engine_metadata(report: RangeReport) -> dict[str, Any]:
     }
 
 
+def _budget_metadata(config: EngineConfig, report: RangeReport) -> dict[str, Any]:
+    """The run's running total against its budget (new images and cost)."""
+    engine = report.engine
+    return {
+        "run_new_images": engine.submitted,
+        "run_max_new_images": config.max_new_images,
+        "run_cost": round(engine.cost, 6),
+        "run_max_cost": config.max_cost,
+        "run_left_by_budget": engine.budget_refused,
+    }
+
+
+def _budget_message(config: EngineConfig, report: RangeReport) -> str:
+    """Why the run stopped short, and how to continue."""
+    engine = report.engine
+    if config.max_new_images is not None and engine.submitted >= config.max_new_images:
+        limit = f"max_new_images={config.max_new_images}"
+    else:
+        limit = f"max_cost={config.max_cost:g} (spent {engine.cost:g})"
+    return (
+        f"budget {limit} reached: {engine.submitted} new images, {engine.budget_refused} left; "
+        "raise the budget and re-run to continue"
+    )
+
+
 def _describe(partitions: Sequence[str]) -> str:
     """``KEY`` or ``FIRST...LAST (N partitions)``."""
     if len(partitions) == 1:
@@ -177,6 +214,14 @@ def _quota_share(configured: EngineConfig, paced: EngineConfig, share: PoolShare
         f"{paced.requests_per_minute:g} API requests/min = requests_per_minute "
         f"{configured.requests_per_minute:g} / {share.slots} ({share.source})"
     )
+
+
+def _cost(completed: pd.DataFrame) -> float | None:
+    """The reported cost of the images generated for the partition: each request key once,
+    cached rows (paid by another partition) excluded; None when the service reported none."""
+    generated = completed[~completed["cached"].astype(bool)].drop_duplicates("request_key")
+    costs = generated["cost"].dropna()
+    return round(float(costs.sum()), 6) if len(costs) else None
 
 
 def _quantile(values: pd.Series, q: float) -> float | None:

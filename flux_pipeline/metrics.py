@@ -9,7 +9,9 @@ build into this one. A partition made entirely of other partitions' images there
 timings and zero requests, and rebuilding a partition from its own images changes nothing here
 (its rows keep ``cached`` false and their original values).
 
-Seconds are rounded to milliseconds, throughput to 0.01 image/s, ``failure_rate`` to 4 places.
+``cost`` sums the service's reported cost over those generations, and ``cost_to_date`` runs it
+over the partitions in key order (what the dataset has cost so far). Seconds are rounded to
+milliseconds, throughput to 0.01 image/s, ``failure_rate`` to 4 places.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ METRIC_DESCRIPTIONS: Final = {
     "(retries and extra polls)",
     "throughput_images_per_s": "completed generated images / (last_completed_at - "
     "first_submitted_at)",
+    "cost": "reported cost of the images generated for this partition (service units; null "
+    "when the service reported none)",
+    "cost_to_date": "running total of cost over this and every earlier partition",
     "bytes": "stored image bytes of COMPLETED rows, cached ones included",
     "first_submitted_at": "UTC: earliest submitted_at of a completed generated image",
     "last_completed_at": "UTC: latest completed_at of a completed generated image",
@@ -47,12 +52,14 @@ METRIC_COLUMNS: Final = tuple(METRIC_DESCRIPTIONS)
 SECONDS_DECIMALS: Final = 3
 RATE_DECIMALS: Final = 2
 RATIO_DECIMALS: Final = 4
+COST_DECIMALS: Final = 6
 
 
 def generation_metrics(lineage: pd.DataFrame) -> pd.DataFrame:
     """Per-partition counts, percentiles, requests, throughput and bytes (see the module)."""
     rows = [_partition_metrics(str(key), group) for key, group in _by_partition(lineage)]
     frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    frame["cost_to_date"] = frame["cost"].fillna(0.0).cumsum().round(COST_DECIMALS)
     for column in ("first_submitted_at", "last_completed_at"):  # all-null columns come naive
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.astype(
@@ -107,6 +114,8 @@ def _partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
         "http_requests": int(attempts.sum()),
         "extra_requests": int((attempts - int(cheapest)).clip(lower=0).sum()),
         "throughput_images_per_s": round(len(made) / span, RATE_DECIMALS) if span > 0 else None,
+        "cost": _cost(made),
+        "cost_to_date": None,  # filled over the partitions in order
         "bytes": int(completed["image_bytes"].fillna(0).sum()),
         "first_submitted_at": first,
         "last_completed_at": last,
@@ -115,3 +124,8 @@ def _partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
 
 def _seconds_quantile(values: pd.Series, q: float) -> float | None:
     return round(float(values.quantile(q)), SECONDS_DECIMALS) if len(values) else None
+
+
+def _cost(made: pd.DataFrame) -> float | None:
+    costs = made["cost"].dropna().astype(float)
+    return round(float(costs.sum()), COST_DECIMALS) if len(costs) else None

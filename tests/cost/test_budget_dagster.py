@@ -72,11 +72,6 @@ def test_budget_stops_new_images_and_a_bigger_one_continues(
     assert (read_lineage(store)["status"] == "COMPLETED").sum() == PROMPTS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pending in assets/generated_images.py: a run the budget stopped still succeeds "
-    "silently; proposed: dg.Failure after the lineage is written (remove this mark then)",
-)
 def test_a_run_stopped_by_its_budget_ends_with_a_clear_message(
     emulator: Any, tmp_path: Path, instance: dg.DagsterInstance, twelve_prompts: Path
 ) -> None:
