@@ -175,3 +175,21 @@ def test_contact_sheet_is_a_png_grid_of_thumbnails() -> None:
 def test_contact_sheet_without_images() -> None:
     sheet = Image.open(io.BytesIO(render_contact_sheet([])))
     assert sheet.format == "PNG"
+
+
+def test_cost_counts_generated_images_and_runs_over_the_partitions(
+    local_store: ObjectStore,
+) -> None:
+    write_partition_lineage(local_store, "2026-11-20", [make_row("a"), make_row("b")])
+    write_partition_lineage(  # "a" again, paid by 2026-11-20; "c" failed, never billed
+        local_store,
+        "2026-11-21",
+        [make_row("a", cached=True), make_row("c", status="FAILED"), make_row("d")],
+    )
+    write_partition_lineage(local_store, "2026-11-22", [make_row("a", cached=True)])
+
+    metrics = generation_metrics(read_lineage(local_store)).set_index("partition")
+
+    assert metrics["cost"].iloc[:2].tolist() == [0.006, 0.003]
+    assert pd.isna(metrics["cost"].iloc[2])  # nothing generated there: no cost reported
+    assert metrics["cost_to_date"].tolist() == [0.006, 0.009, 0.009]
