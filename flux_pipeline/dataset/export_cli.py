@@ -109,7 +109,7 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         dest="partitions",
-        metavar="KEY|START..END",
+        metavar="KEY|START...END",
         help="partition or inclusive range (repeatable; default: every built partition)",
     )
 

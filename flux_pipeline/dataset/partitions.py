@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 from flux_pipeline.lineage import LINEAGE_DIR, LINEAGE_FILE, LineageRow, partition_dir
 from flux_pipeline.storage import ObjectStore
 
-#: ``START..END`` selects every stored partition from START to END, both included.
-RANGE_SEPARATOR: Final = ".."
+#: ``START...END`` (Dagster's ``--partition-range`` syntax; ``START..END`` is accepted too)
+#: selects every stored partition from START to END, both included.
+RANGE_SEPARATOR: Final = "..."
+_SHORT_SEPARATOR: Final = ".."
 _PREFIX: Final = "partition="
 
 
@@ -28,7 +30,7 @@ def stored_partitions(store: ObjectStore) -> list[str]:
 
 
 def select_partitions(store: ObjectStore, specs: Sequence[str] = ()) -> list[str]:
-    """The stored partitions named by ``specs`` (keys or ``START..END`` ranges), sorted.
+    """The stored partitions named by ``specs`` (keys or ``START...END`` ranges), sorted.
 
     No spec selects every stored partition. A key with no lineage, or a range that holds no
     stored partition, raises ValueError naming it.
@@ -40,10 +42,11 @@ def select_partitions(store: ObjectStore, specs: Sequence[str] = ()) -> list[str
         return stored
     chosen: set[str] = set()
     for spec in specs:
-        if RANGE_SEPARATOR in spec:
-            start, _, end = spec.partition(RANGE_SEPARATOR)
-            if not start or not end or start > end:
-                raise ValueError(f"partition range {spec!r}: write START..END with START <= END")
+        if _SHORT_SEPARATOR in spec:
+            separator = RANGE_SEPARATOR if RANGE_SEPARATOR in spec else _SHORT_SEPARATOR
+            start, _, end = spec.partition(separator)
+            if not start or not end or start > end or "." in end:
+                raise ValueError(f"partition range {spec!r}: write START...END with START <= END")
             found = [key for key in stored if start <= key <= end]
             if not found:
                 raise ValueError(f"partition range {spec!r} holds no built partition")

@@ -44,7 +44,7 @@ def test_webdataset_command_packs_a_range(
         "webdataset",
         str(out),
         "-p",
-        f"{DAYS[1]}..2026-12-31",
+        f"{DAYS[1]}...2026-12-31",
         "--max-samples-per-shard",
         "2",
         "--prefix",
@@ -101,7 +101,7 @@ def test_s3_root_and_output(build_days: Builder, s3_bucket: str) -> None:
     [
         (("webdataset", "OUT", "-p", "2026-11-22"), "partition '2026-11-22' has no lineage"),
         (("webdataset", "OUT", "--max-samples-per-shard", "0"), "must be at least 1"),
-        (("imagefolder", "-p", "2027-01-01..2027-01-02"), "holds no built partition"),
+        (("imagefolder", "-p", "2027-01-01...2027-01-02"), "holds no built partition"),
     ],
 )
 def test_bad_input_is_named(

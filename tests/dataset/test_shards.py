@@ -144,11 +144,14 @@ def test_s3_to_s3(build_days: Builder, s3_bucket: str, tmp_path: Path) -> None:
 def test_partition_selection(build_days: Builder, local_root: ObjectStore) -> None:
     store = build_days(local_root)
     assert select_partitions(store) == list(DAYS)
-    assert select_partitions(store, [f"{DAYS[0]}..2026-12-31"]) == list(DAYS)
+    assert select_partitions(store, [f"{DAYS[0]}...2026-12-31"]) == list(DAYS)
+    assert select_partitions(store, [f"{DAYS[0]}..2026-12-31"]) == list(DAYS)  # short form
     assert select_partitions(store, [DAYS[1], DAYS[1]]) == [DAYS[1]]
     with pytest.raises(ValueError, match="'2026-11-22' has no lineage"):
         select_partitions(store, ["2026-11-22"])
     with pytest.raises(ValueError, match="holds no built partition"):
         select_partitions(store, ["2027-01-01..2027-01-31"])
     with pytest.raises(ValueError, match="START <= END"):
-        select_partitions(store, [f"{DAYS[1]}..{DAYS[0]}"])
+        select_partitions(store, [f"{DAYS[1]}...{DAYS[0]}"])
+    with pytest.raises(ValueError, match="START <= END"):
+        select_partitions(store, [f"{DAYS[0]}....{DAYS[1]}"])
