@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Materialize one partition of the bundled sample on the embedded emulator.
-demo: $(STAMP)
+## One machine's Dagster instance (queue and `segmind` pool limits); an existing file is kept.
+$(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
+	cp deploy/local/dagster.yaml $@
+
+## Materialize one partition of the bundled sample on the embedded emulator.
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/flux-pipeline demo
 
 ## Lint, type-check and run the whole test suite.
@@ -44,8 +48,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
-ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
 emulator: $(STAMP)
