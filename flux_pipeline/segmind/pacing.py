@@ -32,7 +32,8 @@ class RequestPacer:
       ``x-rate-limit-reset-at-utc``) and sets the learned pace, once per burst of 429s: we
       sent ``n`` requests (429s aside) in the ``d`` seconds since the previous burst and the
       quota then asked for ``w`` more, so it sustains about ``n / (d + w)`` per second; the pace is
-      set a little below that (and never above what was being sent), then grows back slowly
+      set a little below that (never above what was being sent, never below half of it:
+      multiplicative decrease), then grows back slowly
       with every answer that is not a 429, until the fixed cap (if any) is reached again.
     """
 
@@ -105,7 +106,9 @@ class RequestPacer:
             sending = through / span
             if self.rate is not None:
                 sending = min(sending, self.rate)
-            self.learned = max(_SLOWEST, _BELOW * min(sustained, sending))
+            estimate = _BELOW * min(sustained, sending)
+            # At most halved per burst: an estimate from a short span after a hold is noisy.
+            self.learned = max(_SLOWEST, estimate, sending / 2)
             self._since, self._sent_before, self._refused = now + wait, self.sent, 0
         self._hold_until = max(self._hold_until, now + wait)
         self._next_free = self._hold_until
