@@ -74,8 +74,12 @@ with warnings.catch_warnings():
         budget (a run the budget stopped fails, naming it, once every lineage file is written);
         `inference_time_p50_s` / `_p95_s` cover the images generated for the partition (null
         when none was generated for it); `run_partitions` the range its run built; `quota_share` the
-        pace of the run's API requests. The engine's counters (`api_requests`, `media_downloads`,
-        `retried_requests`, `reported_cost`) are exact for the run: in a run of several partitions,
+        pace of the run's API requests; `mode` the configured protocol and `mode_used` the one(s)
+        its images went through (`auto` moves new images to v1 while a quota binds:
+        `completed_async` / `completed_sync` / `mode_switches` say how), `requests_per_image` the
+        API requests per completed image. The engine's counters (`api_requests`,
+        `media_downloads`, `retried_requests`, `reported_cost`, the mode fields) are exact for
+        the run: in a run of several partitions,
         which share one engine, they are the run's totals, named `run_api_requests` and so on.
         """
         partitions = list(context.partition_keys)
@@ -171,7 +175,17 @@ def _engine_metadata(report: RangeReport) -> dict[str, Any]:
         "media_downloads": engine.requests["download"],
         "retried_requests": engine.retries,
         "reported_cost": engine.cost,
+        "mode": engine.mode,
+        "mode_used": engine.mode_used,
+        "completed_async": engine.completed_by_mode.get("async", 0),
+        "completed_sync": engine.completed_by_mode.get("sync", 0),
+        "mode_switches": engine.mode_switches,
+        "requests_per_image": _rounded(engine.requests_per_image),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _budget_metadata(config: EngineConfig, report: RangeReport) -> dict[str, Any]:

@@ -88,6 +88,11 @@ def test_generated_images_metadata_names_the_backend_and_each_kind_of_request(
     assert meta["http_requests"] == lineage["attempts"].sum()  # what generation_metrics sums
     assert meta["retried_requests"] == 0
     assert meta["reported_cost"] > 0
+    assert meta["cost"] == meta["reported_cost"]  # one partition: all of it generated here
+    assert (meta["mode"], meta["mode_used"]) == ("auto", "async")  # no quota binds: v2
+    assert (meta["completed_async"], meta["completed_sync"]) == (6, 0)
+    assert meta["requests_per_image"] == round(meta["api_requests"] / 6, 3)
+    assert (meta["run_new_images"], meta["run_max_new_images"]) == (6, None)
     assert "synthetic" not in meta["contact_sheet"].split("](", 1)[0]  # a configured server
     schema = meta["dagster/column_schema"].columns
     assert [column.name for column in schema] == list(LINEAGE_COLUMNS)
