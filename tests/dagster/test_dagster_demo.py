@@ -21,26 +21,13 @@ def test_demo_builds_today_on_the_embedded_emulator_and_says_where(
     today = datetime.now(UTC).date().isoformat()
     (tmp_path / "home").mkdir()
     root = tmp_path / "data"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"SEGMIND_API_KEY", "SEGMIND_BASE_URL"}
-    }
-    env.update(
-        DAGSTER_HOME=str(tmp_path / "home"),
-        FLUX_STORAGE_ROOT=str(root),
-        FLUX_PROMPTS=str(prompts_csv),
-    )
 
     def demo() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(FLUX_PIPELINE), "demo"],
-            check=False,
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
+        return _demo(
+            tmp_path,
+            DAGSTER_HOME=str(tmp_path / "home"),
+            FLUX_STORAGE_ROOT=str(root),
+            FLUX_PROMPTS=str(prompts_csv),
         )
 
     run = demo()
@@ -69,18 +56,8 @@ def test_demo_with_a_bad_prompt_table_prints_its_problems_without_a_traceback(
 ) -> None:
     table = tmp_path / "bad.csv"
     table.write_text('prompt_id,prompt,seed,steps,aspect_ratio\nfox,"A fox",,9,1:1\nowl,,,4,7:7\n')
-    env = {k: v for k, v in os.environ.items() if k not in {"SEGMIND_API_KEY", "SEGMIND_BASE_URL"}}
-    env.update(FLUX_PROMPTS=str(table), FLUX_STORAGE_ROOT=str(tmp_path / "data"))
 
-    run = subprocess.run(
-        [str(FLUX_PIPELINE), "demo"],
-        check=False,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = _demo(tmp_path, FLUX_PROMPTS=str(table), FLUX_STORAGE_ROOT=str(tmp_path / "data"))
 
     output = run.stdout + run.stderr
     assert run.returncode == 1
@@ -90,3 +67,21 @@ def test_demo_with_a_bad_prompt_table_prints_its_problems_without_a_traceback(
     assert "row 2, prompt_id 'owl', field 'aspect_ratio'" in run.stderr
     assert len(output.splitlines()) <= 8
     assert not (tmp_path / "data").exists()  # nothing written, nothing lost
+
+
+def _demo(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``flux-pipeline demo`` in ``cwd`` with ``env``, no Segmind variables: the emulator."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"SEGMIND_API_KEY", "SEGMIND_BASE_URL"}
+    }
+    return subprocess.run(
+        [str(FLUX_PIPELINE), "demo"],
+        check=False,
+        cwd=cwd,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )

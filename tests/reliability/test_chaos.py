@@ -4,7 +4,9 @@ The emulator answers 15% of all requests (submits, polls, results, downloads) wi
 refuses requests above its per-key quota with 429 + ``Retry-After``, sends every answer
 (faulted and refused ones too) a seeded 0..80 ms late, holds each job for ``steps x step_time``
 (seeded jitter) behind fewer slots than the client keeps in flight, and blocks prompts
-containing "NSFW". The client is deliberately paced above the quota.
+containing "NSFW". The client is deliberately paced above the quota (in async mode, so polls
+and downloads are in the chaos too): its first 429s teach the engine the pace it holds to, so
+they come as a short burst, not a storm.
 """
 
 from __future__ import annotations
@@ -43,14 +45,14 @@ def test_a_partition_survives_faults_429_bursts_slow_answers_and_slow_jobs(
     )
     requests = table_requests(write_table(tmp_path / "t.csv", PROMPTS, nsfw=BLOCKED, max_steps=8))
     store = ObjectStore.from_uri(str(tmp_path / "root"))
-    config = engine_config(emu.url, max_concurrency=24, requests_per_minute=3000.0)
+    config = engine_config(emu.url, mode="async", max_concurrency=24, requests_per_minute=3000.0)
 
     report = build_partition(requests, partition=PARTITION, store=store, engine_config=config)
 
     # the chaos really happened
     stats = emu.stats()
     assert report.engine.server_errors > 20
-    assert report.engine.rate_limited >= 5
+    assert report.engine.rate_limited >= 1
     assert report.engine.retries >= report.engine.server_errors + report.engine.rate_limited
     assert report.engine.ambiguous_submits == 0
     answers = sum(stats["requests"].values())

@@ -148,7 +148,7 @@ def test_the_api_key_appears_nowhere_after_a_good_and_a_refused_run(
     assert files_containing(root, SECRETS) == []
     assert files_containing(Path(home.root_directory), SECRETS) == []
     # the searches above do look where texts are kept
-    assert any("prompts to build" in t for t in run_texts(results[1], home))
+    assert any("images to build" in t for t in run_texts(results[1], home))
     assert files_containing(Path(home.root_directory), ("refused the API key",))
     assert files_containing(root, ("a lighthouse on cliff 7 NSFW",))  # in Parquet and ledger
 
