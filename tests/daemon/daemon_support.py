@@ -169,10 +169,16 @@ class DaemonHome:
             _stop_group(process)
 
     def launch_backfill(
-        self, asset: str, partitions: Sequence[str], *, title: str | None = None
+        self,
+        asset: str,
+        partitions: Sequence[str],
+        *,
+        title: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
     ) -> str:
         """An asset backfill of ``partitions`` of ``asset``, launched through GraphQL exactly as
-        the UI's Materialize dialog does; returns its id.
+        the UI's Materialize dialog does; returns its id. ``run_config`` (``runConfigData``) is
+        the run config of every run the backfill makes.
 
         The GraphQL workspace loads the code location in this process (no code server to start):
         a backfill records asset keys and partitions only, and the daemon builds its runs from its
@@ -190,6 +196,8 @@ class DaemonHome:
         }
         if title:
             params["title"] = title
+        if run_config is not None:
+            params["runConfigData"] = dict(run_config)
         origin = InProcessCodeLocationOrigin(
             LoadableTargetOrigin(module_name=MODULE), location_name=LOCATION
         )
