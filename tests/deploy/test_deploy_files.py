@@ -204,7 +204,8 @@ def test_dagster_yaml_is_valid_instance_config_read_from_the_pg_variables(
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["telemetry"] == {"enabled": False}
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert config["concurrency"]["pools"]["default_limit"] == 2
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
 
 
 def test_helm_values_use_only_chart_keys_and_mirror_dagster_yaml() -> None:

@@ -21,7 +21,7 @@ def test_local_instance_limits_the_segmind_pool_without_per_step_slots(tmp_path:
         pools = concurrency.pool_config
         queue = concurrency.run_queue_config
 
-    assert (share.slots, share.limited) == (2, True)  # each run: requests_per_minute / 2
+    assert (share.slots, share.limited) == (1, True)  # a run alone: the whole quota
     assert pools.pool_granularity is not None
     assert pools.pool_granularity.value == "run"  # a killed local run leaves no slot held
     assert queue is not None

@@ -69,7 +69,7 @@ def test_the_instance_is_the_deploy_file_on_postgres(pg_home: PostgresHome) -> N
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         concurrency = instance.get_concurrency_config()
-        assert concurrency.pool_config.default_pool_limit == 2
+        assert concurrency.pool_config.default_pool_limit == 1
         assert concurrency.run_queue_config is not None
         assert concurrency.run_queue_config.max_concurrent_runs == 4
         assert not instance.telemetry_enabled
