@@ -135,7 +135,7 @@ with warnings.catch_warnings():
             # Every lineage file is written: the rows left are FAILED and not final, so a
             # re-run with a bigger budget submits exactly those and pays nothing twice.
             raise dg.Failure(
-                description=_budget_message(config, report), metadata=budget, allow_retries=False
+                description=_budget_message(report), metadata=budget, allow_retries=False
             )
         return dg.MaterializeResult()
 
@@ -189,27 +189,24 @@ def _rounded(value: float | None) -> float | None:
 
 
 def _budget_metadata(config: EngineConfig, report: RangeReport) -> dict[str, Any]:
-    """The run's running total against its budget (new images and cost)."""
+    """The run's running total against its budget, as the budget guard counted it: new images
+    (accepted submits, maybe-billed ones included) and their cost (reported, else estimated)."""
     engine = report.engine
     return {
-        "run_new_images": engine.submitted,
+        "run_new_images": engine.budget_spent_images,
         "run_max_new_images": config.max_new_images,
-        "run_cost": round(engine.cost, 6),
+        "run_cost": round(engine.budget_spent_cost, 6),
         "run_max_cost": config.max_cost,
         "run_left_by_budget": engine.budget_refused,
     }
 
 
-def _budget_message(config: EngineConfig, report: RangeReport) -> str:
-    """Why the run stopped short, and how to continue."""
+def _budget_message(report: RangeReport) -> str:
+    """Why the run stopped short (the first refusal's reason names the limit), how to continue."""
     engine = report.engine
-    if config.max_new_images is not None and engine.submitted >= config.max_new_images:
-        limit = f"max_new_images={config.max_new_images}"
-    else:
-        limit = f"max_cost={config.max_cost:g} (spent {engine.cost:g})"
     return (
-        f"budget {limit} reached: {engine.submitted} new images, {engine.budget_refused} left; "
-        "raise the budget and re-run to continue"
+        f"{engine.budget_reason}: {engine.budget_spent_images} new images, "
+        f"{engine.budget_refused} left; raise the budget and re-run to continue"
     )
 
 

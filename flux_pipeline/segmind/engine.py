@@ -65,6 +65,8 @@ class _Job:
     order: int | None = None
     ahead: int | None = None
     protocol: Protocol = "async"
+    #: The job holds a place of the budget that no POST has taken over yet.
+    reserved: bool = False
 
 
 @dataclass
@@ -98,7 +100,9 @@ class SegmindEngine:
         self._order = SubmitOrder()
         self._pacer = RequestPacer(config.requests_per_minute, self.stats)
         self._modes = ModeChooser(config.mode, self._pacer, self.stats)
-        self._guard = SpendingGuard(config.max_new_images, config.max_cost, config.price_per_image)
+        self._guard = SpendingGuard(
+            config.max_new_images, config.max_cost, config.price_per_image, self.stats
+        )
         self._transport: Transport | None = None
         self._window: AdaptiveWindow | None = None
 
@@ -220,6 +224,10 @@ class SegmindEngine:
                     return outcome
                 self.stats.expired += 1
                 log.info("request %s of %s expired; submitting it again", attach_id, request.key)
+            if run.stop_submitting:
+                return None
+            # The budget first: a request it refuses takes no place from the pacer.
+            await self._reserve(job)
             if self._modes.auto:
                 await self._pacer.wait()  # pick when the first request may go out
                 job.budget.paced = True
@@ -242,24 +250,30 @@ class SegmindEngine:
         except StepFailed as exc:
             return self._failed(job, exc.error, retryable=exc.retryable, timed_out=exc.timed_out)
         finally:
+            if job.reserved:  # never POSTed (stopped, cancelled while paced): give it back
+                job.reserved = False
+                await asyncio.shield(self._guard.settle(billed=False))
             if job.order is not None:
                 self._order.remove(job.order)
+
+    async def _reserve(self, job: _Job) -> None:
+        """Reserve the job's place in the budget; raises :class:`_BudgetSpent` when none is left."""
+        refusal = await self._guard.reserve()
+        if refusal is not None:
+            raise _BudgetSpent(f"{refusal}: not submitted", retryable=True)
+        job.reserved = True
 
     async def _post(
         self, job: _Job, run: _Run, kind: RequestKind, version: str
     ) -> httpx.Response | None:
         """POST the job to ``/{version}/{model}``; None once submitting has stopped.
 
-        The budget's place is reserved first (raises :class:`_BudgetSpent` when there is
-        none); an answer other than 200 gives it back, as does an error before sending.
+        The POST takes over the job's reservation in the budget (see :meth:`_reserve`): an
+        answer other than 200 gives it back, as does an error before sending.
         """
+        job.reserved = False
         if run.stop_submitting:
-            return None
-        refusal = await self._guard.reserve()
-        if refusal is not None:
-            raise _BudgetSpent(refusal, retryable=True)
-        if run.stop_submitting:
-            await self._guard.settle(billed=False)
+            await asyncio.shield(self._guard.settle(billed=False))
             return None
         http = self._http
         billed, response = False, None

@@ -3,12 +3,16 @@
 Each submit reserves its place before it is sent, so concurrent submits cannot overshoot;
 an answer that bills nothing (429, 5xx, 400, ...) gives the reservation back, an accepted
 one keeps it. While the budget is fully reserved, a submit waits for the pending ones to
-be decided rather than being refused for a reservation that may come back.
+be decided rather than being refused for a reservation that may come back. What the guard
+counts (accepted submits, their cost, the first refusal's reason) is kept in
+:class:`EngineStats` as it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from flux_pipeline.segmind.stats import EngineStats
 
 
 class SpendingGuard:
@@ -19,6 +23,7 @@ class SpendingGuard:
         max_new_images: int | None,
         max_cost: float | None,
         price_per_image: float | None,
+        stats: EngineStats,
     ) -> None:
         self.max_new_images = max_new_images
         self.max_cost = max_cost
@@ -30,6 +35,7 @@ class SpendingGuard:
         self.reported_cost = 0.0
         self.reported = 0
         self.unreported = 0
+        self._stats = stats
         self._changed = asyncio.Condition()
 
     @property
@@ -47,7 +53,11 @@ class SpendingGuard:
         return self.reported_cost + self.unreported * self.unit_cost()
 
     async def reserve(self) -> str | None:
-        """Reserve one submit; returns None to go ahead, or why the budget refuses it."""
+        """Reserve one submit; returns None to go ahead, or why the budget refuses it.
+
+        The reason names the limit (``budget max_new_images=5 reached``); the first one is
+        kept as ``stats.budget_reason``.
+        """
         if not self.limited:
             return None
         async with self._changed:
@@ -57,19 +67,20 @@ class SpendingGuard:
                     self.pending += 1
                     return None
                 if not self.pending:  # nothing on its way could free a place
+                    self._stats.budget_reason = self._stats.budget_reason or refusal
                     return refusal
                 await self._changed.wait()
 
     def _refusal(self) -> str | None:
         if self.max_new_images is not None and self.accepted + self.pending >= self.max_new_images:
-            return f"budget max_new_images={self.max_new_images} reached: not submitted"
+            return f"budget max_new_images={self.max_new_images} reached"
         if self.max_cost is not None:
             unit = self.unit_cost()
             committed = self.spent() + self.pending * unit
             if committed + unit > self.max_cost:
                 return (
                     f"budget max_cost={self.max_cost:g} reached (spent about {committed:g} at "
-                    f"{unit:g} per image): not submitted"
+                    f"{unit:g} per image)"
                 )
         return None
 
@@ -95,6 +106,11 @@ class SpendingGuard:
         else:
             self.reported += 1
             self.reported_cost += cost
+        self._publish()
+
+    def _publish(self) -> None:
+        self._stats.budget_spent_images = self.accepted
+        self._stats.budget_spent_cost = self.spent()
 
     async def report(self, cost: float | None) -> None:
         """An accepted job's result reported its cost (or reported none: keep the estimate)."""
@@ -104,4 +120,5 @@ class SpendingGuard:
             self.unreported -= 1
             self.reported += 1
             self.reported_cost += cost
+            self._publish()
             self._changed.notify_all()

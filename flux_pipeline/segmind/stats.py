@@ -38,6 +38,13 @@ class EngineStats:
     pace_waits: int = 0
     #: Requests not submitted because the budget (max_new_images / max_cost) was spent.
     budget_refused: int = 0
+    #: What the budget guard counted (with or without a budget): accepted submits, including
+    #: maybe-billed ones (an answer lost, a 200 without request_id, a submit cancelled while
+    #: sent); their cost (reported, else estimated at the mean reported or ``price_per_image``);
+    #: the first refusal's reason, naming the limit (``budget max_new_images=5 reached``).
+    budget_spent_images: int = 0
+    budget_spent_cost: float = 0.0
+    budget_reason: str | None = None
     #: The configured mode, the images completed through each protocol, and how often
     #: ``auto`` changed the protocol of new images.
     mode: str = "async"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from loopback import fast_config
-from segmind_support import batch, run_engine
+from segmind_support import batch, hangup_server, run_engine
 
 from flux_pipeline.protocol import GenerationRequest
 
@@ -25,6 +25,29 @@ def test_a_budget_of_5_images_sends_exactly_5_submits(emulator: Any, mode: str) 
     assert all(r.retryable and r.request_id is None for r in refused)
     assert all(r.error == "budget max_new_images=5 reached: not submitted" for r in refused)
     assert (stats.submitted, stats.budget_refused) == (5, 7)
+    assert (stats.budget_spent_images, stats.budget_reason) == (
+        5,
+        "budget max_new_images=5 reached",
+    )
+
+
+def test_auto_mode_refuses_past_the_budget_without_taking_the_pace(emulator: Any) -> None:
+    """A binding pace (8 in flight at 4 requests/s): requests the budget refuses never wait
+    for a place in it, so the pacer lets through exactly the requests sent."""
+    results, stats = run_engine(
+        fast_config(emulator.url, mode="auto", max_new_images=2, requests_per_minute=240),
+        batch(40),
+    )
+
+    served = emulator.stats()["requests"]
+    assert served["submit"] + served["sync"] == 2
+    assert sorted(r.status for r in results) == ["COMPLETED"] * 2 + ["FAILED"] * 38
+    assert stats.budget_refused == 38
+    assert (
+        stats.paced
+        == stats.api_requests
+        == sum(n for kind, n in served.items() if kind != "output")
+    )
 
 
 def test_a_max_cost_stops_at_the_price_of_the_images_it_covers(emulator: Any) -> None:
@@ -34,7 +57,8 @@ def test_a_max_cost_stops_at_the_price_of_the_images_it_covers(emulator: Any) ->
     )
 
     assert emulator.stats()["requests"]["submit"] == 3
-    assert stats.cost == 3.0
+    assert stats.cost == stats.budget_spent_cost == 3.0
+    assert stats.budget_reason == "budget max_cost=3.5 reached (spent about 3 at 1 per image)"
     refused = [r for r in results if r.status == "FAILED"]
     assert len(refused) == 7
     assert all(r.retryable and "budget max_cost=3.5" in (r.error or "") for r in refused)
@@ -86,3 +110,17 @@ def test_a_budget_of_zero_submits_nothing(emulator: Any) -> None:
     assert result.retryable
     assert emulator.stats()["requests"]["submit"] == 0
     assert stats.budget_refused == 1
+
+
+def test_a_submit_whose_answer_was_lost_counts_as_spent() -> None:
+    """Maybe billed: it takes its place in the budget although no request id came back."""
+    with hangup_server() as (url, received):
+        results, stats = run_engine(
+            fast_config(url, max_new_images=1, price_per_image=0.5), batch(3)
+        )
+
+    assert len(received) == 1
+    assert sorted(r.status for r in results) == ["FAILED"] * 3
+    assert (stats.submitted, stats.ambiguous_submits, stats.budget_refused) == (0, 1, 2)
+    assert (stats.budget_spent_images, stats.budget_spent_cost) == (1, 0.5)
+    assert stats.budget_reason == "budget max_new_images=1 reached"
