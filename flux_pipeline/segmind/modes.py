@@ -5,9 +5,9 @@ per image against at least two for v2 (submit, result), so v1 makes up to twice 
 v2 is better otherwise: its request id is recorded before polling (a restarted run attaches
 to it) and no connection is held open for the whole inference. ``auto`` starts with v2 and
 reviews, every few requests, what the pacer saw: while the pace (``requests_per_minute``, or
-the one learned from 429s) binds (requests go out at its rate) or 429s arrive, and v2 costs
-more than one request per image, new images go through v1; back to v2 once v2's cost at the
-current image rate would fit well within the pace. A new image's protocol is picked when its
+the one learned from 429s) binds (requests go out at its rate) or 429s arrive, new images go
+through v1 (v2 always costs at least two requests per image); back to v2 once v2's cost at
+the current image rate would fit well within the pace. A new image's protocol is picked when its
 first request may go out (after the pacer), so images queued behind a binding pace do not
 commit to v2 before the review could see it bind.
 """
@@ -85,7 +85,7 @@ class ModeChooser:
             rate is not None and sent >= _BINDING * rate * elapsed
         )
         if self.current == "async":
-            if binding and self.v2_requests_per_image() > 1:
+            if binding:
                 self._switch("sync")
             return
         image_rate = (now.completed_sync - mark.completed_sync) / elapsed
