@@ -14,6 +14,10 @@ dead claim at once exactly one wins, and a holder that renews or releases never 
 claim that was taken from it. Release leaves a ``released`` record (one small object per key,
 like the ledger) instead of deleting, so no step ever needs a conditional delete.
 
+A claim object that cannot be read (not JSON, fields missing, another key's) is held by nobody
+known: it counts as live for a lease after it was last written (the object's modification time),
+then as dead, and is taken over like any dead claim. A warning names it once per version.
+
 On moto (the test S3 server) ``If-None-Match: *`` and ``If-Match`` on ``PutObject`` are
 honoured (412 when they fail), but moto checks and writes in two steps without a lock, so its
 exclusivity under truly simultaneous requests is not guaranteed the way AWS S3 guarantees it.
@@ -22,6 +26,7 @@ exclusivity under truly simultaneous requests is not guaranteed the way AWS S3 g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -33,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
-from flux_pipeline.storage import ObjectStore, StorageError
+from flux_pipeline.storage import ObjectStore, StorageError, Tagged
 
 CLAIMS_DIR: Final = "_claims"
 #: Seconds a claim stays live without renewal (renewed every quarter of it).
@@ -43,8 +48,11 @@ CONCURRENCY: Final = 16
 #: Rounds of create / read / swap before a key that keeps changing under us is an error.
 _ROUNDS: Final = 8
 _KEY = re.compile(r"[0-9a-f]{64}")
+#: The owner an unreadable claim is taken to have.
+UNREADABLE: Final = "(unreadable claim)"
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,8 +177,14 @@ class Claims:
         current = self.store.read_tagged(claim_path(request_key))
         if current is None:
             return None
-        info = ClaimInfo.from_json(request_key, current.data)
+        info = self._parse(request_key, current)
         return None if info.released else info
+
+    def holders(self, request_keys: Iterable[str]) -> dict[str, ClaimInfo]:
+        """The unreleased claims (live or dead) among ``request_keys``, read concurrently."""
+        keys = list(dict.fromkeys(request_keys))
+        found = zip(keys, self._each(self.holder, keys), strict=True)
+        return {key: info for key, info in found if info is not None}
 
     def is_live(self, info: ClaimInfo) -> bool:
         """Whether ``info`` still holds its key: not released, lease not run out, and not made
@@ -193,7 +207,7 @@ class Claims:
             current = self.store.read_tagged(path)
             if current is None:
                 continue  # removed by hand since: create again
-            found = ClaimInfo.from_json(request_key, current.data)
+            found = self._parse(request_key, current)
             if found.owner == self.owner and not found.released:
                 # Ours already (an earlier claim, or a create whose answer was lost): renew.
                 fresh = replace(found, renewed_at=now, lease_s=self.lease)
@@ -210,13 +224,32 @@ class Claims:
             current = self.store.read_tagged(path)
             if current is None:
                 return False
-            found = ClaimInfo.from_json(request_key, current.data)
+            found = self._parse(request_key, current)
             if found.owner != self.owner or found.released:
                 return False
             if self.store.replace_if(path, change(found).to_json(), current.tag):
                 return True
             # Changed since read: taken over, or this owner renewed it from another thread.
         raise StorageError(f"the claim {self.store.uri(path)} kept changing; gave up")
+
+    def _parse(self, request_key: str, current: Tagged) -> ClaimInfo:
+        """The claim in ``current``; an unreadable one is held by :data:`UNREADABLE` for a
+        lease after it was written."""
+        try:
+            return ClaimInfo.from_json(request_key, current.data)
+        except ValueError as exc:
+            if (request_key, current.tag) not in _WARNED:
+                _WARNED.add((request_key, current.tag))
+                log.warning(
+                    "%s; taken as held until a lease (%g s) after it was written (%s), then "
+                    "taken over; delete %s to free the key at once",
+                    exc,
+                    self.lease,
+                    current.modified.isoformat(),
+                    self.store.uri(claim_path(request_key)),
+                )
+        written = current.modified
+        return ClaimInfo(request_key, UNREADABLE, "", 0, "", written, written, self.lease)
 
     def _each(self, work: Callable[[str], T], keys: list[str]) -> list[T]:
         if len(keys) <= 1:
@@ -251,5 +284,7 @@ def _process_scope() -> str:
     return "/".join(parts)
 
 
+#: Unreadable claim versions already warned about, as (request key, tag).
+_WARNED: set[tuple[str, str]] = set()
 _HOST: Final = socket.gethostname()
 _PROCESS_SCOPE: Final = _process_scope()

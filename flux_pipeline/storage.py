@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import fsspec
@@ -66,6 +67,8 @@ class Tagged:
 
     data: bytes
     tag: str
+    #: When this version was written, by the store's clock (file mtime, S3 ``LastModified``).
+    modified: datetime
 
 
 def _check_relpath(relpath: str) -> str:
@@ -174,15 +177,17 @@ class ObjectStore:
             try:
                 with open(dest, "rb") as f:
                     data = f.read()
+                    mtime = os.fstat(f.fileno()).st_mtime
             except FileNotFoundError:
                 return None
-            return Tagged(data, hashlib.sha256(data).hexdigest())
+            modified = datetime.fromtimestamp(mtime, UTC)
+            return Tagged(data, hashlib.sha256(data).hexdigest(), modified)
         self._require_s3("a tagged read")
         try:
-            data, etag = sync(self.fs.loop, _s3_get, self.fs, dest)
+            tagged: Tagged = sync(self.fs.loop, _s3_get, self.fs, dest)
         except FileNotFoundError:
             return None
-        return Tagged(data, etag)
+        return tagged
 
     def replace_if(self, relpath: str, data: bytes, tag: str) -> bool:
         """Replace the object only if it still has ``tag``: True if this call replaced it.
@@ -414,13 +419,13 @@ def _fsync_dir(folder: str) -> None:
         os.close(dir_fd)
 
 
-async def _s3_get(fs: Any, path: str) -> tuple[bytes, str]:
-    """One ``GetObject``: the body and the ETag of the very version it returned (s3fs has no
-    public call that returns both)."""
+async def _s3_get(fs: Any, path: str) -> Tagged:
+    """One ``GetObject``: the body, ETag and ``LastModified`` of the very version it returned
+    (s3fs has no public call that returns them together)."""
     bucket, key, _ = fs.split_path(path)
     response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
     try:
         body: bytes = await response["Body"].read()
     finally:
         response["Body"].close()
-    return body, str(response["ETag"])
+    return Tagged(body, str(response["ETag"]), response["LastModified"])

@@ -7,13 +7,14 @@ import multiprocessing
 import os
 import threading
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from flux_pipeline.claims import ClaimInfo, Claims, claim_path
+from flux_pipeline.claims import UNREADABLE, ClaimInfo, Claims, claim_path
 from flux_pipeline.storage import ObjectStore
 
 #: Spawned workers: the parent runs threads (the moto server, s3fs's loop) that fork would copy.
@@ -220,7 +221,27 @@ def test_keys_are_checked_before_anything_is_claimed(local_store: ObjectStore) -
         Claims(local_store, lease=0)
 
 
-def test_an_unreadable_claim_is_an_error_naming_it(local_store: ObjectStore) -> None:
-    local_store.write_atomic(claim_path(key(1)), b"{not json")
-    with pytest.raises(ValueError, match=rf"unreadable claim _claims/{key(1)}\.json"):
-        Claims(local_store).claim(key(1))
+def test_an_unreadable_claim_is_held_for_a_lease_then_taken_over(
+    store: ObjectStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt claim does not block its key for ever, nor fail whoever reads it."""
+    corrupt = key(1)
+    store.write_atomic(claim_path(corrupt), b"{not json " + uuid.uuid4().hex.encode())
+    claims = Claims(store)
+    assert claims.claim_many([corrupt, key(2)])[0] == {key(2)}  # written just now: held
+    holder = claims.holder(corrupt)
+    assert holder is not None
+    assert holder.owner == UNREADABLE
+    assert claims.is_live(holder)
+    assert claims.holders([corrupt, key(2), key(3)]).keys() == {corrupt, key(2)}
+    # one warning per version of the object, however often it is read
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "flux_pipeline.claims"]
+    assert f"unreadable claim _claims/{corrupt}.json" in warning
+    assert f"delete {store.uri(claim_path(corrupt))}" in warning
+
+    time.sleep(0.6)
+    later = Claims(store, lease=0.5)  # by now a lease of 0.5 s has run out since the write
+    assert later.claim(corrupt)
+    taken = later.holder(corrupt)
+    assert taken is not None
+    assert taken.owner == later.owner
