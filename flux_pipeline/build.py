@@ -3,8 +3,11 @@
 :func:`build_partitions` builds a range of partitions with one :class:`SegmindEngine` (one
 pacer, one in-flight window); :func:`build_partition` is its one-partition form. Partitions are
 taken in order, each planned by :func:`flux_pipeline.planning.plan_partition` while the previous
-one's requests are still being fed to the engine, so the window stays full across partitions
-and only about two partitions' rows are held at once. Per request key:
+one's requests are still being fed to the engine, so the window stays full across partitions.
+A partition's rows are held until its last outcome is known: usually about two partitions'
+rows, more while partitions with nothing to send wait on keys another run is generating (a
+partition that sends requests is planned only once the one before has all of its requests in
+the window). Per request key:
 
 1. ``reuse`` / ``failed``: the stored image (copied into this partition's folder when missing)
    or the final FAILED row, no API call;
@@ -20,11 +23,21 @@ rows are known, then ``on_partition_done(report)`` runs on the calling thread.
 Claims (:mod:`flux_pipeline.claims`) make every request key submitted once across concurrent
 runs: before a key is attached or submitted the build claims it, then reads the ledger again
 (another run may have finished it in between: reused). A key whose claim another live run holds
-is not sent: one background task polls the ledger for those keys every ``WAIT_POLL`` seconds
-and reuses their outcome without paying; a claim whose holder died (or that was released with
-no final outcome, e.g. a retryable failure) is taken over and sent in a new pass of the same
-engine. Own claims are renewed while their jobs are in flight and released once each outcome is
-stored (and all of them when the build ends, however it ends).
+is not sent: one background task reads the ledger for those keys (every ``WAIT_POLL`` seconds,
+doubling up to a quarter of the lease while nothing changes), reuses what the other run
+finished without paying, and only for the keys still unfinished reads their claims: a claim
+whose holder died (or that was released with no final outcome, e.g. a retryable failure) is
+taken over and sent in a new pass of the same engine. Own claims are renewed every quarter of
+the lease while their jobs are in flight and released once each outcome is stored (and all of
+them when the build ends, however it ends). A key whose claim is found taken over at renewal
+(its lease ran out: a stalled process, skewed clocks) and that is not yet handed to the engine
+is not sent; it is waited on like any other run's key. (The engine takes one request ahead of a
+free window slot, and a job in the window may still wait for the pacer before it submits: those
+are not checked again.) A failed renewal or look at other runs' keys is logged and
+tried again; the build fails once its claims have gone unrenewed for half the lease (before
+another run may take them over), or other runs' keys have gone unread for a whole lease.
+Once per build, staging files that killed processes left under ``_tmp/`` are removed (best
+effort, only those older than an hour: :meth:`~flux_pipeline.storage.ObjectStore.clean_tmp`).
 
 ``cached``: the ledger names the partition each generation was made for (the partition whose
 build stored it first, see :mod:`flux_pipeline.ledger`). A row is ``cached`` exactly when that
@@ -39,17 +52,17 @@ lineage. What finished before is in the ledger, so the next run picks it up.
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from flux_pipeline.claims import ClaimInfo, Claims
+from flux_pipeline.claims import DEFAULT_LEASE, ClaimInfo, Claims
 from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
 from flux_pipeline.ledger import SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.lineage import LineageRow, write_partition_lineage
@@ -57,7 +70,7 @@ from flux_pipeline.outcomes import Outcome, entry_outcome, prompt_rows, store_re
 from flux_pipeline.planning import KeyPlan, PartitionPlan, group_by_key, images_dir, plan_partition
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.storage import ObjectStore, StorageError
 from flux_pipeline.worker_loop import Emit, run_on_worker_loop
 
 __all__ = [
@@ -76,8 +89,10 @@ T = TypeVar("T")
 WRITERS: Final = 4
 #: Threads copying reused images into a partition's folder.
 COPIERS: Final = 8
-#: Seconds between two looks at the keys another live run is generating.
+#: Seconds before the first look at keys another live run is generating (then doubling).
 WAIT_POLL: Final = 1.0
+#: Seconds a build's claims stay live without renewal (see :mod:`flux_pipeline.claims`).
+CLAIM_LEASE = DEFAULT_LEASE
 
 
 @dataclass(frozen=True)
@@ -96,14 +111,15 @@ class BuildProgress:
 @dataclass(frozen=True)
 class BuildReport:
     """The outcome of one partition. ``completed``, ``failed`` and ``cached`` count its lineage
-    rows; ``reused`` counts rows that needed no API call in this build.
+    rows; ``reused`` counts rows the plan found stored (no API call in this build);
+    ``from_other_runs`` counts request keys sent for this partition whose outcome another run
+    produced while this build ran (it held their claim, or finished them since the plan): taken
+    from the ledger, not paid.
 
-    In :func:`build_partition`, ``api_requests``, ``retries`` and ``engine`` are the engine's
-    exact counts. In a range they are attributed from the results made for this partition:
-    ``api_requests`` sums their ``attempts`` (every HTTP request spent on each image: submit,
-    polls, result, media download, retries), ``retries`` sums the attempts beyond the cheapest
-    completed image's (retries and extra polls), and ``engine`` is a copy of the shared
-    engine's counters when the partition finished (see :attr:`RangeReport.engine`).
+    In :func:`build_partition`, ``api_requests`` and ``engine`` are the engine's exact counts.
+    In a range, ``api_requests`` sums the ``attempts`` of the results made for this partition
+    (every HTTP request spent on each image: submit, polls, result, media download, retries),
+    and ``engine`` is None: the shared engine's counters are :attr:`RangeReport.engine`.
     """
 
     partition: str
@@ -112,12 +128,12 @@ class BuildReport:
     failed: int
     cached: int
     api_requests: int
-    retries: int
     elapsed_s: float
     images_prefix_uri: str
     lineage_uri: str
-    engine: EngineStats
+    engine: EngineStats | None = None
     reused: int = 0
+    from_other_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,10 +163,7 @@ def build_partition(
         progress=progress,
         progress_interval=progress_interval,
     )
-    engine = run.engine
-    return replace(
-        run.partitions[0], api_requests=engine.api_requests, retries=engine.retries, engine=engine
-    )
+    return replace(run.partitions[0], api_requests=run.engine.api_requests, engine=run.engine)
 
 
 def build_partitions(
@@ -214,7 +227,10 @@ class _Sent:
     #: ``attach``: the request id to poll and when an earlier run submitted it.
     attach_id: str | None = None
     submitted_at: datetime | None = None
-    attempts: list[int] = field(default_factory=list)
+    #: HTTP requests the engine spent on the key's result (0: no result from this engine).
+    attempts: int = 0
+    #: The outcome came from another run's ledger entry.
+    from_other_run: bool = False
 
 
 class _RangeBuild:
@@ -234,11 +250,13 @@ class _RangeBuild:
         self.reports: dict[str, BuildReport] = {}
         self.started = time.monotonic()
         self.tasks = _Tasks()
-        self.claims = _BuildClaims(store)
+        self.claims = _BuildClaims(store, lease=CLAIM_LEASE)
         #: Keys whose claim this run holds and has not released.
         self.held: set[str] = set()
         #: Keys another live run holds, waited on by :meth:`_watch_others`.
         self.waiting: dict[str, GenerationRequest] = {}
+        #: Set when keys join ``waiting`` (their first look comes ``WAIT_POLL`` s later).
+        self.joined = asyncio.Event()
         self._engine: SegmindEngine | None = None
 
     @property
@@ -254,6 +272,7 @@ class _RangeBuild:
             try:
                 if progress_interval is not None:
                     self.tasks.spawn(self._report_every(progress_interval), watch=False)
+                self.tasks.spawn(self._clean_tmp(), watch=False)
                 self.tasks.spawn(self._renew_claims())
                 self.tasks.spawn(self._watch_others())
                 await self._stream()
@@ -318,9 +337,20 @@ class _RangeBuild:
             self.sent[key.request_key] = _Sent(plan.partition, loop.create_future(), key.entry)
         mine, others = await self.tasks.until(asyncio.to_thread(self.claims.claim_many, wanted))
         self.held |= mine
+        if others:
+            log.info(
+                "partition %s: %d request key(s) are claimed by another live run: waiting for "
+                "its results",
+                plan.partition,
+                len(others),
+            )
         for request_key in others:
-            self.waiting[request_key] = wanted[request_key].leader
+            self._wait_on(wanted[request_key].leader)
         return await self._confirm([wanted[k].leader for k in wanted if k in mine])
+
+    def _wait_on(self, request: GenerationRequest) -> None:
+        self.waiting[request.request_key] = request
+        self.joined.set()
 
     async def _confirm(self, claimed: list[GenerationRequest]) -> list[GenerationRequest]:
         """Read the ledger again for freshly claimed keys: reuse what another run finished
@@ -333,6 +363,7 @@ class _RangeBuild:
             sent, entry = self.sent[request.request_key], entries.get(request.request_key)
             outcome = self._finished_since(sent, entry)
             if outcome is not None:
+                sent.from_other_run = True
                 sent.outcome.set_result(outcome)
                 finished.append(request.request_key)
                 continue
@@ -354,37 +385,80 @@ class _RangeBuild:
         return entry_outcome(entry, None) if entry.state == FAILED else None
 
     async def _watch_others(self) -> None:
-        """Every ``WAIT_POLL`` s, look at the keys other live runs hold: reuse what they
-        finished; take over (claim and send) what a dead or departed holder left unfinished."""
+        """Look at the keys other live runs hold ``WAIT_POLL`` s after they join, then at
+        intervals doubling up to a quarter of the lease while nothing changes. A failed look is
+        logged and tried again; none succeeding for a whole lease fails the build."""
+        loop = asyncio.get_running_loop()
+        delay, looked = WAIT_POLL, loop.time()
+        due = looked + delay
         while True:
-            await asyncio.sleep(WAIT_POLL)
-            if not self.waiting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.joined.wait(), max(0.0, due - loop.time()))
+            if self.joined.is_set():
+                self.joined.clear()
+                delay, due = WAIT_POLL, min(due, loop.time() + WAIT_POLL)
                 continue
-            keys = list(self.waiting)
-            free = await asyncio.to_thread(self._not_held_live, keys)
-            entries = await asyncio.to_thread(self.ledger.get_many, keys)
-            for key in keys:
-                outcome = self._finished_since(self.sent[key], entries.get(key))
-                if outcome is not None:
-                    self.sent[key].outcome.set_result(outcome)
-                    del self.waiting[key]
-            taken = [k for k in free if k in self.waiting]
-            if taken:
-                mine, _ = await asyncio.to_thread(self.claims.claim_many, taken)
-                self.held |= mine
-                requests = [self.waiting.pop(k) for k in taken if k in mine]
-                log.info("taking over %d request key(s) whose claim holder is gone", len(mine))
-                batch = await self._confirm(requests)
-                if batch:
-                    self.tasks.spawn(self._run_batch(batch, asyncio.Event()))
+            try:
+                changed = await self._look_at_others() if self.waiting else False
+            except Exception as exc:  # s3fs/botocore raise more than OSError
+                if loop.time() - looked > self.claims.lease:
+                    raise StorageError(
+                        f"could not read the claims or ledger entries of {len(self.waiting)} "
+                        f"request key(s) other runs hold for {self.claims.lease:g} s: {exc}"
+                    ) from exc
+                log.warning("could not look at keys other runs hold (%s); trying again", exc)
+                due = loop.time() + delay
+                continue
+            looked = loop.time()
+            delay = delay if changed else min(2 * delay, self.claims.renew_every)
+            due = looked + delay
+
+    async def _look_at_others(self) -> bool:
+        """Reuse what other runs finished; read the claims of the keys still unfinished and
+        take over (claim and send) those no live run holds. True if any key was resolved."""
+        keys = list(self.waiting)
+        entries = await asyncio.to_thread(self.ledger.get_many, keys)
+        reused = 0
+        for key in keys:
+            outcome = self._finished_since(self.sent[key], entries.get(key))
+            if outcome is not None and key in self.waiting:
+                del self.waiting[key]
+                self.sent[key].from_other_run = True
+                self.sent[key].outcome.set_result(outcome)
+                reused += 1
+        if reused:
+            log.info("reused the outcome of %d request key(s) another run finished", reused)
+        # A holder that finishes between the two reads looks free: the claim is then taken and
+        # _confirm reads the ledger again, so its outcome is still reused, not paid again.
+        left = [k for k in keys if k in self.waiting]
+        free = await asyncio.to_thread(self._not_held_live, left) if left else []
+        taken = [k for k in free if k in self.waiting]
+        if not taken:
+            return reused > 0
+        mine, _ = await asyncio.to_thread(self.claims.claim_many, taken)
+        if not mine:  # another run took them over first: keep waiting
+            return reused > 0
+        self.held |= mine
+        requests = [self.waiting.pop(k) for k in taken if k in mine]
+        log.info("taking over %d request key(s) whose claim holder is gone", len(requests))
+        try:
+            batch = await self._confirm(requests)
+        except BaseException:  # nothing was resolved: look at them again next time
+            self.waiting.update((r.request_key, r) for r in requests)
+            raise
+        if batch:
+            self.tasks.spawn(self._run_batch(batch, asyncio.Event()))
+        return True
 
     def _not_held_live(self, keys: list[str]) -> list[str]:
-        """The keys no live run holds any more (read before the ledger, so that a holder that
-        finished and released is seen with its ledger entry)."""
-        with ThreadPoolExecutor(COPIERS) as pool:
-            holders = list(pool.map(self.claims.holder, keys))
-        live = self.claims.is_live
-        return [k for k, h in zip(keys, holders, strict=True) if h is None or not live(h)]
+        """The keys no other live run holds (this run holds a waiting key only when a takeover
+        failed half-way: it is free to send)."""
+        holders, live = self.claims.holders(keys), self.claims.is_live
+        return [
+            k
+            for k in keys
+            if (h := holders.get(k)) is None or h.owner == self.claims.owner or not live(h)
+        ]
 
     def _release(self, keys: list[str]) -> None:
         """Release claims, best effort: one left behind only delays other runs by its lease
@@ -397,12 +471,45 @@ class _RangeBuild:
             )
 
     async def _renew_claims(self) -> None:
+        """Renew the held claims every quarter of the lease; a failed pass is logged and tried
+        again sooner. Every held key was claimed or renewed since ``renewed`` (the start of the
+        last pass that succeeded): once that is half a lease ago, the build fails."""
+        renewed, delay = time.monotonic(), self.claims.renew_every
         while True:
-            await asyncio.sleep(self.claims.renew_every)
-            lost = await asyncio.to_thread(self.claims.renew, sorted(self.held))
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            try:
+                lost = await asyncio.to_thread(self.claims.renew, sorted(self.held))
+            except Exception as exc:  # s3fs/botocore raise more than OSError
+                unrenewed = time.monotonic() - renewed
+                if self.held and unrenewed > self.claims.lease / 2:
+                    raise StorageError(
+                        f"could not renew the claims of {len(self.held)} request key(s) for "
+                        f"{unrenewed:.0f} s, half their lease: stopping before another run "
+                        f"takes them over ({exc})"
+                    ) from exc
+                log.warning("could not renew %d claim(s) (%s); trying again", len(self.held), exc)
+                delay = self.claims.renew_every / 4
+                continue
+            renewed, delay = started, self.claims.renew_every
+            lost &= self.held  # not the keys released while the pass ran
             if lost:
-                log.warning("%d claim(s) were taken over while their jobs ran", len(lost))
+                log.warning(
+                    "%d claim(s) were taken over by another run; those not sent yet are not "
+                    "sent by this run",
+                    len(lost),
+                )
                 self.held -= lost
+
+    async def _clean_tmp(self) -> None:
+        """Remove the staging files killed processes left (best effort: errors are logged)."""
+        try:
+            removed = await asyncio.to_thread(self.store.clean_tmp)
+        except Exception as exc:  # a cleanup never fails a build
+            log.warning("could not clean up old staging files under %s (%s)", self.store, exc)
+            return
+        if removed:
+            log.info("removed %d staging file(s) left by killed processes", removed)
 
     async def _run_batch(self, batch: list[GenerationRequest], fed: asyncio.Event) -> None:
         """Send ``batch`` through the shared engine; ``fed`` is set once every request of it
@@ -413,8 +520,16 @@ class _RangeBuild:
             if (sent := self.sent[r.request_key]).attach_id
         }
 
+        lost: set[str] = set()
+
         def feed() -> Iterator[GenerationRequest]:
-            yield from batch
+            """The batch, lazily: a key whose claim was taken over meanwhile is waited on."""
+            for request in batch:
+                if request.request_key in self.held:
+                    yield request
+                else:
+                    lost.add(request.request_key)
+                    self._wait_on(request)
             fed.set()
 
         writers = _BoundedTasks(WRITERS)
@@ -430,7 +545,11 @@ class _RangeBuild:
             fed.set()
         await writers.wait()
         writers.raise_failure()
-        missing = [r.key for r in batch if not self.sent[r.request_key].outcome.done()]
+        missing = [
+            r.key
+            for r in batch
+            if r.request_key not in lost and not self.sent[r.request_key].outcome.done()
+        ]
         if missing:
             raise RuntimeError(f"the engine returned no result for {missing}")
 
@@ -443,7 +562,7 @@ class _RangeBuild:
         await asyncio.to_thread(self._release, [key])
         self.held.discard(key)
         self.tally.generated += 1
-        sent.attempts.append(result.attempts)
+        sent.attempts = result.attempts
         sent.outcome.set_result(outcome)
 
     async def _finish_partition(self, plan: PartitionPlan, reused: dict[str, Outcome]) -> None:
@@ -478,26 +597,23 @@ class _RangeBuild:
         return [by_prompt[r.key] for r in self.partitions[plan.partition]]
 
     def _report(self, plan: PartitionPlan, rows: list[LineageRow], lineage_uri: str) -> BuildReport:
-        attempts = [
-            n
+        own = [
+            sent
             for key in plan.keys
             if (sent := self.sent.get(key.request_key)) and sent.partition == plan.partition
-            for n in sent.attempts
         ]
-        cheapest = min(attempts, default=0)
         return BuildReport(
             partition=plan.partition,
             total=len(rows),
             completed=sum(r.status == COMPLETED for r in rows),
             failed=sum(r.status == FAILED for r in rows),
             cached=sum(r.cached for r in rows),
-            api_requests=sum(attempts),
-            retries=sum(n - cheapest for n in attempts),
+            api_requests=sum(sent.attempts for sent in own),
             elapsed_s=time.monotonic() - self.started,
             images_prefix_uri=self.store.uri(images_dir(plan.partition)),
             lineage_uri=lineage_uri,
-            engine=copy.deepcopy(self.engine.stats),
             reused=plan.prompts("reuse") + plan.prompts("failed"),
+            from_other_runs=sum(sent.from_other_run for sent in own),
         )
 
     async def _report_every(self, interval: float) -> None:

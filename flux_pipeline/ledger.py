@@ -108,14 +108,6 @@ class Ledger:
         found = self.store.read_many(paths)
         return {paths[p]: _entry(paths[p], data) for p, data in found.items()}
 
-    def in_flight(self, request_keys: Iterable[str]) -> dict[str, str]:
-        """``{request_key: request_id}`` of jobs submitted and not yet finished."""
-        return {
-            key: entry.request_id
-            for key, entry in self.get_many(request_keys).items()
-            if entry.state == SUBMITTED and entry.request_id
-        }
-
     def _path(self, request_key: str) -> str:
         if not _KEY.fullmatch(request_key):
             raise ValueError(f"not a request key (sha256 hex): {request_key!r}")

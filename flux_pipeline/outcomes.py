@@ -34,13 +34,12 @@ _PIL_TYPES: Final = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/we
 
 @dataclass(frozen=True)
 class Outcome:
-    """The row as generated (its leader prompt's), the stored image's path (None: FAILED), the
-    partition the generation was made for, and whether the ledger holds it (final)."""
+    """The row as generated (its leader prompt's), the stored image's path (None: FAILED) and
+    the partition the generation was made for."""
 
     row: LineageRow
     path: str | None
     partition: str | None
-    final: bool = True
 
 
 def entry_outcome(entry: LedgerEntry, source: str | None) -> Outcome:
@@ -70,10 +69,9 @@ def store_result(
     else:
         row = _failed_row(result, result.error or "no image in the result", when)
         path = None
-    final = path is not None or not result.retryable
-    if final:
+    if path is not None or not result.retryable:
         ledger.record_finished(request.request_key, row, path, partition)
-    return Outcome(row, path, partition, final)
+    return Outcome(row, path, partition)
 
 
 def prompt_rows(

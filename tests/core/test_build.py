@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -178,7 +179,9 @@ def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: Ob
     assert row["request_id"] == request_id
     assert row["status"] == "COMPLETED"
     assert row["submitted_at"] == submitted_at  # the earlier run's submit, from the ledger
-    assert Ledger(local_store).in_flight([request.request_key]) == {}
+    entry = Ledger(local_store).get(request.request_key)
+    assert entry is not None
+    assert (entry.state, entry.request_id) == ("COMPLETED", request_id)
 
 
 def test_auth_errors_propagate_and_write_no_lineage(
@@ -272,3 +275,20 @@ def test_png_output_keeps_its_type_and_extension(
     assert row["content_type"] == "image/png"
     assert row["image_uri"] == local_store.uri(f"images/partition={DAY}/kite-3.png")
     assert local_store.read_bytes(f"images/partition={DAY}/kite-3.png").startswith(b"\x89PNG")
+
+
+def test_a_build_removes_staging_files_killed_processes_left(
+    emulator: Any, local_store: ObjectStore, tmp_path: Path
+) -> None:
+    tmp = Path(local_store.path("_tmp"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    old, recent = tmp / "killed-writer.part", tmp / "live-writer.part"
+    old.write_bytes(b"half an image")
+    recent.write_bytes(b"being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+
+    build(requests_of(tmp_path)[:1], local_store, emulator)
+
+    assert not old.exists()
+    assert recent.exists()

@@ -4,6 +4,8 @@ and claims between concurrent builds: every request key submitted once, against 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +14,16 @@ import pandas as pd
 import pytest
 from loopback import TEST_KEY, fast_config
 
+from flux_pipeline import build as build_module
 from flux_pipeline.build import BuildReport, build_partition, build_partitions
-from flux_pipeline.claims import Claims
+from flux_pipeline.claims import Claims, claim_path
 from flux_pipeline.ledger import Ledger
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.metrics import generation_metrics
 from flux_pipeline.planning import plan_partitions
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import MODEL, GenerationRequest
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.storage import ObjectStore, StorageError
 
 DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
 #: whale/twin pin one seed (one request key in every partition); the others derive per day.
@@ -196,6 +199,8 @@ def test_two_concurrent_builds_of_one_partition_pay_each_key_once(
 
     reports = run_in_threads(build, build)
 
+    # the builds did overlap: at least one took outcomes from the other's claims
+    assert sum(r.from_other_runs for r in reports) > 0
     assert set(submits_by_key(emu).values()) == {1}
     assert len(submits_by_key(emu)) == 5
     assert [(r.total, r.completed, r.failed) for r in reports] == [(6, 5, 1)] * 2
@@ -218,6 +223,7 @@ def test_overlapping_ranges_with_pinned_seeds_pay_each_key_once(
         lambda: build_partitions(second, store=local_store, engine_config=config),
     )
 
+    assert sum(p.from_other_runs for run in runs for p in run.partitions) > 0  # they overlapped
     sent = submits_by_key(emu)
     assert set(sent.values()) == {1}
     assert len(sent) == 3 * 3 + 2
@@ -254,3 +260,106 @@ def test_a_dead_claim_is_taken_over_and_its_job_attached(
     claims = Claims(local_store)
     assert claims.holder(moth.request_key) is None
     assert claims.holder(owl.request_key) is None
+
+
+def test_a_claim_taken_over_before_its_request_is_sent_is_not_sent(
+    emulator_factory: Any,
+    local_store: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run's claim on a key still queued behind its window is lost (its lease ran out: a
+    stalled process, skewed clocks) and another run takes the key over and pays for it: the
+    first run does not send it, and reuses the other run's image."""
+    monkeypatch.setattr(build_module, "CLAIM_LEASE", 1.0)  # renewed every 0.25 s
+    emu = emulator_factory(workers=2, step_time=0.4)
+    slow = [
+        GenerationRequest(key=f"snail{n}", prompt=f"a garden snail number {n}", seed=n, steps=4)
+        for n in (1, 2)
+    ]
+    late = GenerationRequest(key="heron", prompt="a grey heron at dawn", seed=3, steps=1)
+    one_at_a_time = fast_config(emu.url, max_concurrency=1)  # heron waits ~3 s for the window
+
+    def first_run() -> BuildReport:
+        return build_partition(
+            [*slow, late], partition=DAYS[0], store=local_store, engine_config=one_at_a_time
+        )
+
+    def other_run() -> BuildReport:
+        ledger, deadline = Ledger(local_store), time.monotonic() + 30
+        while ledger.get(slow[0].request_key) is None:  # the first run has claimed and submits
+            assert time.monotonic() < deadline, "the first run never submitted"
+            time.sleep(0.01)
+        held = Claims(local_store).holder(late.request_key)
+        assert held is not None
+        # Stand-in for a lapsed lease: the claim is freed under its holder, then taken over.
+        local_store.write_atomic(
+            claim_path(late.request_key), replace(held, released=True).to_json()
+        )
+        return build_partition(
+            [late], partition=DAYS[0], store=local_store, engine_config=fast_config(emu.url)
+        )
+
+    first, other = run_in_threads(first_run, other_run)
+
+    assert submits_by_key(emu) == {r.request_key: 1 for r in [*slow, late]}
+    assert (other.completed, first.completed, first.from_other_runs) == (1, 3, 1)
+    taken_over = [m for m in caplog.messages if "were taken over" in m]
+    assert taken_over == [
+        "1 claim(s) were taken over by another run; those not sent yet are not sent by this run"
+    ]
+    lineage = lineage_of(local_store, DAYS[0])  # the first run's, written last
+    assert (len(lineage), set(lineage["status"])) == (3, {"COMPLETED"})
+    assert not lineage["cached"].any()
+
+
+class FlakyClaimsStore(ObjectStore):
+    """A local store whose compare-and-swap (claim renewal and release) fails ``failures``
+    times: a storage outage seen only by the claims."""
+
+    failures = 0
+
+    def replace_if(self, relpath: str, data: bytes, tag: str) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StorageError(f"could not write {relpath}: injected outage")
+        return super().replace_if(relpath, data, tag)
+
+
+def flaky_store(tmp_path: Path, failures: int) -> FlakyClaimsStore:
+    store = FlakyClaimsStore.from_uri(str(tmp_path / "flaky"))
+    assert isinstance(store, FlakyClaimsStore)
+    store.failures = failures
+    return store
+
+
+def test_a_failed_claim_renewal_is_retried(
+    emulator_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(build_module, "CLAIM_LEASE", 2.0)  # renewed every 0.5 s
+    emu = emulator_factory(workers=2, step_time=0.4)
+    store = flaky_store(tmp_path, failures=1)
+    snail = GenerationRequest(key="snail", prompt="a garden snail", seed=1, steps=4)
+
+    report = build_partition(
+        [snail], partition=DAYS[0], store=store, engine_config=fast_config(emu.url)
+    )
+
+    assert report.completed == 1
+    assert any("could not renew 1 claim(s)" in m for m in caplog.messages)
+
+
+def test_claims_unrenewed_for_half_their_lease_stop_the_build(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build_module, "CLAIM_LEASE", 0.4)
+    emu = emulator_factory(workers=2, step_time=0.5)
+    store = flaky_store(tmp_path, failures=1_000_000)
+    snail = GenerationRequest(key="snail", prompt="a garden snail", seed=1, steps=4)
+
+    with pytest.raises(StorageError, match=r"could not renew the claims of 1 request key\(s\)"):
+        build_partition([snail], partition=DAYS[0], store=store, engine_config=fast_config(emu.url))
+    assert store.list("lineage") == []

@@ -28,7 +28,7 @@ def test_submitted_then_finished(store: ObjectStore) -> None:
     entry = ledger.get(key)
     assert entry is not None
     assert (entry.state, entry.request_id, entry.submitted_at) == ("SUBMITTED", "req-1", when)
-    assert ledger.in_flight([key, "0" * 64]) == {key: "req-1"}
+    assert ledger.get_many([key, "0" * 64]) == {key: entry}
     assert json.loads(store.read_bytes(f"_ledger/{key}.json"))["request_id"] == "req-1"
 
     store.write_atomic("images/partition=p/a-7.jpg", b"jpeg")
@@ -39,7 +39,6 @@ def test_submitted_then_finished(store: ObjectStore) -> None:
     assert entry.state == "COMPLETED"
     assert entry.lineage == row
     assert entry.image_path == "images/partition=p/a-7.jpg"
-    assert ledger.in_flight([key]) == {}
 
 
 def test_failed_entries_and_the_hook_signature(local_store: ObjectStore) -> None:
