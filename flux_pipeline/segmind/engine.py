@@ -6,9 +6,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -104,6 +106,7 @@ class SegmindEngine:
             config.max_new_images, config.max_cost, config.price_per_image, self.stats
         )
         self._transport: Transport | None = None
+        self._hooks: ThreadPoolExecutor | None = None
         self._window: AdaptiveWindow | None = None
 
     def __repr__(self) -> str:
@@ -112,6 +115,10 @@ class SegmindEngine:
     async def __aenter__(self) -> SegmindEngine:
         self._window = AdaptiveWindow(self.config.max_concurrency)
         self._transport = Transport(self.config, self.stats, self._window, self._pacer)
+        # The on_submitted hook gets threads of its own: behind image writes and other work in
+        # the default executor, a recorded id would wait, and a process killed meanwhile would
+        # lose a paid job's id (the one window in which a job is paid twice).
+        self._hooks = ThreadPoolExecutor(self.config.max_concurrency, "segmind-on-submitted")
         return self
 
     async def __aexit__(
@@ -123,6 +130,9 @@ class SegmindEngine:
         if self._transport is not None:
             await self._transport.aclose()
         self._transport = None
+        if self._hooks is not None:
+            self._hooks.shutdown(wait=True)
+        self._hooks = None
 
     @property
     def _http(self) -> Transport:
@@ -346,7 +356,8 @@ class SegmindEngine:
         job.ahead = self._order.ahead(job.order)
         try:
             if self._on_submitted is not None:
-                await asyncio.to_thread(self._on_submitted, job.request.request_key, request_id)
+                hook = functools.partial(self._on_submitted, job.request.request_key, request_id)
+                await asyncio.get_running_loop().run_in_executor(self._hooks, hook)
         except Exception as exc:
             # The job exists and is billed: follow it to its result rather than drop its
             # id, and submit nothing more while the caller cannot keep ids.
