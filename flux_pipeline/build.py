@@ -27,9 +27,10 @@ is not sent: one background task reads the ledger for those keys (every ``WAIT_P
 doubling up to a quarter of the lease while nothing changes), reuses what the other run
 finished without paying, and only for the keys still unfinished reads their claims: a claim
 whose holder died (or that was released with no final outcome, e.g. a retryable failure) is
-taken over and sent in a new pass of the same engine. Own claims are renewed every quarter of
-the lease while their jobs are in flight and released once each outcome is stored (and all of
-them when the build ends, however it ends). A key whose claim is found taken over at renewal
+taken over and sent in a new pass of the same engine. Own claims
+(:mod:`flux_pipeline.held_claims`) are renewed every quarter of the lease while their jobs are
+in flight and released once each outcome is stored (and all of them when the build ends, however
+it ends). A key whose claim is found taken over at renewal
 (its lease ran out: a stalled process, skewed clocks) and that is not yet handed to the engine
 is not sent; it is waited on like any other run's key. (The engine takes one request ahead of a
 free window slot, and a job in the window may still wait for the pacer before it submits: those
@@ -55,15 +56,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Final
 
-from flux_pipeline.claims import DEFAULT_LEASE, ClaimInfo, Claims
+from flux_pipeline.claims import DEFAULT_LEASE
 from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
+from flux_pipeline.held_claims import HeldClaims
 from flux_pipeline.ledger import SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.lineage import LineageRow, write_partition_lineage
 from flux_pipeline.outcomes import Outcome, entry_outcome, prompt_rows, store_result
@@ -71,6 +73,7 @@ from flux_pipeline.planning import KeyPlan, PartitionPlan, group_by_key, images_
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 from flux_pipeline.storage import ObjectStore, StorageError
+from flux_pipeline.task_groups import BoundedTasks, WatchedTasks
 from flux_pipeline.worker_loop import Emit, run_on_worker_loop
 
 __all__ = [
@@ -83,7 +86,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Images being hashed and written at once (bounds the image bytes held in memory).
 WRITERS: Final = 4
@@ -249,10 +251,9 @@ class _RangeBuild:
         self.sent: dict[str, _Sent] = {}
         self.reports: dict[str, BuildReport] = {}
         self.started = time.monotonic()
-        self.tasks = _Tasks()
-        self.claims = _BuildClaims(store, lease=CLAIM_LEASE)
+        self.tasks = WatchedTasks()
         #: Keys whose claim this run holds and has not released.
-        self.held: set[str] = set()
+        self.held = HeldClaims(store, lease=CLAIM_LEASE)
         #: Keys another live run holds, waited on by :meth:`_watch_others`.
         self.waiting: dict[str, GenerationRequest] = {}
         #: Set when keys join ``waiting`` (their first look comes ``WAIT_POLL`` s later).
@@ -273,13 +274,12 @@ class _RangeBuild:
                 if progress_interval is not None:
                     self.tasks.spawn(self._report_every(progress_interval), watch=False)
                 self.tasks.spawn(self._clean_tmp(), watch=False)
-                self.tasks.spawn(self._renew_claims())
+                self.tasks.spawn(self.held.renew_forever())
                 self.tasks.spawn(self._watch_others())
                 await self._stream()
             finally:
                 await self.tasks.close()
-                _ENDED_OWNERS.add(self.claims.owner)
-                await asyncio.to_thread(self._release, sorted(self.held))
+                await self.held.end()
         if progress_interval is not None:
             self._progress()
         return RangeReport(
@@ -335,8 +335,7 @@ class _RangeBuild:
         loop = asyncio.get_running_loop()
         for key in wanted.values():
             self.sent[key.request_key] = _Sent(plan.partition, loop.create_future(), key.entry)
-        mine, others = await self.tasks.until(asyncio.to_thread(self.claims.claim_many, wanted))
-        self.held |= mine
+        mine, others = await self.tasks.until(self.held.claim(wanted))
         if others:
             log.info(
                 "partition %s: %d request key(s) are claimed by another live run: waiting for "
@@ -371,8 +370,7 @@ class _RangeBuild:
                 sent.attach_id, sent.submitted_at = entry.request_id, entry.submitted_at
             batch.append(request)
         if finished:
-            await asyncio.to_thread(self._release, finished)
-            self.held.difference_update(finished)
+            await self.held.release(finished)
         return batch
 
     @staticmethod
@@ -401,16 +399,16 @@ class _RangeBuild:
             try:
                 changed = await self._look_at_others() if self.waiting else False
             except Exception as exc:  # s3fs/botocore raise more than OSError
-                if loop.time() - looked > self.claims.lease:
+                if loop.time() - looked > self.held.lease:
                     raise StorageError(
                         f"could not read the claims or ledger entries of {len(self.waiting)} "
-                        f"request key(s) other runs hold for {self.claims.lease:g} s: {exc}"
+                        f"request key(s) other runs hold for {self.held.lease:g} s: {exc}"
                     ) from exc
                 log.warning("could not look at keys other runs hold (%s); trying again", exc)
                 due = loop.time() + delay
                 continue
             looked = loop.time()
-            delay = delay if changed else min(2 * delay, self.claims.renew_every)
+            delay = delay if changed else min(2 * delay, self.held.renew_every)
             due = looked + delay
 
     async def _look_at_others(self) -> bool:
@@ -431,14 +429,13 @@ class _RangeBuild:
         # A holder that finishes between the two reads looks free: the claim is then taken and
         # _confirm reads the ledger again, so its outcome is still reused, not paid again.
         left = [k for k in keys if k in self.waiting]
-        free = await asyncio.to_thread(self._not_held_live, left) if left else []
+        free = await asyncio.to_thread(self.held.not_held_live, left) if left else []
         taken = [k for k in free if k in self.waiting]
         if not taken:
             return reused > 0
-        mine, _ = await asyncio.to_thread(self.claims.claim_many, taken)
+        mine, _ = await self.held.claim(taken)
         if not mine:  # another run took them over first: keep waiting
             return reused > 0
-        self.held |= mine
         requests = [self.waiting.pop(k) for k in taken if k in mine]
         log.info("taking over %d request key(s) whose claim holder is gone", len(requests))
         try:
@@ -449,57 +446,6 @@ class _RangeBuild:
         if batch:
             self.tasks.spawn(self._run_batch(batch, asyncio.Event()))
         return True
-
-    def _not_held_live(self, keys: list[str]) -> list[str]:
-        """The keys no other live run holds (this run holds a waiting key only when a takeover
-        failed half-way: it is free to send)."""
-        holders, live = self.claims.holders(keys), self.claims.is_live
-        return [
-            k
-            for k in keys
-            if (h := holders.get(k)) is None or h.owner == self.claims.owner or not live(h)
-        ]
-
-    def _release(self, keys: list[str]) -> None:
-        """Release claims, best effort: one left behind only delays other runs by its lease
-        (and not at all on this machine once this process is gone)."""
-        try:
-            self.claims.release(keys)
-        except Exception as exc:  # s3fs/botocore raise more than OSError
-            log.warning(
-                "could not release %d claim(s) (%s); they lapse with their lease", len(keys), exc
-            )
-
-    async def _renew_claims(self) -> None:
-        """Renew the held claims every quarter of the lease; a failed pass is logged and tried
-        again sooner. Every held key was claimed or renewed since ``renewed`` (the start of the
-        last pass that succeeded): once that is half a lease ago, the build fails."""
-        renewed, delay = time.monotonic(), self.claims.renew_every
-        while True:
-            await asyncio.sleep(delay)
-            started = time.monotonic()
-            try:
-                lost = await asyncio.to_thread(self.claims.renew, sorted(self.held))
-            except Exception as exc:  # s3fs/botocore raise more than OSError
-                unrenewed = time.monotonic() - renewed
-                if self.held and unrenewed > self.claims.lease / 2:
-                    raise StorageError(
-                        f"could not renew the claims of {len(self.held)} request key(s) for "
-                        f"{unrenewed:.0f} s, half their lease: stopping before another run "
-                        f"takes them over ({exc})"
-                    ) from exc
-                log.warning("could not renew %d claim(s) (%s); trying again", len(self.held), exc)
-                delay = self.claims.renew_every / 4
-                continue
-            renewed, delay = started, self.claims.renew_every
-            lost &= self.held  # not the keys released while the pass ran
-            if lost:
-                log.warning(
-                    "%d claim(s) were taken over by another run; those not sent yet are not "
-                    "sent by this run",
-                    len(lost),
-                )
-                self.held -= lost
 
     async def _clean_tmp(self) -> None:
         """Remove the staging files killed processes left (best effort: errors are logged)."""
@@ -532,7 +478,7 @@ class _RangeBuild:
                     self._wait_on(request)
             fed.set()
 
-        writers = _BoundedTasks(WRITERS)
+        writers = BoundedTasks(WRITERS)
         try:
             # Close the stream here so its jobs are cancelled before the client closes.
             async with aclosing(self.engine.generate(feed(), attach=attach)) as results:
@@ -559,8 +505,7 @@ class _RangeBuild:
         outcome = await asyncio.to_thread(
             store_result, self.store, self.ledger, result, sent.partition, sent.submitted_at
         )
-        await asyncio.to_thread(self._release, [key])
-        self.held.discard(key)
+        await self.held.release([key])
         self.tally.generated += 1
         sent.attempts = result.attempts
         sent.outcome.set_result(outcome)
@@ -634,92 +579,3 @@ class _RangeBuild:
                 elapsed=elapsed,
             )
         )
-
-
-#: Claim owners of the builds of this process that have ended (their claims are dead even
-#: when a release could not be written, e.g. during a storage outage).
-_ENDED_OWNERS: set[str] = set()
-
-
-class _BuildClaims(Claims):
-    """Claims that also count as dead when held by an ended build of this process."""
-
-    def is_live(self, info: ClaimInfo) -> bool:
-        return info.owner not in _ENDED_OWNERS and super().is_live(info)
-
-
-class _Tasks:
-    """Tasks of one build: the first failure of a watched task is raised by :meth:`until`."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._failed: asyncio.Future[None] | None = None
-
-    def spawn(self, work: Coroutine[Any, Any, T], *, watch: bool = True) -> asyncio.Task[T]:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        if watch:
-            task.add_done_callback(self._check)
-        return task
-
-    def _check(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            failed = self._failure()
-            if not failed.done():
-                failed.set_exception(task.exception())  # type: ignore[arg-type]
-
-    def _failure(self) -> asyncio.Future[None]:
-        if self._failed is None:
-            self._failed = asyncio.get_running_loop().create_future()
-        return self._failed
-
-    async def until(self, work: Awaitable[T]) -> T:
-        """Await ``work``, unless a watched task fails first: then raise its error."""
-        job = asyncio.ensure_future(work)
-        failed = self._failure()
-        await asyncio.wait((job, failed), return_when=asyncio.FIRST_COMPLETED)
-        if failed.done() and not job.done():
-            job.cancel()
-            await asyncio.gather(job, return_exceptions=True)
-        if failed.done():
-            failed.result()
-        return job.result()
-
-    async def close(self) -> None:
-        """Cancel what is still running and wait for it."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._failed is not None and self._failed.done():
-            self._failed.exception()  # retrieved: no "never retrieved" warning
-
-
-class _BoundedTasks:
-    """At most ``limit`` tasks at once; the first failure is kept and stops new starts."""
-
-    def __init__(self, limit: int) -> None:
-        self._slots = asyncio.Semaphore(limit)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BaseException | None = None
-
-    async def start(self, work: Callable[[T], Awaitable[None]], arg: T) -> None:
-        self.raise_failure()
-        await self._slots.acquire()
-        task = asyncio.create_task(self._guard(work, arg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guard(self, work: Callable[[T], Awaitable[None]], arg: T) -> None:
-        try:
-            await work(arg)
-        except Exception as exc:
-            self._failure = self._failure or exc
-        finally:
-            self._slots.release()
-
-    async def wait(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
