@@ -87,7 +87,7 @@ class Memory:
 
 def engine_config(url: str) -> EngineConfig:
     return EngineConfig(
-        api_key=KEY, base_url=url, max_concurrency=CONCURRENCY, max_requests_per_second=200.0
+        api_key=KEY, base_url=url, max_concurrency=CONCURRENCY, requests_per_minute=12_000.0
     )
 
 
