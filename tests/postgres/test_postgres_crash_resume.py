@@ -15,21 +15,17 @@ from postgres_server import PostgresHome
 from reliability_support import (
     PARTITION,
     Materialization,
+    audit_killed,
+    audit_resumed,
     materialize_in_process,
-    settled_submits,
-    sha256,
-    states,
     table_requests,
     wait_for_mid_build,
     write_table,
 )
 
-from flux_pipeline.lineage import read_lineage
 from flux_pipeline.storage import ObjectStore
 
 PROMPTS = 32
-#: Keys the service may have accepted without their request id reaching the ledger.
-WINDOW_LIMIT = 2
 
 
 def build_prompt_table(instance: dg.DagsterInstance, root: Path) -> None:
@@ -68,20 +64,12 @@ def test_a_run_killed_mid_partition_on_postgres_resumes_without_paying_twice(
     wait_for_mid_build(run, store, keys)
     run.kill_group()
 
-    accepted = {k: n for k, n in settled_submits(emu).items() if k in keys}
-    ledger = states(store, keys)
-    done = {k for k, e in ledger.items() if e["state"] == "COMPLETED"}
-    in_flight = {k: e["request_id"] for k, e in ledger.items() if e["state"] == "SUBMITTED"}
-    assert done
-    assert in_flight
-    assert all(accepted.get(k) == 1 for k in ledger)
-    window = set(accepted) - set(ledger)
-    assert len(window) <= WINDOW_LIMIT, f"{len(window)} accepted submits never reached the ledger"
+    killed = audit_killed(emu, store, keys)
 
     with pg_home.instance() as instance:
         # The killed run is in Postgres as its process left it: started, never finished.
-        (killed,) = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": PARTITION}))
-        assert killed.status == dg.DagsterRunStatus.STARTED
+        (killed_run,) = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": PARTITION}))
+        assert killed_run.status == dg.DagsterRunStatus.STARTED
         rerun = materialize_in_process(instance, emu.url, root)
         assert rerun.success
         checks = rerun.get_asset_check_evaluations()
@@ -91,17 +79,4 @@ def test_a_run_killed_mid_partition_on_postgres_resumes_without_paying_twice(
         assert latest is not None
         assert latest.run_id == rerun.run_id
 
-    lineage = read_lineage(store)
-    lineage = lineage[lineage["partition"] == PARTITION].set_index("request_key")
-    assert sorted(lineage.index) == sorted(keys)  # one row per prompt
-    assert set(lineage["status"]) == {"COMPLETED"}
-    for key, row in lineage.iterrows():
-        data = store.read_bytes(store.relpath(row["image_uri"]) or "")
-        assert sha256(data) == row["image_sha256"], requests[str(key)].key
-    submits = emu.stats()["jobs"]["by_request_key"]
-    for key, request_id in in_flight.items():  # re-attached: same job, no new submit
-        assert lineage.loc[key, "request_id"] == request_id
-    for key in done:  # stored before the kill: reused, not requested again
-        assert lineage.loc[key, "request_id"] == ledger[key]["request_id"]
-    assert {k: submits[k] for k in keys - window} == dict.fromkeys(keys - window, 1)
-    assert all(submits[k] == 2 for k in window)
+    audit_resumed(emu, store, requests, killed)
