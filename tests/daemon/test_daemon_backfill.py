@@ -37,9 +37,11 @@ class Setup(NamedTuple):
     emulator: Any
 
 
-@pytest.fixture
-def setup(tmp_path: Path, emulator_factory: Callable[..., Any]) -> Iterator[Setup]:
-    """A daemon home whose runs build into ``tmp_path/data`` on a fast emulator."""
+def scenario_env(
+    tmp_path: Path, emulator_factory: Callable[..., Any]
+) -> tuple[Any, dict[str, str]]:
+    """A fast emulator and the environment of the scenario's runs: :data:`TABLE` as the prompt
+    table, ``tmp_path/data`` as the storage root, :data:`PER_RUN` partitions per run."""
     emulator = emulator_factory(workers=8, step_time=0.02)
     prompts = tmp_path / "prompts.csv"
     prompts.write_text(TABLE)
@@ -50,6 +52,13 @@ def setup(tmp_path: Path, emulator_factory: Callable[..., Any]) -> Iterator[Setu
         "FLUX_PROMPTS": str(prompts),
         "FLUX_MAX_PARTITIONS_PER_RUN": str(PER_RUN),
     }
+    return emulator, env
+
+
+@pytest.fixture
+def setup(tmp_path: Path, emulator_factory: Callable[..., Any]) -> Iterator[Setup]:
+    """A daemon home whose runs build into ``tmp_path/data`` on a fast emulator."""
+    emulator, env = scenario_env(tmp_path, emulator_factory)
     yaml = sqlite_dagster_yaml(max_concurrent_runs=4, segmind_pool_limit=2)
     with DaemonHome(tmp_path / "home", dagster_yaml=yaml, env=env) as home:
         yield Setup(home, emulator)

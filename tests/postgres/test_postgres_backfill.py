@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 from daemon_support import DaemonHome
-from loopback import TEST_KEY
 from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
-from test_daemon_backfill import PER_RUN, TABLE, Setup
+from test_daemon_backfill import Setup, scenario_env
 from test_daemon_backfill import (
     test_a_daemon_backfill_packs_partitions_into_runs_and_running_it_again_is_free as scenario,
 )
@@ -24,17 +23,10 @@ def postgres_setup(
 ) -> Iterator[Setup]:
     """The backfill suite's daemon home, on ``deploy/dagster.yaml`` as committed and a fresh
     Postgres database named by the ``DAGSTER_PG_*`` variables."""
-    emulator = emulator_factory(workers=8, step_time=0.02)
-    prompts = tmp_path / "prompts.csv"
-    prompts.write_text(TABLE)
-    env = {
-        **{name: value for name, value in pg_home.env.items() if name.startswith("DAGSTER_PG_")},
-        "SEGMIND_API_KEY": TEST_KEY,
-        "SEGMIND_BASE_URL": emulator.url,
-        "FLUX_STORAGE_ROOT": str(tmp_path / "data"),
-        "FLUX_PROMPTS": str(prompts),
-        "FLUX_MAX_PARTITIONS_PER_RUN": str(PER_RUN),
-    }
+    emulator, env = scenario_env(tmp_path, emulator_factory)
+    env.update(
+        {name: value for name, value in pg_home.env.items() if name.startswith("DAGSTER_PG_")}
+    )
     dagster_yaml = DEPLOY_DAGSTER_YAML.read_text()
     with DaemonHome(tmp_path / "daemon_home", dagster_yaml=dagster_yaml, env=env) as home:
         yield Setup(home, emulator)
