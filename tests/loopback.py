@@ -1,7 +1,9 @@
-"""What every suite shares about its loopback peers: the test key and fast engine settings."""
+"""What every suite shares about its loopback peers: the test key, fast engine settings and a
+free port."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from flux_pipeline.segmind import EngineConfig
@@ -24,3 +26,11 @@ def fast_config(base_url: str, **overrides: Any) -> EngineConfig:
         **overrides,
     }
     return EngineConfig(**settings)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

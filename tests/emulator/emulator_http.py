@@ -1,11 +1,18 @@
-"""HTTP helpers for the emulator suite: submit a job, poll it to its end (bounded)."""
+"""HTTP helpers for the emulator suite: submit a job, poll it to its end (bounded), and run
+``flux-pipeline emulator`` as a real subprocess."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+from loopback import free_port
 
 TEST_KEY = "SG_0123456789abcdef"
 SUBMIT_PATH = "/v2/fast-flux-schnell"
@@ -31,3 +38,30 @@ def submit(http: httpx.Client, **params: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@contextmanager
+def emulator_process(log: Path, *flags: str) -> Iterator[str]:
+    """``flux-pipeline emulator --port FREE *flags`` writing to ``log``; yields its base URL once
+    ``/healthz`` answers, and terminates it on exit."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("flux-pipeline")), "emulator"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), *flags], stdout=sink, stderr=subprocess.STDOUT
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{base}/healthz")
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "the emulator did not start"
+                    time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from emulator_http import emulator_process
 
 from flux_pipeline.cli import main
 from flux_pipeline.emulator import EmulatorSettings
@@ -17,69 +16,22 @@ from flux_pipeline.emulator import EmulatorSettings
 SECRET = "SG_feedfacecafebeef"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_cli_serves_healthz_and_never_prints_the_key(tmp_path: Path) -> None:
-    port = _free_port()
-    command = Path(sys.executable).with_name("flux-pipeline")
     log = tmp_path / "emulator.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                str(command),
-                "emulator",
-                "--port",
-                str(port),
-                "--api-key",
-                SECRET,
-                "--api-key",
-                "SG_second",
-                "--workers",
-                "2",
-                "--step-time",
-                "0.001",
-                "--fault-rate",
-                "0",
-                "--latency",
-                "0.05",
-                "--retention",
-                "60",
-                "--seed",
-                "3",
-                "--output-format",
-                "png",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+    flags = ["--api-key", SECRET, "--api-key", "SG_second", "--workers", "2"]
+    flags += ["--step-time", "0.001", "--fault-rate", "0", "--latency", "0.05"]
+    flags += ["--retention", "60", "--seed", "3", "--output-format", "png"]
+    with emulator_process(log, *flags) as base:
+        health = httpx.get(f"{base}/healthz")
+        accepted = httpx.post(
+            f"{base}/v1/fast-flux-schnell",
+            json={"prompt": "x"},
+            headers={"x-api-key": "SG_second"},
         )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    health = httpx.get(f"{base}/healthz")
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, "the emulator did not start"
-                    time.sleep(0.1)
-            accepted = httpx.post(
-                f"{base}/v1/fast-flux-schnell",
-                json={"prompt": "x"},
-                headers={"x-api-key": "SG_second"},
-            )
-            refused = httpx.post(
-                f"{base}/v1/fast-flux-schnell", json={"prompt": "x"}, headers={"x-api-key": "nope"}
-            )
-            slow = httpx.get(f"{base}/_emulator/stats").json()["slow"]
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        refused = httpx.post(
+            f"{base}/v1/fast-flux-schnell", json={"prompt": "x"}, headers={"x-api-key": "nope"}
+        )
+        slow = httpx.get(f"{base}/_emulator/stats").json()["slow"]
 
     assert health.json() == {"status": "ok"}
     assert accepted.headers["content-type"] == "image/png"

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_http import POLL_LIMIT, SUBMIT_PATH, SYNC_PATH, TEST_KEY, submit, wait_for_end
+from emulator_http import (
+    POLL_LIMIT,
+    SUBMIT_PATH,
+    SYNC_PATH,
+    TEST_KEY,
+    emulator_process,
+    submit,
+    wait_for_end,
+)
 
 from flux_pipeline.cli import build_parser, emulator_settings
 from flux_pipeline.emulator import EmulatorSettings
@@ -294,42 +299,16 @@ def test_settings_validate_the_quota(changes: dict[str, object], field: str) -> 
         EmulatorSettings(**changes)  # type: ignore[arg-type]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_the_cli_serves_the_quota(tmp_path: Path) -> None:
-    port = _free_port()
-    command = Path(sys.executable).with_name("flux-pipeline")
     flags = ["--quota-per-minute", "1", "--quota-counts", "submits", "--quota-window", "30"]
     log = tmp_path / "emulator.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(command), "emulator", "--port", str(port), "--step-time", "0.001", *flags],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{base}/healthz")
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, "the emulator did not start"
-                    time.sleep(0.1)
-            with httpx.Client(base_url=base, headers={"x-api-key": TEST_KEY}) as http:
-                accepted = http.post(SYNC_PATH, json=QUICK)
-                refused = _ask(http, "POST", SYNC_PATH, json=QUICK)
-                quota = http.get("/_emulator/stats").json()["quota"]
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with (
+        emulator_process(log, "--step-time", "0.001", *flags) as base,
+        httpx.Client(base_url=base, headers={"x-api-key": TEST_KEY}) as http,
+    ):
+        accepted = http.post(SYNC_PATH, json=QUICK)
+        refused = _ask(http, "POST", SYNC_PATH, json=QUICK)
+        quota = http.get("/_emulator/stats").json()["quota"]
 
     assert accepted.status_code == 200
     retry_after, _ = _refusal(refused)

@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg2
+from loopback import free_port
 
 #: The instance every test of this suite uses, copied unchanged.
 DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
@@ -86,13 +86,6 @@ class PostgresHome:
 
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.path))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _installation(base: Path) -> Path:
@@ -174,7 +167,7 @@ def running_postgres(database: str = "dagster") -> Iterator[PostgresServer]:
             os.chown(password_file, as_user["user"], as_user["group"])
         server = PostgresServer(
             host="127.0.0.1",
-            port=_free_port(),
+            port=free_port(),
             username="dagster",
             password="flux-test-password",
             database=database,
