@@ -8,12 +8,10 @@ import dagster as dg
 import pandas as pd
 
 from flux_pipeline.assets.metadata import frame_schema, preview_table
-from flux_pipeline.prompts import PromptTableError, load_prompt_table
+from flux_pipeline.prompts import PROMPT_TABLE_PATH, PromptTableError, load_prompt_table
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.storage import ObjectStore
 
-#: Where the validated table lives under the storage root.
-PROMPT_TABLE_PATH = "prompt_table/prompt_table.parquet"
 #: Rows shown in the metadata preview.
 PREVIEW_ROWS = 10
 SEED_RULE = "derived from (prompt_id, partition) in each partition"

@@ -85,10 +85,25 @@ def _by_partition(lineage: pd.DataFrame) -> list[tuple[object, pd.DataFrame]]:
     return list(keyed.groupby("partition", sort=True))
 
 
+def generated_cost(rows: pd.DataFrame) -> float | None:
+    """The reported cost of the images generated for one partition's ``rows`` (the ``cost``
+    column of :func:`generation_metrics`); None when the service reported none."""
+    return _cost(_made(_generations(rows)))
+
+
+def _generations(rows: pd.DataFrame) -> pd.DataFrame:
+    """The generations made for the partition: rows not cached, each request key once."""
+    return rows[~rows["cached"].astype(bool)].drop_duplicates("request_key")
+
+
+def _made(generations: pd.DataFrame) -> pd.DataFrame:
+    return generations[generations["status"] == "COMPLETED"]
+
+
 def _partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
     completed = rows[rows["status"] == "COMPLETED"]
-    generated = rows[~rows["cached"].astype(bool)].drop_duplicates("request_key")
-    made = generated[generated["status"] == "COMPLETED"]
+    generated = _generations(rows)
+    made = _made(generated)
     inference = made["inference_time"].dropna().astype(float)
     latency = (made["completed_at"] - made["submitted_at"]).dt.total_seconds().dropna()
     attempts = generated["attempts"].astype("int64")

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from flux_pipeline.cost import CostPlan, PartitionCost
     from flux_pipeline.storage import ObjectStore
 
-#: Where the ``prompt_table`` asset stores the validated table, under the storage root.
-STORED_PROMPT_TABLE: Final = "prompt_table/prompt_table.parquet"
 #: ``START...END``, as Dagster's CLI writes a partition range.
 RANGE_SEPARATOR: Final = "..."
 _HEADERS: Final = (
@@ -73,8 +71,8 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="URI",
         help=(
             "prompt table (CSV/Parquet path or fsspec URI); default: the table prompt_table "
-            f"stored under the root ({STORED_PROMPT_TABLE}), else FLUX_PROMPTS, else the "
-            "bundled sample"
+            "stored under the root (prompt_table/prompt_table.parquet), else FLUX_PROMPTS, "
+            "else the bundled sample"
         ),
     )
     parser.add_argument(
@@ -108,13 +106,13 @@ def daily_keys(spec: str) -> list[str]:
 
 def load_prompts(store: ObjectStore, prompts: str | None) -> tuple[pd.DataFrame, str, list[str]]:
     """The prompt table to plan with, where it came from, and notes for the reader."""
-    from flux_pipeline.prompts import load_prompt_table
+    from flux_pipeline.prompts import PROMPT_TABLE_PATH, load_prompt_table
 
     if prompts:
         return load_prompt_table(prompts), prompts, []
     named = os.environ.get("FLUX_PROMPTS") or None
-    if store.exists(STORED_PROMPT_TABLE):
-        stored_uri = store.uri(STORED_PROMPT_TABLE)
+    if store.exists(PROMPT_TABLE_PATH):
+        stored_uri = store.uri(PROMPT_TABLE_PATH)
         table = load_prompt_table(stored_uri)
         notes = []
         if named is not None and not load_prompt_table(named).equals(table):
@@ -124,7 +122,7 @@ def load_prompts(store: ObjectStore, prompts: str | None) -> tuple[pd.DataFrame,
             )
         return table, f"{stored_uri} (stored by prompt_table)", notes
     source = named or "bundled sample"
-    notes = [f"no {STORED_PROMPT_TABLE} under the root yet: planned with {source}"]
+    notes = [f"no {PROMPT_TABLE_PATH} under the root yet: planned with {source}"]
     return load_prompt_table(named), source, notes
 
 

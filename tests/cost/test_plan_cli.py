@@ -12,8 +12,8 @@ from cost_support import DAYS, plan, plan_json
 
 from flux_pipeline.build import BuildReport
 from flux_pipeline.ledger import Ledger
-from flux_pipeline.plan_cli import STORED_PROMPT_TABLE, daily_keys
-from flux_pipeline.prompts import partition_requests
+from flux_pipeline.plan_cli import daily_keys
+from flux_pipeline.prompts import PROMPT_TABLE_PATH, partition_requests
 from flux_pipeline.storage import ObjectStore
 
 
@@ -60,10 +60,7 @@ def test_text_range_with_totals_and_footnote(store: ObjectStore, table_csv: Path
 def test_stored_prompt_table_is_preferred(
     store: ObjectStore, table: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from flux_pipeline.assets.prompt_table import PROMPT_TABLE_PATH
-
-    assert STORED_PROMPT_TABLE == PROMPT_TABLE_PATH
-    path = Path(store.root) / STORED_PROMPT_TABLE
+    path = Path(store.root) / PROMPT_TABLE_PATH
     path.parent.mkdir(parents=True)
     table.head(2).to_parquet(path, index=False)
     other = tmp_path / "other.csv"
