@@ -30,5 +30,7 @@ def read_partition_lineage(store: ObjectStore, partition: str) -> pd.DataFrame |
     path = lineage_path(partition)
     if not store.exists(path):
         return None
-    frame: pd.DataFrame = pq.read_table(io.BytesIO(store.read_bytes(path))).to_pandas()
+    # The declared schema: a column an older file lacks (``backend``) reads as null.
+    table = pq.read_table(io.BytesIO(store.read_bytes(path)), schema=LINEAGE_SCHEMA)
+    frame: pd.DataFrame = table.to_pandas()
     return frame

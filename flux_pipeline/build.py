@@ -15,10 +15,12 @@ the window). Per request key:
 3. ``shared``: a key an earlier partition of the range attaches or submits is sent once; this
    partition waits for that outcome and copies it.
 
-Each image is written atomically to ``images/partition=KEY/{prompt_id}-{seed}.{ext}`` (of the
-partition the job was sent for) as it arrives, then the ledger records it; no image bytes are
-kept. A partition's lineage file is written atomically, one row per request, as soon as all its
-rows are known, then ``on_partition_done(report)`` runs on the calling thread.
+Each image is written atomically to ``images/partition=KEY/{prompt_id}-{image_id}.{ext}`` (of
+the partition the job was sent for; ``image_id`` names the backend's image of that request key,
+see :mod:`flux_pipeline.provenance`) as it arrives, then the ledger records it; no image bytes
+are kept. A build uses one backend's ledger: nothing another backend generated is reused. A
+partition's lineage file is written atomically, one row per request, as soon as all its rows
+are known, then ``on_partition_done(report)`` runs on the calling thread.
 
 Claims (:mod:`flux_pipeline.claims`) make every request key submitted once across concurrent
 runs: before a key is attached or submitted the build claims it, then reads the ledger again
@@ -71,6 +73,7 @@ from flux_pipeline.lineage import LineageRow, write_partition_lineage
 from flux_pipeline.outcomes import Outcome, entry_outcome, prompt_rows, store_result
 from flux_pipeline.planning import KeyPlan, PartitionPlan, group_by_key, images_dir, plan_partition
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
+from flux_pipeline.provenance import service_backend
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 from flux_pipeline.storage import ObjectStore, StorageError
 from flux_pipeline.task_groups import BoundedTasks, WatchedTasks
@@ -156,12 +159,14 @@ def build_partition(
     engine_config: EngineConfig,
     progress: Callable[[BuildProgress], None] | None = None,
     progress_interval: float = 5.0,
+    backend: str | None = None,
 ) -> BuildReport:
     """Build ``partition`` from ``requests`` (one per prompt, unique ``key``); see the module."""
     run = build_partitions(
         {partition: list(requests)},
         store=store,
         engine_config=engine_config,
+        backend=backend,
         progress=progress,
         progress_interval=progress_interval,
     )
@@ -176,9 +181,12 @@ def build_partitions(
     progress: Callable[[BuildProgress], None] | None = None,
     progress_interval: float = 5.0,
     on_partition_done: Callable[[BuildReport], None] | None = None,
+    backend: str | None = None,
 ) -> RangeReport:
     """Build every partition of ``partitions`` (partition key -> its requests) with one engine.
 
+    ``backend`` names who generates the images (default: the service at the engine's base
+    URL; the embedded emulator passes :data:`~flux_pipeline.provenance.EMBEDDED_EMULATOR`).
     ``progress`` (every ``progress_interval`` seconds and at the end) and ``on_partition_done``
     (once per partition, right after its lineage file is written) run on the calling thread.
     Bad input (a partition key, duplicate prompt ids) raises ``ValueError`` before any call.
@@ -196,7 +204,8 @@ def build_partitions(
         elif isinstance(event, BuildReport) and on_partition_done is not None:
             on_partition_done(event)
 
-    build = _RangeBuild(partitions, store, engine_config)
+    backend = backend or service_backend(engine_config.base_url)
+    build = _RangeBuild(partitions, Ledger(store, backend), engine_config)
     return run_on_worker_loop(
         lambda emit: build.run(emit, progress_interval if progress else None), handle
     )
@@ -239,13 +248,13 @@ class _RangeBuild:
     def __init__(
         self,
         partitions: Mapping[str, Sequence[GenerationRequest]],
-        store: ObjectStore,
+        ledger: Ledger,
         config: EngineConfig,
     ) -> None:
         self.partitions = partitions
-        self.store = store
+        self.store = store = ledger.store
         self.config = config
-        self.ledger = Ledger(store)
+        self.ledger = ledger
         self.tally = _Tally(total=sum(len(r) for r in partitions.values()))
         #: Keys attached or submitted by this run, by request key.
         self.sent: dict[str, _Sent] = {}
@@ -296,7 +305,7 @@ class _RangeBuild:
         for partition, requests in self.partitions.items():
             sent = frozenset(self.sent)
             plan = await self.tasks.until(
-                asyncio.to_thread(plan_partition, self.store, partition, requests, shared=sent)
+                asyncio.to_thread(plan_partition, self.ledger, partition, requests, shared=sent)
             )
             reused = await self.tasks.until(asyncio.to_thread(self._reuse, plan))
             for key in plan.keys:

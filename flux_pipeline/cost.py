@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 import pandas as pd
 
-from flux_pipeline.ledger import LedgerEntry
+from flux_pipeline.ledger import Ledger, LedgerEntry
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.planning import PartitionPlan, plan_partitions
 from flux_pipeline.protocol import COMPLETED, GenerationRequest
@@ -128,11 +128,13 @@ def plan_cost(
     store: ObjectStore,
     partitions: Mapping[str, Sequence[GenerationRequest]],
     *,
+    backend: str,
     price_per_image: float | None = None,
 ) -> CostPlan:
-    """Plan ``partitions`` (key -> its requests, in build order) against ``store``."""
+    """Plan ``partitions`` (key -> its requests, in build order) against ``store``, for a build
+    on ``backend`` (what other backends generated is to submit)."""
     unit = unit_cost(read_lineage(store), price_per_image)
-    plans = plan_partitions(store, partitions)
+    plans = plan_partitions(Ledger(store, backend), partitions)
     expired_before = datetime.now(UTC) - RESULT_RETENTION
     return CostPlan(tuple(_partition_cost(plan, unit, expired_before) for plan in plans), unit)
 

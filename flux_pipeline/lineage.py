@@ -50,6 +50,7 @@ LINEAGE_SCHEMA: Final = pa.schema(
         pa.field("height", pa.int64()),
         pa.field("request_key", pa.string(), nullable=False),
         pa.field("cached", pa.bool_(), nullable=False),
+        pa.field("backend", pa.string()),
     ]
 )
 #: One line per column as read back (``partition`` first), for schemas shown to people.
@@ -80,6 +81,8 @@ LINEAGE_DESCRIPTIONS: Final = {
     "cached": "true when the image was generated for another partition and reused without an "
     "API call (request_id, timings, attempts and timestamps are that generation's); a "
     "partition rebuilt from its own images keeps false",
+    "backend": "who generated the image: the API root (e.g. https://api.segmind.com) or "
+    "embedded-emulator (synthetic); null in partitions written before it was recorded",
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The DESIGN.md column order, as read back: ``partition`` first.
@@ -113,6 +116,8 @@ class LineageRow:
     height: int | None
     request_key: str
     cached: bool
+    #: Who generated it (:mod:`flux_pipeline.provenance`); None: written before it was kept.
+    backend: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601)."""

@@ -64,10 +64,11 @@ def store_result(
     """
     request = result.request
     when = result.submitted_at or submitted_at
+    backend = ledger.backend
     if result.status == COMPLETED and result.content is not None:
-        row, path = _store_image(store, partition, result, result.content, when)
+        row, path = _store_image(store, partition, result, result.content, when, backend=backend)
     else:
-        row = _failed_row(result, result.error or "no image in the result", when)
+        row = _failed_row(result, result.error or "no image in the result", when, backend)
         path = None
     if path is not None or not result.retryable:
         ledger.record_finished(request.request_key, row, path, partition)
@@ -88,7 +89,10 @@ def prompt_rows(
     for prompt in prompts:
         row = replace(outcome.row, prompt_id=prompt.key, cached=cached)
         if outcome.path is not None:
-            target = image_path(partition, prompt, outcome.path.rsplit(".", 1)[-1])
+            if outcome.row.backend is None:
+                raise ValueError(f"the stored image of {prompt.key} names no backend")
+            ext = outcome.path.rsplit(".", 1)[-1]
+            target = image_path(partition, prompt, ext, outcome.row.backend)
             if target != outcome.path and stored.get(target) != outcome.row.image_bytes:
                 store.copy(outcome.path, target)
             row = replace(row, image_uri=store.uri(target))
@@ -102,6 +106,8 @@ def _store_image(
     result: GenerationResult,
     content: bytes,
     submitted_at: datetime | None,
+    *,
+    backend: str,
 ) -> tuple[LineageRow, str | None]:
     try:
         with Image.open(io.BytesIO(content)) as image:
@@ -109,15 +115,17 @@ def _store_image(
             content_type = _PIL_TYPES.get(str(image.format)) or _media_type(result)
     except Exception as exc:  # Pillow raises several types for content that is not an image
         message = f"the service returned content that is not a readable image ({exc})"
-        return _failed_row(result, message, submitted_at), None
+        return _failed_row(result, message, submitted_at, backend), None
     ext = _EXTENSIONS.get(content_type)
     if ext is None:
-        return _failed_row(result, f"unsupported image type {content_type!r}", submitted_at), None
-    path = image_path(partition, result.request, ext)
+        unsupported = f"unsupported image type {content_type!r}"
+        return _failed_row(result, unsupported, submitted_at, backend), None
+    path = image_path(partition, result.request, ext, backend)
     uri = store.write_atomic(path, content)
     row = _row(
         result,
         submitted_at,
+        backend=backend,
         status=COMPLETED,
         error=None,
         completed_at=datetime.now(UTC),
@@ -131,10 +139,13 @@ def _store_image(
     return row, path
 
 
-def _failed_row(result: GenerationResult, error: str, submitted_at: datetime | None) -> LineageRow:
+def _failed_row(
+    result: GenerationResult, error: str, submitted_at: datetime | None, backend: str
+) -> LineageRow:
     return _row(
         result,
         submitted_at,
+        backend=backend,
         status=FAILED,
         error=error,
         completed_at=result.completed_at or datetime.now(UTC),

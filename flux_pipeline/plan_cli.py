@@ -126,8 +126,9 @@ def load_prompts(store: ObjectStore, prompts: str | None) -> tuple[pd.DataFrame,
     return load_prompt_table(named), source, notes
 
 
-def render(plan: CostPlan, *, root: str, prompts: str, notes: list[str]) -> str:
-    """The plan as a text table with its totals and footnotes."""
+def render(plan: CostPlan, *, where: dict[str, str], notes: list[str]) -> str:
+    """The plan as a text table with its totals and footnotes; ``where`` names the root,
+    the backend and the prompt table."""
     rows = [_cells(p) for p in (*plan.partitions, plan.total)]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
 
@@ -138,8 +139,7 @@ def render(plan: CostPlan, *, root: str, prompts: str, notes: list[str]) -> str:
     rule = "  ".join("-" * w for w in widths)
     total = plan.total
     lines = [
-        f"root:    {root}",
-        f"prompts: {prompts}",
+        *(f"{name + ':':<8} {value}" for name, value in where.items()),
         f"cost:    {plan.unit.describe()}",
         "",
         line(_HEADERS),
@@ -156,6 +156,8 @@ def render(plan: CostPlan, *, root: str, prompts: str, notes: list[str]) -> str:
         "  share one); the other columns count prompts (lineage rows).",
         "in flight: jobs already submitted (and billed) by an earlier run: re-attached, not paid",
         "  again. failed: a final FAILED already recorded, reused as is (no API call).",
+        "reusable: images this backend made, stored with their recorded sha256; images of",
+        "  another backend (the embedded emulator's included) are never reused: to submit.",
         "shared: prompts whose request key an earlier partition of this range submits or",
         "  re-attaches; one engine sends a key once, so it is counted and paid once, in the",
         "  first partition that needs it.",
@@ -218,6 +220,7 @@ def _partitions(args: argparse.Namespace) -> list[str]:
 def _run_plan(args: argparse.Namespace) -> int:
     from flux_pipeline.cost import plan_cost
     from flux_pipeline.prompts import partition_requests
+    from flux_pipeline.provenance import configured_backend
     from flux_pipeline.storage import DEFAULT_ROOT, ObjectStore
 
     try:
@@ -225,12 +228,15 @@ def _run_plan(args: argparse.Namespace) -> int:
         store = ObjectStore.from_uri(args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT))
         table, source, notes = load_prompts(store, args.prompts)
         requests = {key: partition_requests(table, key) for key in partitions}
-        plan = plan_cost(store, requests, price_per_image=args.price_per_image)
+        backend = configured_backend(
+            os.environ.get("SEGMIND_API_KEY") or None, os.environ.get("SEGMIND_BASE_URL") or None
+        )
+        plan = plan_cost(store, requests, backend=backend, price_per_image=args.price_per_image)
     except (ValueError, LookupError, OSError) as exc:
         raise SystemExit(f"flux-pipeline plan: {exc}") from None
+    where = {"root": store.uri(""), "backend": backend, "prompts": source}
     if args.json:
-        body = {"root": store.uri(""), "prompts": source, **plan.to_json(), "notes": notes}
-        print(json.dumps(body, indent=2))
+        print(json.dumps({**where, **plan.to_json(), "notes": notes}, indent=2))
     else:
-        print(render(plan, root=store.uri(""), prompts=source, notes=notes))
+        print(render(plan, where=where, notes=notes))
     return 0

@@ -3,13 +3,16 @@
 Prompts of a partition that share a request key form one group, led by the first of them. Each
 group gets one action:
 
-- ``reuse``: the ledger says COMPLETED and a stored copy of the recorded size is found (this
-  partition's own copies first, then the path the ledger names): copied, no API call;
+- ``reuse``: the ledger says COMPLETED and a stored copy with the recorded size and sha256 is
+  found (this partition's own copies first, then the path the ledger names): copied, no API call;
 - ``failed``: the ledger holds a final FAILED (400, 422, content that is not an image): reused;
 - ``attach``: the ledger holds the request id of a job still in flight: polled, not paid again;
 - ``submit``: nothing usable is stored: a new, billed job;
 - ``shared``: (ranges only) an earlier partition of the same range attaches or submits the key;
   this one waits for that outcome and copies it.
+
+The ledger read is the one of the build's backend (:mod:`flux_pipeline.provenance`): what
+another backend generated or has in flight is ``submit`` here.
 
 The build (:mod:`flux_pipeline.build`) acts on exactly this classification, so a ``plan``
 command built on :func:`plan_partitions` and the build cannot disagree on what will be paid.
@@ -20,18 +23,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from flux_pipeline.ledger import SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.lineage import partition_dir
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
+from flux_pipeline.provenance import image_id
 from flux_pipeline.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 Action = Literal["reuse", "failed", "attach", "submit", "shared"]
 ACTIONS: Final[tuple[Action, ...]] = ("reuse", "failed", "attach", "submit", "shared")
+#: Request keys classified at once (each may read and hash a stored image).
+_CHECKERS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,10 @@ def images_dir(partition: str) -> str:
     return f"images/partition={partition}"
 
 
-def image_path(partition: str, request: GenerationRequest, ext: str) -> str:
-    """Where ``request``'s image lives in ``partition``: ``{prompt_id}-{seed}.{ext}``."""
-    return f"{images_dir(partition)}/{request.key}-{request.seed}.{ext}"
+def image_path(partition: str, request: GenerationRequest, ext: str, backend: str) -> str:
+    """Where ``backend``'s image of ``request`` lives in ``partition``:
+    ``{prompt_id}-{image_id}.{ext}``, a name no other request key or backend shares."""
+    return f"{images_dir(partition)}/{request.key}-{image_id(backend, request.request_key)}.{ext}"
 
 
 def group_by_key(requests: Sequence[GenerationRequest]) -> list[tuple[GenerationRequest, ...]]:
@@ -99,40 +107,38 @@ def group_by_key(requests: Sequence[GenerationRequest]) -> list[tuple[Generation
 
 
 def plan_partition(
-    store: ObjectStore,
+    ledger: Ledger,
     partition: str,
     requests: Sequence[GenerationRequest],
     *,
     shared: Iterable[str] = (),
 ) -> PartitionPlan:
-    """Classify ``requests`` of ``partition``; keys in ``shared`` that are not reusable are
-    left to an earlier partition of the range (action ``shared``)."""
+    """Classify ``requests`` of ``partition`` against ``ledger`` (one backend's); keys in
+    ``shared`` that are not reusable are left to an earlier partition of the range (action
+    ``shared``)."""
+    store = ledger.store
     groups = group_by_key(requests)
-    entries = Ledger(store).get_many(g[0].request_key for g in groups)
+    entries = ledger.get_many(g[0].request_key for g in groups)
     stored = store.sizes(images_dir(partition))
     earlier = set(shared)
-    keys = tuple(
-        _classify(
-            store,
-            partition,
-            group,
-            entries.get(group[0].request_key),
-            stored=stored,
-            shared=earlier,
-        )
-        for group in groups
-    )
+
+    def classify(group: tuple[GenerationRequest, ...]) -> KeyPlan:
+        entry = entries.get(group[0].request_key)
+        return _classify(store, partition, group, entry, stored=stored, shared=earlier)
+
+    with ThreadPoolExecutor(_CHECKERS) as pool:
+        keys = tuple(pool.map(classify, groups))
     return PartitionPlan(partition=partition, keys=keys, stored=stored)
 
 
 def plan_partitions(
-    store: ObjectStore, partitions: Mapping[str, Sequence[GenerationRequest]]
+    ledger: Ledger, partitions: Mapping[str, Sequence[GenerationRequest]]
 ) -> list[PartitionPlan]:
     """Plan a range in order: a key attached or submitted by one partition is ``shared`` by
     the later ones, so each new image is counted (and paid) once."""
     plans, claimed = [], set[str]()
     for partition, requests in partitions.items():
-        plan = plan_partition(store, partition, requests, shared=claimed)
+        plan = plan_partition(ledger, partition, requests, shared=claimed)
         claimed.update(k.request_key for k in plan.keys if k.action in ("attach", "submit"))
         plans.append(plan)
     return plans
@@ -154,7 +160,11 @@ def _classify(
             source = _stored_copy(store, partition, group, entry, stored)
             if source is not None:
                 return KeyPlan(group, "reuse", entry, source)
-            log.warning("no stored copy of %s's image is left; generating it again", group[0].key)
+            log.warning(
+                "no stored copy of %s's image with its recorded sha256 is left; generating it "
+                "again",
+                group[0].key,
+            )
     if group[0].request_key in shared:
         return KeyPlan(group, "shared", entry)
     if entry is not None and entry.state == SUBMITTED and entry.request_id:
@@ -169,18 +179,22 @@ def _stored_copy(
     entry: LedgerEntry,
     stored: Mapping[str, int],
 ) -> str | None:
-    """The first copy of the entry's image that holds its recorded size: this partition's own
-    copies (listed in ``stored``), then the ledger's ``image_path`` (asked for)."""
-    source = entry.image_path or ""
-    size = entry.lineage.image_bytes if entry.lineage else None
+    """The first copy of the entry's image that holds its recorded size and sha256: this
+    partition's own copies (sizes listed in ``stored``), then the ledger's ``image_path``."""
+    row, source = entry.lineage, entry.image_path or ""
+    if row is None or row.backend is None:
+        return None
     ext = source.rsplit(".", 1)[-1]
-    own = [image_path(partition, r, ext) for r in group]
-    for path in own:
-        if stored.get(path) == size:
-            return path
-    if source in own:
-        return None
-    try:
-        return source if store.size(source) == size else None
-    except FileNotFoundError:
-        return None
+    own = [image_path(partition, r, ext, row.backend) for r in group]
+    candidates = [path for path in own if stored.get(path) == row.image_bytes]
+    if source not in own:
+        candidates.append(source)
+    for path in candidates:
+        try:
+            if path not in own and store.size(path) != row.image_bytes:
+                continue
+            if store.sha256(path) == row.image_sha256:
+                return path
+        except FileNotFoundError:
+            continue
+    return None

@@ -35,6 +35,8 @@ DEFAULT_ROOT = "./data"
 TMP_DIR = "_tmp"
 #: Local compare-and-swap serialises on this file, one per folder of swapped objects.
 CAS_LOCK = ".cas-lock"
+#: Bytes read at a time when an object is hashed.
+_HASH_CHUNK = 1 << 20
 
 T = TypeVar("T")
 
@@ -256,6 +258,14 @@ class ObjectStore:
                 raise data
             found[by_path[self.fs._strip_protocol(path)]] = data
         return found
+
+    def sha256(self, relpath: str) -> str:
+        """The sha256 hex digest of one object, read in chunks (memory flat in its size)."""
+        digest = hashlib.sha256()
+        with self.fs.open(self.path(relpath), "rb", block_size=_HASH_CHUNK) as f:
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def exists(self, relpath: str) -> bool:
         return bool(self.fs.exists(self.path(relpath)))

@@ -12,6 +12,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
+from flux_pipeline.provenance import configured_backend
 from flux_pipeline.segmind import EngineConfig, SegmindEngine, SubmittedHook
 
 log = logging.getLogger("flux_pipeline.resources.segmind")
@@ -136,6 +137,11 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
     def uses_emulator(self) -> bool:
         """True when neither the config nor the environment names a key or a base URL."""
         return self.service_key is None and self.service_url is None
+
+    @property
+    def backend(self) -> str:
+        """Who generates this resource's images (:mod:`flux_pipeline.provenance`)."""
+        return configured_backend(self.service_key, self.service_url)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if not self.uses_emulator:

@@ -99,6 +99,14 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--include-synthetic",
+        action="store_true",
+        help=(
+            "also export rows no service made: the embedded emulator's synthetic images and rows "
+            "that name no backend (written before backends were recorded)"
+        ),
+    )
+    parser.add_argument(
         "--root",
         default=None,
         help="storage root (default: FLUX_STORAGE_ROOT, else ./data)",
@@ -141,6 +149,7 @@ def _run_webdataset(args: argparse.Namespace) -> int:
             max_samples_per_shard=args.max_samples_per_shard,
             max_shard_bytes=args.max_shard_bytes,
             keep_duplicates=args.keep_duplicates,
+            include_synthetic=args.include_synthetic,
             on_shard=show,
         )
     except (ValueError, ExportError, OSError) as exc:
@@ -150,20 +159,35 @@ def _run_webdataset(args: argparse.Namespace) -> int:
         f"{manifest.bytes:,} bytes; skipped {manifest.duplicates_skipped} duplicate(s) and "
         f"{manifest.failed_skipped} FAILED row(s); manifest {out.uri(MANIFEST_FILE)}"
     )
+    _say_synthetic(manifest.synthetic_skipped, args.include_synthetic)
     return 0
+
+
+def _say_synthetic(skipped: int, included: bool) -> None:
+    """Say what was done with rows no service made."""
+    if included:
+        print("synthetic rows included (--include-synthetic): not every image is a service's")
+    elif skipped:
+        print(
+            f"left out {skipped} row(s) no service made (embedded emulator, or no backend "
+            "recorded); --include-synthetic exports them too"
+        )
 
 
 def _run_imagefolder(args: argparse.Namespace) -> int:
     from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
     from flux_pipeline.dataset.partitions import read_partition_rows
+    from flux_pipeline.provenance import is_service
 
+    skipped = 0
     try:
         store, partitions = _source(args)
         for partition in partitions:
-            uri = write_imagefolder_metadata(
-                store, partition, read_partition_rows(store, partition)
-            )
-            print(uri, flush=True)
+            rows = read_partition_rows(store, partition)
+            kept = [r for r in rows if args.include_synthetic or is_service(r.backend)]
+            skipped += sum(r.status == "COMPLETED" for r in rows if r not in kept)
+            print(write_imagefolder_metadata(store, partition, kept), flush=True)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"flux-pipeline export: {exc}") from None
+    _say_synthetic(skipped, args.include_synthetic)
     return 0

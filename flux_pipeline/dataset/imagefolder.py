@@ -36,6 +36,7 @@ METADATA_FIELDS: Final = (
     "height",
     "request_key",
     "model",
+    "backend",
 )
 #: A file name in which ``datasets`` (data_dir= without data_files=) sees a split name.
 _SPLIT_WORD: Final = re.compile(
@@ -61,7 +62,9 @@ def write_imagefolder_metadata(
 ) -> str:
     """Replace ``images/partition=KEY/metadata.jsonl`` atomically; return its URI.
 
-    One line per COMPLETED row, in row order; FAILED rows have no image and no line.
+    One line per COMPLETED row of ``rows``, in row order, with its ``backend``; FAILED rows have
+    no image and no line. (A build lists every row it made; ``flux-pipeline export imagefolder``
+    passes only the rows a service made unless asked for synthetic ones.)
     """
     records = [metadata_record(partition, r) for r in rows if r.status == COMPLETED]
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

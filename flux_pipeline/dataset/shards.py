@@ -9,9 +9,12 @@ ends a key at the first dot of the file name, and prompt ids may hold dots, so a
 partition or prompt id is written ``%2E`` (``%`` is never part of either); the ``.json``
 holds the real values.
 
-An image is stored once however many rows point at it: a row whose ``request_key`` was
-already exported (same model, prompt, seed, steps and aspect ratio, hence the same image) is
-skipped and counted, unless ``keep_duplicates``. Every image's sha256 is checked against its
+Only images a service made are exported: rows of the embedded emulator (synthetic) and rows
+that name no backend (written before backends were recorded) are skipped and counted, unless
+``include_synthetic``. An image is stored once however many rows point at it: a row whose
+backend and ``request_key`` were already exported (same model, prompt, seed, steps and aspect
+ratio from the same service, hence the same image) is skipped and counted, unless
+``keep_duplicates``. Every image's sha256 is checked against its
 lineage on the way. Shards are ``{prefix}-000000.tar``, ``{prefix}-000001.tar``, ... in
 partition order, then lineage order (shuffling is the loader's job); a shard is closed before
 it would exceed ``max_samples_per_shard`` samples or ``max_shard_bytes`` bytes (a single sample
@@ -46,6 +49,7 @@ from flux_pipeline.dataset.shard_defaults import (
 from flux_pipeline.lineage import LineageRow
 from flux_pipeline.planning import images_dir
 from flux_pipeline.protocol import COMPLETED
+from flux_pipeline.provenance import is_service
 from flux_pipeline.storage import TMP_DIR, ObjectStore
 
 _PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -80,6 +84,7 @@ class ShardManifest:
     bytes: int
     duplicates_skipped: int
     failed_skipped: int
+    synthetic_skipped: int
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +96,7 @@ class ShardManifest:
             "bytes": self.bytes,
             "duplicates_skipped": self.duplicates_skipped,
             "failed_skipped": self.failed_skipped,
+            "synthetic_skipped": self.synthetic_skipped,
         }
 
 
@@ -112,6 +118,7 @@ def export_shards(
     max_samples_per_shard: int = DEFAULT_MAX_SAMPLES,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     keep_duplicates: bool = False,
+    include_synthetic: bool = False,
     on_shard: Callable[[ShardInfo], None] | None = None,
 ) -> ShardManifest:
     """Pack the COMPLETED rows of ``partitions`` (stored in ``store``) into shards in ``out``.
@@ -125,8 +132,8 @@ def export_shards(
         raise ValueError(f"max_samples_per_shard must be at least 1, not {max_samples_per_shard}")
     if max_shard_bytes < tarfile.RECORDSIZE:
         raise ValueError(f"max_shard_bytes must be at least {tarfile.RECORDSIZE}")
-    seen: set[str] = set()
-    duplicates = failed = 0
+    seen: set[tuple[str | None, str]] = set()
+    duplicates = failed = synthetic = 0
     shards: list[ShardInfo] = []
 
     def publish(info: ShardInfo) -> None:
@@ -137,12 +144,15 @@ def export_shards(
     with _ShardWriter(out, prefix, max_samples_per_shard, max_shard_bytes, publish) as writer:
         for partition in partitions:
             for row in read_partition_rows(store, partition):
+                made = (row.backend, row.request_key)
                 if row.status != COMPLETED:
                     failed += 1
-                elif row.request_key in seen and not keep_duplicates:
+                elif not (include_synthetic or is_service(row.backend)):
+                    synthetic += 1
+                elif made in seen and not keep_duplicates:
                     duplicates += 1
                 else:
-                    seen.add(row.request_key)
+                    seen.add(made)
                     writer.add(list(_sample(store, partition, row)))
     manifest = ShardManifest(
         source=store.uri(""),
@@ -152,6 +162,7 @@ def export_shards(
         bytes=sum(s.bytes for s in shards),
         duplicates_skipped=duplicates,
         failed_skipped=failed,
+        synthetic_skipped=synthetic,
     )
     body = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
     out.write_atomic(MANIFEST_FILE, body.encode())

@@ -7,8 +7,13 @@ from datetime import UTC, datetime
 from flux_pipeline.lineage import LineageRow
 from flux_pipeline.protocol import request_key
 
+#: The service the rows say made them.
+BACKEND = "https://api.example.com"
 
-def make_row(prompt_id: str, *, status: str = "COMPLETED", cached: bool = False) -> LineageRow:
+
+def make_row(
+    prompt_id: str, *, status: str = "COMPLETED", cached: bool = False, backend: str = BACKEND
+) -> LineageRow:
     done = status == "COMPLETED"
     return LineageRow(
         prompt_id=prompt_id,
@@ -34,4 +39,5 @@ def make_row(prompt_id: str, *, status: str = "COMPLETED", cached: bool = False)
         height=1024 if done else None,
         request_key=request_key("fast-flux-schnell", prompt_id, 7, 4, "1:1"),
         cached=cached,
+        backend=backend,
     )

@@ -19,8 +19,10 @@ from loopback import TEST_KEY, fast_config
 from flux_pipeline.build import BuildProgress, BuildReport, build_partition
 from flux_pipeline.ledger import Ledger
 from flux_pipeline.lineage import read_lineage
+from flux_pipeline.planning import image_path
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, MODEL, GenerationRequest
+from flux_pipeline.provenance import image_id, service_backend
 from flux_pipeline.segmind import AuthenticationError, EngineConfig
 from flux_pipeline.storage import ObjectStore, WriteRetry
 
@@ -72,9 +74,8 @@ def assert_images_match_lineage(store: ObjectStore, lineage: pd.DataFrame) -> No
         assert hashlib.sha256(data).hexdigest() == row["image_sha256"]
         assert len(data) == row["image_bytes"]
         assert (row["width"], row["height"]) == ASPECT_RATIOS[row["aspect_ratio"]]
-        assert row["image_uri"] == store.uri(
-            f"images/partition={row['partition']}/{prompt_id}-{row['seed']}.jpg"
-        )
+        name = f"{prompt_id}-{image_id(row['backend'], row['request_key'])}.jpg"
+        assert row["image_uri"] == store.uri(f"images/partition={row['partition']}/{name}")
 
 
 def test_full_partition_then_rerun_makes_no_api_call(
@@ -109,8 +110,9 @@ def test_full_partition_then_rerun_makes_no_api_call(
     assert (lineage["model"] == MODEL).all()
     assert (lineage["completed_at"] >= lineage["submitted_at"]).all()
     images = [p for p in local_store.list(f"images/partition={DAY}") if p.endswith(".jpg")]
+    backend = service_backend(emulator.url)
     assert images == sorted(
-        f"images/partition={DAY}/{r.key}-{r.seed}.jpg" for r in requests if r.key != "blocked"
+        image_path(DAY, r, "jpg", backend) for r in requests if r.key != "blocked"
     )
 
     for path in Path(local_store.root).rglob("*"):
@@ -170,7 +172,9 @@ def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: Ob
     )
     request_id = answer.json()["request_id"]
     submitted_at = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
-    Ledger(local_store).record_submitted(request.request_key, request_id, submitted_at)
+    Ledger(local_store, service_backend(emulator.url)).record_submitted(
+        request.request_key, request_id, submitted_at
+    )
 
     report = build([request], local_store, emulator)
     assert submits(emulator) == 1  # only ours above: the build attached instead of submitting
@@ -179,7 +183,7 @@ def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: Ob
     assert row["request_id"] == request_id
     assert row["status"] == "COMPLETED"
     assert row["submitted_at"] == submitted_at  # the earlier run's submit, from the ledger
-    entry = Ledger(local_store).get(request.request_key)
+    entry = Ledger(local_store, service_backend(emulator.url)).get(request.request_key)
     assert entry is not None
     assert (entry.state, entry.request_id) == ("COMPLETED", request_id)
 
@@ -212,7 +216,7 @@ def test_a_failing_image_write_leaves_no_lineage_and_the_rerun_attaches(
     assert store.list("images") == [f"images/partition={DAY}"]
     paid = submits(emulator)
     keys = {r.request_key for r in requests}
-    recorded = Ledger(store).get_many(keys)
+    recorded = Ledger(store, service_backend(emulator.url)).get_many(keys)
     assert all(e.state in ("SUBMITTED", "FAILED") for e in recorded.values())
 
     (root / "images" / f"partition={DAY}").unlink()
@@ -245,7 +249,7 @@ def test_an_expired_ledger_id_leads_to_one_new_submit(
         f"{emu.url}/v2/{MODEL}", json=request.payload(), headers={"x-api-key": TEST_KEY}
     )
     old_id = answer.json()["request_id"]
-    Ledger(local_store).record_submitted(request.request_key, old_id)
+    Ledger(local_store, service_backend(emu.url)).record_submitted(request.request_key, old_id)
     status_url = f"{emu.url}/v2/requests/{old_id}/status"
     for _ in range(100):  # retention is 0.3 s: wait until the emulator forgot the job
         if httpx.get(status_url, headers={"x-api-key": TEST_KEY}).status_code == 404:
@@ -260,7 +264,7 @@ def test_an_expired_ledger_id_leads_to_one_new_submit(
     row = lineage_of(local_store).loc["owl"]
     assert row["status"] == "COMPLETED"
     assert row["request_id"] != old_id
-    entry = Ledger(local_store).get(request.request_key)
+    entry = Ledger(local_store, service_backend(emu.url)).get(request.request_key)
     assert entry is not None
     assert entry.state == "COMPLETED"
 
@@ -273,7 +277,8 @@ def test_png_output_keeps_its_type_and_extension(
     build([request], local_store, emu)
     row = lineage_of(local_store).loc["kite"]
     assert row["content_type"] == "image/png"
-    assert row["image_uri"] == local_store.uri(f"images/partition={DAY}/kite-3.png")
+    path = image_path(DAY, request, "png", service_backend(emu.url))
+    assert row["image_uri"] == local_store.uri(path)
     assert local_store.read_bytes(f"images/partition={DAY}/kite-3.png").startswith(b"\x89PNG")
 
 

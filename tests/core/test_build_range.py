@@ -23,6 +23,7 @@ from flux_pipeline.metrics import generation_metrics
 from flux_pipeline.planning import plan_partitions
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import MODEL, GenerationRequest
+from flux_pipeline.provenance import service_backend
 from flux_pipeline.storage import ObjectStore, StorageError
 
 DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
@@ -138,14 +139,15 @@ def test_the_plan_counts_each_new_image_once_and_the_build_follows_it(
     emulator: Any, local_store: ObjectStore, tmp_path: Path
 ) -> None:
     partitions = by_partition(tmp_path)
-    plans = plan_partitions(local_store, partitions)
+    ledger = Ledger(local_store, service_backend(emulator.url))
+    plans = plan_partitions(ledger, partitions)
     assert [p.new_images for p in plans] == [5, 3, 3]
     assert [p.prompts("shared") for p in plans] == [0, 3, 3]
     assert api_calls(emulator) == 0
 
     build_partitions(partitions, store=local_store, engine_config=fast_config(emulator.url))
     assert len(submits_by_key(emulator)) == sum(p.new_images for p in plans)
-    after = plan_partitions(local_store, partitions)
+    after = plan_partitions(ledger, partitions)
     assert [(p.prompts("reuse"), p.prompts("failed"), p.new_images) for p in after] == [
         (5, 1, 0)
     ] * 3
@@ -249,7 +251,9 @@ def test_a_dead_claim_is_taken_over_and_its_job_attached(
     answer = httpx.post(
         f"{emulator.url}/v2/{MODEL}", json=moth.payload(), headers={"x-api-key": TEST_KEY}
     )
-    Ledger(local_store).record_submitted(moth.request_key, answer.json()["request_id"])
+    Ledger(local_store, service_backend(emulator.url)).record_submitted(
+        moth.request_key, answer.json()["request_id"]
+    )
     report = build_partition(
         [moth, owl], partition=DAYS[0], store=local_store, engine_config=fast_config(emulator.url)
     )
@@ -286,7 +290,7 @@ def test_a_claim_taken_over_before_its_request_is_sent_is_not_sent(
         )
 
     def other_run() -> BuildReport:
-        ledger, deadline = Ledger(local_store), time.monotonic() + 30
+        ledger, deadline = Ledger(local_store, service_backend(emu.url)), time.monotonic() + 30
         while ledger.get(slow[0].request_key) is None:  # the first run has claimed and submits
             assert time.monotonic() < deadline, "the first run never submitted"
             time.sleep(0.01)

@@ -9,7 +9,7 @@ import pytest
 from flux_pipeline.ledger import Ledger
 from flux_pipeline.storage import ObjectStore
 
-from .rows import make_row
+from .rows import BACKEND, make_row
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -18,7 +18,7 @@ def store(request: pytest.FixtureRequest) -> ObjectStore:
 
 
 def test_submitted_then_finished(store: ObjectStore) -> None:
-    ledger = Ledger(store)
+    ledger = Ledger(store, BACKEND)
     row = make_row("a")
     key = row.request_key
     assert ledger.get(key) is None
@@ -29,7 +29,7 @@ def test_submitted_then_finished(store: ObjectStore) -> None:
     assert entry is not None
     assert (entry.state, entry.request_id, entry.submitted_at) == ("SUBMITTED", "req-1", when)
     assert ledger.get_many([key, "0" * 64]) == {key: entry}
-    assert json.loads(store.read_bytes(f"_ledger/{key}.json"))["request_id"] == "req-1"
+    assert json.loads(store.read_bytes(f"{ledger.folder}/{key}.json"))["request_id"] == "req-1"
 
     store.write_atomic("images/partition=p/a-7.jpg", b"jpeg")
     row = replace(row, image_uri=store.uri("images/partition=p/a-7.jpg"))
@@ -42,7 +42,7 @@ def test_submitted_then_finished(store: ObjectStore) -> None:
 
 
 def test_failed_entries_and_the_hook_signature(local_store: ObjectStore) -> None:
-    ledger = Ledger(local_store)
+    ledger = Ledger(local_store, BACKEND)
     failed = make_row("b", status="FAILED")
     ledger.record_submitted(failed.request_key, "req-b")  # as the engine's hook calls it
     assert ledger.get(failed.request_key).submitted_at is not None  # type: ignore[union-attr]
@@ -56,10 +56,41 @@ def test_failed_entries_and_the_hook_signature(local_store: ObjectStore) -> None
 
 
 def test_bad_input_is_refused(local_store: ObjectStore) -> None:
-    ledger = Ledger(local_store)
+    ledger = Ledger(local_store, BACKEND)
     with pytest.raises(ValueError, match="not a request key"):
         ledger.record_submitted("../../etc/passwd", "x")
     with pytest.raises(ValueError, match="stored under this root"):
         ledger.record_finished(make_row("a").request_key, make_row("a"))
     with pytest.raises(ValueError, match="not a finished status"):
         ledger.record_finished(make_row("a").request_key, replace(make_row("a"), status="QUEUED"))
+    with pytest.raises(ValueError, match=r"is not 'https://api\.example\.com''s to keep"):
+        ledger.record_finished(make_row("a").request_key, make_row("a", backend="elsewhere"))
+
+
+def test_each_backend_reads_only_its_own_entries(local_store: ObjectStore) -> None:
+    """A job the emulator ran is never attached to nor reused by a service, nor the reverse;
+    an entry written before backends were recorded belongs to none of them."""
+    service, emulator = Ledger(local_store, BACKEND), Ledger(local_store, "embedded-emulator")
+    row = make_row("a", backend="embedded-emulator")
+    key = row.request_key
+    emulator.record_submitted(key, "req-synthetic")
+    assert service.get(key) is None
+    local_store.write_atomic("images/partition=p/a.jpg", b"jpeg")
+    emulator.record_finished(
+        key, replace(row, image_uri=local_store.uri("images/partition=p/a.jpg"))
+    )
+    assert service.get(key) is None
+    assert emulator.get(key).state == "COMPLETED"  # type: ignore[union-attr]
+    assert json.loads(local_store.read_bytes(f"{emulator.folder}/{key}.json"))["backend"] == (
+        "embedded-emulator"
+    )
+
+    legacy = make_row("b")
+    local_store.write_atomic(
+        f"_ledger/{legacy.request_key}.json",
+        json.dumps(
+            {"request_key": legacy.request_key, "state": "SUBMITTED", "request_id": "r"}
+        ).encode(),
+    )
+    assert service.get(legacy.request_key) is None
+    assert emulator.get(legacy.request_key) is None

@@ -10,16 +10,26 @@ from typing import Any
 import pandas as pd
 import pytest
 from cost_support import TABLE
-from loopback import fast_config
+from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.build import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
+from flux_pipeline.provenance import service_backend
 from flux_pipeline.storage import ObjectStore
 
 # The budget test drives Dagster with the Dagster suite's helpers (module dagster_support).
 _DAGSTER_SUITE = str(Path(__file__).resolve().parents[1] / "dagster")
 if _DAGSTER_SUITE not in sys.path:
     sys.path.append(_DAGSTER_SUITE)
+
+
+@pytest.fixture(autouse=True)
+def service_env(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The emulator named as the service, as a deployment names its own: builds and ``plan``
+    (which reads these variables) then agree on the backend; returns its name."""
+    monkeypatch.setenv("SEGMIND_BASE_URL", emulator.url)
+    monkeypatch.setenv("SEGMIND_API_KEY", TEST_KEY)
+    return service_backend(emulator.url)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from loopback import TEST_KEY
 from flux_pipeline.cost import plan_cost
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.prompts import load_prompt_table, partition_requests
+from flux_pipeline.provenance import service_backend
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
 from flux_pipeline.storage import ObjectStore
 
@@ -61,7 +62,8 @@ def test_budget_stops_new_images_and_a_bigger_one_continues(
     refused = rows[rows["status"] == "FAILED"]
     assert refused["error"].str.contains(f"max_new_images={BUDGET}").all()
     table = load_prompt_table(str(twelve_prompts))
-    (left,) = plan_cost(store, {PARTITION: partition_requests(table, PARTITION)}).partitions
+    requests = {PARTITION: partition_requests(table, PARTITION)}
+    (left,) = plan_cost(store, requests, backend=service_backend(emulator.url)).partitions
     assert (left.reusable, left.to_submit) == (BUDGET, PROMPTS - BUDGET)
 
     second = runner(emulator, root, instance, max_new_images=100).partition(PARTITION)

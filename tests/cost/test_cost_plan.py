@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from flux_pipeline.emulator.settings import COST_PER_JOB
 from flux_pipeline.ledger import Ledger
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.prompts import partition_requests
+from flux_pipeline.provenance import service_backend
 from flux_pipeline.storage import ObjectStore
 
 Build = Callable[..., BuildReport]
@@ -26,7 +28,8 @@ Build = Callable[..., BuildReport]
 def plan(
     store: ObjectStore, table: pd.DataFrame, days: tuple[str, ...] = DAYS[:1], **kw: Any
 ) -> CostPlan:
-    return plan_cost(store, {d: partition_requests(table, d) for d in days}, **kw)
+    backend = service_backend(os.environ["SEGMIND_BASE_URL"])  # conftest's service_env
+    return plan_cost(store, {d: partition_requests(table, d) for d in days}, backend=backend, **kw)
 
 
 def counts(cost: PartitionCost) -> tuple[int, int, int, int, int, int]:
@@ -91,12 +94,14 @@ def test_a_submitted_job_is_in_flight_not_to_submit(
 ) -> None:
     fox, _, tower, _ = partition_requests(table, DAYS[0])
     now = datetime.now(UTC)
-    Ledger(store).record_submitted(fox.request_key, "req-fox", now)
+    Ledger(store, service_backend(emulator.url)).record_submitted(fox.request_key, "req-fox", now)
     (day,) = plan(store, table, price_per_image=1.0).partitions
     assert counts(day) == (4, 0, 0, 1, 3, 0)
     assert day.estimated_cost == 3.0  # the job in flight is already paid
     assert day.in_flight_expired == 0
-    Ledger(store).record_submitted(tower.request_key, "req-tower", now - timedelta(hours=2))
+    Ledger(store, service_backend(emulator.url)).record_submitted(
+        tower.request_key, "req-tower", now - timedelta(hours=2)
+    )
     (day,) = plan(store, table, price_per_image=1.0).partitions
     assert counts(day) == (4, 0, 0, 2, 2, 0)
     assert day.in_flight_expired == 1  # its result is likely gone: it may be paid again

@@ -112,10 +112,10 @@ def test_daily_keys_span_month_ends() -> None:
 
 
 def test_an_expired_job_in_flight_is_flagged(
-    store: ObjectStore, table: pd.DataFrame, table_csv: Path
+    store: ObjectStore, table: pd.DataFrame, table_csv: Path, service_env: str
 ) -> None:
     fox = partition_requests(table, DAYS[0])[0]
-    Ledger(store).record_submitted(
+    Ledger(store, service_env).record_submitted(
         fox.request_key, "req-fox", datetime.now(UTC) - timedelta(hours=3)
     )
     run = plan(

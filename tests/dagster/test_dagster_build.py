@@ -25,6 +25,7 @@ from dagster_support import (
 from PIL import Image
 
 from flux_pipeline.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS
+from flux_pipeline.provenance import image_id
 
 PROMPT_IDS = {"fox", "harbor", "tower", "market", "comet", "garden"}
 CHECKS = {
@@ -335,5 +336,6 @@ def test_lineage_of_all_partitions_reads_back_as_one_hive_dataset(
     assert set(frame["partition"].astype(str)) == {"2026-11-20", "2026-11-21"}
     for row in frame.itertuples():
         folder = storage_root / "images" / f"partition={row.partition}"
-        assert re.fullmatch(rf"{row.prompt_id}-{row.seed}\.jpe?g", Path(row.image_uri).name)
+        made = image_id(str(row.backend), str(row.request_key))
+        assert re.fullmatch(rf"{row.prompt_id}-{made}\.jpe?g", Path(row.image_uri).name)
         assert Path(row.image_uri).parent == folder

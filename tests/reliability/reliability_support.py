@@ -35,8 +35,8 @@ from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.storage import ObjectStore
 
 PARTITION = "2026-11-20"
-#: Every file name a reader may see under ``images/`` (``{prompt_id}-{seed}.jpg``).
-IMAGE_NAME = r"[A-Za-z0-9_.\-]+-\d+\.jpg"
+#: Every file name a reader may see under ``images/`` (``{prompt_id}-{image_id}.jpg``).
+IMAGE_NAME = r"[A-Za-z0-9_.\-]+-[0-9a-f]{16}\.jpg"
 
 
 def write_table(path: Path, n: int, *, nsfw: int = 0, max_steps: int = 4, seed: int = 0) -> Path:

@@ -16,6 +16,7 @@ from flux_pipeline.build import build_partition
 from flux_pipeline.ledger import Ledger
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.protocol import MODEL
+from flux_pipeline.provenance import service_backend
 from flux_pipeline.storage import ObjectStore
 
 RETENTION = 2.0
@@ -33,7 +34,9 @@ def test_an_expired_submitted_entry_is_submitted_once_more_and_completes(
     answer = api.post(f"/v2/{MODEL}", json=stale.payload())
     old_id = answer.json()["request_id"]
     submitted_at = datetime.now(UTC) - timedelta(seconds=RETENTION)
-    Ledger(store).record_submitted(stale.request_key, old_id, submitted_at)
+    Ledger(store, service_backend(emu.url)).record_submitted(
+        stale.request_key, old_id, submitted_at
+    )
     while api.get(f"/v2/requests/{old_id}/status").status_code != 404:
         time.sleep(0.2)  # wait for the service to forget it (retention counts from submission)
 
@@ -47,7 +50,7 @@ def test_an_expired_submitted_entry_is_submitted_once_more_and_completes(
     lineage = read_lineage(store).set_index("prompt_id")
     assert list(lineage["status"]) == ["COMPLETED", "COMPLETED"]
     assert lineage.loc[stale.key, "request_id"] not in (None, old_id)
-    entry = Ledger(store).get(stale.request_key)
+    entry = Ledger(store, service_backend(emu.url)).get(stale.request_key)
     assert entry is not None
     assert entry.state == "COMPLETED"
     assert entry.request_id == lineage.loc[stale.key, "request_id"]
