@@ -62,6 +62,17 @@ class Runner:
             },
         )
 
+    def range_checks(self, first: str, last: str) -> dg.ExecuteInProcessResult:
+        """Only the checks of ``generated_images``, for the partitions ``first`` to ``last``
+        in one run."""
+        return self._materialize(
+            dg.AssetSelection.checks_for_assets("generated_images"),
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            },
+        )
+
     def checks(self, key: str = PARTITION) -> dg.ExecuteInProcessResult:
         """Only the checks of ``generated_images`` for one partition.
 
