@@ -17,7 +17,7 @@ from flux_pipeline.build import BuildProgress, BuildReport, RangeReport, build_p
 from flux_pipeline.contact_sheet import render_contact_sheet
 from flux_pipeline.lineage import LINEAGE_DESCRIPTIONS
 from flux_pipeline.metrics import generated_cost
-from flux_pipeline.prompts import partition_requests
+from flux_pipeline.prompts import RangeRequests
 from flux_pipeline.resources.segmind import SegmindResource
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.segmind import EngineConfig
@@ -77,7 +77,9 @@ with warnings.catch_warnings():
         pace of the run's API requests; `mode` the configured protocol and `mode_used` the one(s)
         its images went through (`auto` moves new images to v1 while a quota binds:
         `completed_async` / `completed_sync` / `mode_switches` say how), `requests_per_image` the
-        API requests per completed image. The engine's counters (`api_requests`,
+        API requests per completed image, `storage_requests` the object-store requests of the
+        build by verb (S3 API calls on an S3 root) and `storage_requests_per_image` those per
+        generated image. The engine's counters (`api_requests`,
         `media_downloads`, `retried_requests`, `reported_cost`, the mode fields) are exact for
         the run: in a run of several partitions,
         which share one engine, they are the run's totals, named `run_api_requests` and so on.
@@ -85,7 +87,7 @@ with warnings.catch_warnings():
         partitions = list(context.partition_keys)
         store = storage.store()
         table = read_prompt_table(store)
-        requests = {partition: partition_requests(table, partition) for partition in partitions}
+        requests = RangeRequests(table, partitions)  # each partition's, made when it is built
         share = pool_share(context.instance)
         configured = segmind.engine_config()
         config = paced_for_pool(configured, share)
@@ -95,7 +97,7 @@ with warnings.catch_warnings():
             "quota_share": _quota_share(configured, config, share),
         }
         context.add_asset_metadata(shared)
-        total = sum(len(batch) for batch in requests.values())
+        total = len(table) * len(partitions)
         line = f"{shared['run_partitions']}: {total} images to build; {shared['quota_share']}"
         paced_alone = config.requests_per_minute is not None and not share.limited
         (context.log.warning if paced_alone else context.log.info)(line)
@@ -183,6 +185,8 @@ def _engine_metadata(report: RangeReport) -> dict[str, Any]:
         "completed_sync": engine.completed_by_mode.get("sync", 0),
         "mode_switches": engine.mode_switches,
         "requests_per_image": _rounded(engine.requests_per_image),
+        "storage_requests": dict(sorted(report.storage_requests.items())),
+        "storage_requests_per_image": _rounded(report.storage_requests_per_image),
     }
 
 

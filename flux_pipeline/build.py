@@ -56,8 +56,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -144,11 +146,18 @@ class BuildReport:
 @dataclass(frozen=True)
 class RangeReport:
     """A range build: one report per partition (in the order given), the engine's counters
-    over the whole range and its wall time."""
+    over the whole range, its wall time, and the object-store requests it made, by verb."""
 
     partitions: tuple[BuildReport, ...]
     engine: EngineStats
     elapsed_s: float
+    storage_requests: Mapping[str, int]
+
+    @property
+    def storage_requests_per_image(self) -> float | None:
+        """Object-store requests per image this build generated (None: it generated none)."""
+        made = self.engine.completed
+        return sum(self.storage_requests.values()) / made if made else None
 
 
 def build_partition(
@@ -191,12 +200,14 @@ def build_partitions(
     (once per partition, right after its lineage file is written) run on the calling thread.
     Bad input (a partition key, duplicate prompt ids) raises ``ValueError`` before any call.
     """
+    total = 0
     for partition, requests in partitions.items():
         images_dir(partition)
         try:
             group_by_key(requests)
         except ValueError as exc:
             raise ValueError(f"partition {partition}: {exc}") from None
+        total += len(requests)
 
     def handle(event: object) -> None:
         if isinstance(event, BuildProgress) and progress is not None:
@@ -205,7 +216,7 @@ def build_partitions(
             on_partition_done(event)
 
     backend = backend or service_backend(engine_config.base_url)
-    build = _RangeBuild(partitions, Ledger(store, backend), engine_config)
+    build = _RangeBuild(partitions, total, Ledger(store, backend), engine_config)
     return run_on_worker_loop(
         lambda emit: build.run(emit, progress_interval if progress else None), handle
     )
@@ -248,6 +259,7 @@ class _RangeBuild:
     def __init__(
         self,
         partitions: Mapping[str, Sequence[GenerationRequest]],
+        total: int,
         ledger: Ledger,
         config: EngineConfig,
     ) -> None:
@@ -255,14 +267,17 @@ class _RangeBuild:
         self.store = store = ledger.store
         self.config = config
         self.ledger = ledger
-        self.tally = _Tally(total=sum(len(r) for r in partitions.values()))
-        #: Keys attached or submitted by this run, by request key.
+        self.tally = _Tally(total=total)
+        #: Keys attached or submitted by this run, by request key, until their partition is
+        #: done (then only those with no final outcome stay, for later partitions to share).
         self.sent: dict[str, _Sent] = {}
         self.reports: dict[str, BuildReport] = {}
         self.started = time.monotonic()
         self.tasks = WatchedTasks()
-        #: Keys whose claim this run holds and has not released.
-        self.held = HeldClaims(store, lease=CLAIM_LEASE)
+        #: Requests of the batches being fed, not yet handed to the engine, in order.
+        self.queues: list[deque[GenerationRequest]] = []
+        #: Keys whose claim this run holds and has not let go.
+        self.held = HeldClaims(store, lease=CLAIM_LEASE, upcoming=self._upcoming)
         #: Keys another live run holds, waited on by :meth:`_watch_others`.
         self.waiting: dict[str, GenerationRequest] = {}
         #: Set when keys join ``waiting`` (their first look comes ``WAIT_POLL`` s later).
@@ -277,6 +292,7 @@ class _RangeBuild:
 
     async def run(self, emit: Emit, progress_interval: float | None) -> RangeReport:
         self.emit = emit
+        before = self.store.requests.snapshot()
         async with SegmindEngine(self.config, on_submitted=self.ledger.record_submitted) as engine:
             self._engine = engine
             try:
@@ -291,10 +307,12 @@ class _RangeBuild:
                 await self.held.end()
         if progress_interval is not None:
             self._progress()
+        after = self.store.requests.snapshot()
         return RangeReport(
             partitions=tuple(self.reports[p] for p in self.partitions),
             engine=engine.stats,
             elapsed_s=time.monotonic() - self.started,
+            storage_requests={verb: n - before.get(verb, 0) for verb, n in after.items()},
         )
 
     async def _stream(self) -> None:
@@ -303,16 +321,23 @@ class _RangeBuild:
         fed: asyncio.Event | None = None
         finishing = []
         for partition, requests in self.partitions.items():
-            sent = frozenset(self.sent)
+            earlier = dict(self.sent)  # what the plan shares, kept even if dropped meanwhile
             plan = await self.tasks.until(
-                asyncio.to_thread(plan_partition, self.ledger, partition, requests, shared=sent)
+                asyncio.to_thread(
+                    plan_partition, self.ledger, partition, requests, shared=earlier.keys()
+                )
             )
             reused = await self.tasks.until(asyncio.to_thread(self._reuse, plan))
             for key in plan.keys:
                 if key.request_key in reused:
                     self.tally.count(len(key.prompts), reused[key.request_key], partition)
             batch = await self._route(plan)
-            finishing.append(self.tasks.spawn(self._finish_partition(plan, reused)))
+            waits = {
+                k.request_key: self.sent.get(k.request_key) or earlier[k.request_key]
+                for k in plan.keys
+                if k.request_key not in reused
+            }
+            finishing.append(self.tasks.spawn(self._finish_partition(plan, reused, waits)))
             if batch:
                 if fed is not None:
                     await self.tasks.until(fed.wait())
@@ -344,7 +369,8 @@ class _RangeBuild:
         loop = asyncio.get_running_loop()
         for key in wanted.values():
             self.sent[key.request_key] = _Sent(plan.partition, loop.create_future(), key.entry)
-        mine, others = await self.tasks.until(self.held.claim(wanted))
+        created: set[str] = set()
+        mine, others = await self.tasks.until(self.held.claim(wanted, created))
         if others:
             log.info(
                 "partition %s: %d request key(s) are claimed by another live run: waiting for "
@@ -354,21 +380,26 @@ class _RangeBuild:
             )
         for request_key in others:
             self._wait_on(wanted[request_key].leader)
-        return await self._confirm([wanted[k].leader for k in wanted if k in mine])
+        return await self._confirm([wanted[k].leader for k in wanted if k in mine], created)
 
     def _wait_on(self, request: GenerationRequest) -> None:
         self.waiting[request.request_key] = request
         self.joined.set()
 
-    async def _confirm(self, claimed: list[GenerationRequest]) -> list[GenerationRequest]:
+    async def _confirm(
+        self, claimed: list[GenerationRequest], created: set[str] | frozenset[str] = frozenset()
+    ) -> list[GenerationRequest]:
         """Read the ledger again for freshly claimed keys: reuse what another run finished
-        since the plan, attach to a recorded id, and return what is left to send."""
-        entries = await self.tasks.until(
-            asyncio.to_thread(self.ledger.get_many, [r.request_key for r in claimed])
-        )
+        since the plan, attach to a recorded id, and return what is left to send. A key in
+        ``created`` (its first claim ever: no run has sent it) keeps the entry the plan read."""
+        again = [r.request_key for r in claimed if r.request_key not in created]
+        entries = await self.tasks.until(asyncio.to_thread(self.ledger.get_many, again))
         batch, finished = [], []
         for request in claimed:
-            sent, entry = self.sent[request.request_key], entries.get(request.request_key)
+            sent = self.sent[request.request_key]
+            entry = (
+                sent.seen if request.request_key in created else entries.get(request.request_key)
+            )
             outcome = self._finished_since(sent, entry)
             if outcome is not None:
                 sent.from_other_run = True
@@ -378,8 +409,7 @@ class _RangeBuild:
             if entry is not None and entry.state == SUBMITTED and entry.request_id:
                 sent.attach_id, sent.submitted_at = entry.request_id, entry.submitted_at
             batch.append(request)
-        if finished:
-            await self.held.release(finished)
+        self.held.forget(finished)  # final in the ledger: their claims block nobody
         return batch
 
     @staticmethod
@@ -476,15 +506,21 @@ class _RangeBuild:
         }
 
         lost: set[str] = set()
+        queue = deque(batch)
 
         def feed() -> Iterator[GenerationRequest]:
             """The batch, lazily: a key whose claim was taken over meanwhile is waited on."""
-            for request in batch:
-                if request.request_key in self.held:
-                    yield request
-                else:
-                    lost.add(request.request_key)
-                    self._wait_on(request)
+            self.queues.append(queue)
+            try:
+                while queue:
+                    request = queue.popleft()
+                    if request.request_key in self.held:
+                        yield request
+                    else:
+                        lost.add(request.request_key)
+                        self._wait_on(request)
+            finally:
+                self.queues.remove(queue)
             fed.set()
 
         writers = BoundedTasks(WRITERS)
@@ -508,23 +544,39 @@ class _RangeBuild:
         if missing:
             raise RuntimeError(f"the engine returned no result for {missing}")
 
+    def _upcoming(self) -> list[str]:
+        """The held keys next in line in each batch being fed: one window's worth of each."""
+        return [
+            request.request_key
+            for queue in self.queues
+            for request in itertools.islice(queue, self.config.max_concurrency)
+            if request.request_key in self.held
+        ]
+
     async def _keep(self, result: GenerationResult) -> None:
         key = result.request.request_key
         sent = self.sent[key]
         outcome = await asyncio.to_thread(
             store_result, self.store, self.ledger, result, sent.partition, sent.submitted_at
         )
-        await self.held.release([key])
+        if outcome.final:  # in the ledger: its claim blocks nobody
+            self.held.forget([key])
+        else:  # another run may try it at once
+            await self.held.release([key])
         self.tally.generated += 1
         sent.attempts = result.attempts
         sent.outcome.set_result(outcome)
 
-    async def _finish_partition(self, plan: PartitionPlan, reused: dict[str, Outcome]) -> None:
-        """Wait for every key of the partition, copy its images, write its lineage, report."""
+    async def _finish_partition(
+        self, plan: PartitionPlan, reused: dict[str, Outcome], waits: dict[str, _Sent]
+    ) -> None:
+        """Wait for every key of the partition (``waits``: those not reused), copy its images,
+        write its lineage, report; then forget the keys it sent whose outcome is final (later
+        partitions find them in the ledger)."""
         outcomes = dict(reused)
         for key in plan.keys:
             if key.request_key not in outcomes:
-                outcome = await self.sent[key.request_key].outcome
+                outcome = await waits[key.request_key].outcome
                 self.tally.count(len(key.prompts), outcome, plan.partition)
                 outcomes[key.request_key] = outcome
         rows = await asyncio.to_thread(self._rows, plan, outcomes)
@@ -532,8 +584,12 @@ class _RangeBuild:
         lineage_uri = await asyncio.to_thread(
             write_partition_lineage, self.store, plan.partition, rows
         )
-        report = self._report(plan, rows, lineage_uri)
+        own = [sent for sent in waits.values() if sent.partition == plan.partition]
+        report = self._report(plan, rows, lineage_uri, own)
         self.reports[plan.partition] = report
+        for request_key, sent in waits.items():
+            if sent.partition == plan.partition and outcomes[request_key].final:
+                del self.sent[request_key]
         self.emit(report)
 
     def _rows(self, plan: PartitionPlan, outcomes: dict[str, Outcome]) -> list[LineageRow]:
@@ -548,14 +604,12 @@ class _RangeBuild:
             by_prompt = {
                 row.prompt_id: row for rows in pool.map(rows_of, plan.keys) for row in rows
             }
-        return [by_prompt[r.key] for r in self.partitions[plan.partition]]
+        return [by_prompt[prompt_id] for prompt_id in plan.order]
 
-    def _report(self, plan: PartitionPlan, rows: list[LineageRow], lineage_uri: str) -> BuildReport:
-        own = [
-            sent
-            for key in plan.keys
-            if (sent := self.sent.get(key.request_key)) and sent.partition == plan.partition
-        ]
+    def _report(
+        self, plan: PartitionPlan, rows: list[LineageRow], lineage_uri: str, own: list[_Sent]
+    ) -> BuildReport:
+        """The partition's report; ``own``: the keys this run sent for it."""
         return BuildReport(
             partition=plan.partition,
             total=len(rows),

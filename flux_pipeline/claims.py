@@ -5,9 +5,17 @@ Before a run submits a request key it claims it. The first claim is an exclusive
 one wins. A claim holds its owner (run id), host, pid, when it was acquired and last renewed
 (UTC) and its lease; the holder renews it every ``lease / 4`` while its job is in flight.
 
-A claim is *dead* when it was released, when its lease ran out (``renewed_at + lease`` is past,
-by the reader's clock: keep hosts' clocks within a fraction of the lease), or when it was made
-on this machine (same host name, boot and pid namespace) by a pid that no longer exists. A dead
+Every owner also keeps one heartbeat, ``_claims/_owners/{owner}.json`` (host, pid, when it was
+last renewed, its lease, whether the owner has ended), written before its first claim. Renewing
+the heartbeat (:meth:`Claims.beat`, one write) keeps every claim of the owner live, so the cost
+of keeping claims is one write per quarter lease per run, whatever the number of keys it holds;
+:meth:`Claims.renew` still renews single claims. Ending the owner (:meth:`Claims.end`, one
+write) frees all its claims at once.
+
+A claim is *dead* when it was released, when both its own lease and its owner's heartbeat ran
+out (``renewed_at + lease`` is past, by the reader's clock: keep hosts' clocks within a
+fraction of the lease), when its owner has ended, or when it was made on this machine (same
+host name, boot and pid namespace) by a pid that no longer exists. A dead
 claim is taken over with a compare-and-swap on the version that was read (``If-Match: <ETag>``
 on S3; a ``flock``-guarded compare-and-replace locally), so of many runs taking over the same
 dead claim at once exactly one wins, and a holder that renews or releases never overwrites a
@@ -30,6 +38,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +51,9 @@ from typing import Final, TypeVar
 from flux_pipeline.storage import ObjectStore, StorageError, Tagged
 
 CLAIMS_DIR: Final = "_claims"
+#: Owners' heartbeats: ``_claims/_owners/{owner}.json``.
+OWNERS_DIR: Final = f"{CLAIMS_DIR}/_owners"
+_OWNER = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: Seconds a claim stays live without renewal (renewed every quarter of it).
 DEFAULT_LEASE: Final = 120.0
 #: Claims read or written at once by the ``*_many`` calls.
@@ -102,6 +115,48 @@ class ClaimInfo:
         return info
 
 
+@dataclass(frozen=True)
+class OwnerBeat:
+    """One owner's heartbeat, as stored: live while ``renewed_at + lease_s`` is ahead."""
+
+    owner: str
+    host: str
+    pid: int
+    process_scope: str
+    renewed_at: datetime
+    lease_s: float
+    ended: bool = False
+
+    def to_json(self) -> bytes:
+        body = asdict(self)
+        body["renewed_at"] = self.renewed_at.isoformat()
+        return json.dumps(body).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> OwnerBeat | None:
+        """The heartbeat in ``data``; None when it cannot be read (then it proves nothing)."""
+        try:
+            body = json.loads(data)
+            return cls(
+                owner=str(body["owner"]),
+                host=str(body["host"]),
+                pid=int(body["pid"]),
+                process_scope=str(body["process_scope"]),
+                renewed_at=datetime.fromisoformat(body["renewed_at"]),
+                lease_s=float(body["lease_s"]),
+                ended=bool(body["ended"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def owner_path(owner: str) -> str:
+    """``_claims/_owners/{owner}.json``; the owner id must be a plain name."""
+    if not _OWNER.fullmatch(owner):
+        raise ValueError(f"not a claim owner id (letters, digits, '_', '-', '.'): {owner!r}")
+    return f"{OWNERS_DIR}/{owner}.json"
+
+
 def claim_path(request_key: str) -> str:
     """``_claims/{request_key}.json``; the key must be sha256 hex."""
     if not _KEY.fullmatch(request_key):
@@ -123,32 +178,58 @@ class Claims:
             raise ValueError(f"lease must be positive seconds, got {lease!r}")
         self.store = store
         self.owner = owner or uuid.uuid4().hex
+        owner_path(self.owner)
         self.lease = float(lease)
+        #: Other owners' heartbeats as last read: ``{owner: (beat or None, monotonic time)}``.
+        self._beats: dict[str, tuple[OwnerBeat | None, float]] = {}
+        self._beating = False
+        self._beat_lock = threading.Lock()
 
     @property
     def renew_every(self) -> float:
         """How often the holder should call :meth:`renew` (a quarter of the lease)."""
         return self.lease / 4
 
+    def beat(self, *, ended: bool = False) -> None:
+        """Renew this owner's heartbeat (one write): every claim it holds stays live for a
+        lease from now. ``ended``: the owner is done, and its claims are dead at once."""
+        now = _now()
+        beat = OwnerBeat(
+            self.owner, _HOST, os.getpid(), _PROCESS_SCOPE, now, self.lease, ended=ended
+        )
+        self.store.write_atomic(owner_path(self.owner), beat.to_json())
+        self._beating = True
+
+    def end(self) -> None:
+        """This owner is done: all its claims are dead for every reader (one write)."""
+        self.beat(ended=True)
+
     def claim(self, request_key: str) -> bool:
         """Claim ``request_key``: True if this owner now holds it (also if it already did)."""
-        return self._settle(request_key).owner == self.owner
+        return self._settle(request_key)[0].owner == self.owner
 
-    def claim_many(self, request_keys: Iterable[str]) -> tuple[set[str], dict[str, ClaimInfo]]:
+    def claim_many(
+        self, request_keys: Iterable[str], created: set[str] | None = None
+    ) -> tuple[set[str], dict[str, ClaimInfo]]:
         """Claim several keys concurrently: ``(keys now ours, {key: live claim of another})``.
 
-        Every key is validated before any is claimed.
+        Every key is validated before any is claimed. ``created`` gets the keys claimed for the
+        first time ever (no claim object existed: no run has attached or submitted them since
+        claims were kept).
         """
         keys = list(dict.fromkeys(request_keys))
         for key in keys:
             claim_path(key)
+        self._start_beating()
         mine: set[str] = set()
         others: dict[str, ClaimInfo] = {}
-        for key, info in zip(keys, self._each(self._settle, keys), strict=True):
+        for key, (info, fresh) in zip(keys, self._each(self._settle, keys), strict=True):
             if info.owner == self.owner:
                 mine.add(key)
             else:
                 others[key] = info
+            if fresh and created is not None:
+                created.add(key)
         return mine, others
 
     def renew(self, request_keys: Iterable[str]) -> set[str]:
@@ -187,15 +268,55 @@ class Claims:
         return {key: info for key, info in found if info is not None}
 
     def is_live(self, info: ClaimInfo) -> bool:
-        """Whether ``info`` still holds its key: not released, lease not run out, and not made
-        on this machine by a process that has exited."""
-        if info.released or _now() >= info.expires_at:
+        """Whether ``info`` still holds its key: not released, its own lease or its owner's
+        heartbeat running (the owner not ended), and not made on this machine by a process
+        that has exited."""
+        if info.released:
             return False
         same_machine = info.host == _HOST and info.process_scope == _PROCESS_SCOPE
-        return not same_machine or _pid_alive(info.pid)
+        if same_machine and not _pid_alive(info.pid):
+            return False
+        beat = self._beat_of(info.owner)
+        if beat is not None and beat.ended:
+            return False
+        now = _now()
+        heartbeat_live = beat is not None and now < beat.renewed_at + timedelta(
+            seconds=beat.lease_s
+        )
+        return heartbeat_live or now < info.expires_at
 
-    def _settle(self, request_key: str) -> ClaimInfo:
-        """Make this owner the holder if nobody live holds the key; return the holder."""
+    def lost(self, request_keys: Iterable[str]) -> set[str]:
+        """The keys among ``request_keys`` this owner no longer holds (read concurrently)."""
+        keys = list(dict.fromkeys(request_keys))
+        held = self.holders(keys)
+        return {k for k in keys if (h := held.get(k)) is None or h.owner != self.owner}
+
+    def _start_beating(self) -> None:
+        """Write the first heartbeat before the first claim (once)."""
+        if self._beating:
+            return
+        with self._beat_lock:
+            if not self._beating:
+                self.beat()
+
+    def _beat_of(self, owner: str) -> OwnerBeat | None:
+        """``owner``'s heartbeat, read at most an eighth of a lease ago (so an owner that
+        renews every quarter lease never looks dead); None if it has none (or an unreadable
+        one, or an owner id from elsewhere)."""
+        cached = self._beats.get(owner)
+        if cached is not None and time.monotonic() - cached[1] < self.lease / 8:
+            return cached[0]
+        try:
+            data = self.store.read_many([owner_path(owner)]).get(owner_path(owner))
+        except ValueError:
+            return None
+        beat = OwnerBeat.from_json(data) if data is not None else None
+        self._beats[owner] = (beat, time.monotonic())
+        return beat
+
+    def _settle(self, request_key: str) -> tuple[ClaimInfo, bool]:
+        """Make this owner the holder if nobody live holds the key; return the holder, and
+        whether this call created the first claim object of the key."""
         path = claim_path(request_key)
         for _ in range(_ROUNDS):
             now = _now()
@@ -203,7 +324,7 @@ class Claims:
                 request_key, self.owner, _HOST, os.getpid(), _PROCESS_SCOPE, now, now, self.lease
             )
             if self.store.create_exclusive(path, fresh.to_json()):
-                return fresh
+                return fresh, True
             current = self.store.read_tagged(path)
             if current is None:
                 continue  # removed by hand since: create again
@@ -212,9 +333,9 @@ class Claims:
                 # Ours already (an earlier claim, or a create whose answer was lost): renew.
                 fresh = replace(found, renewed_at=now, lease_s=self.lease)
             elif self.is_live(found):
-                return found
+                return found, False
             if self.store.replace_if(path, fresh.to_json(), current.tag):
-                return fresh
+                return fresh, False
         raise StorageError(f"the claim {self.store.uri(path)} kept changing; gave up")
 
     def _swap_own(self, request_key: str, change: Callable[[ClaimInfo], ClaimInfo]) -> bool:

@@ -1,9 +1,21 @@
 """The claims one build holds (see :mod:`flux_pipeline.claims`): taken, renewed, released.
 
-:class:`HeldClaims` keeps the request keys a build has claimed and not released, renews them
-every quarter of the lease (:meth:`HeldClaims.renew_forever`) and releases them, best effort.
-Once a build has ended (:meth:`HeldClaims.end`), its claims count as dead for the other builds
-of this process even when their release could not be written (e.g. during a storage outage).
+:class:`HeldClaims` keeps the request keys a build has claimed and not let go. It keeps them
+live by renewing the build's one heartbeat every quarter of the lease
+(:meth:`HeldClaims.renew_forever`: one write a pass, however many keys are held). A key whose
+outcome is final in the ledger is let go without a write (:meth:`HeldClaims.forget`): readers
+look at the ledger before the claims, so its claim blocks nobody, and it dies with the
+heartbeat. A key let go without a final outcome is released (:meth:`HeldClaims.release`), so
+another run may take it at once. When the build ends (:meth:`HeldClaims.end`) the heartbeat is
+marked ended (one write), which frees every claim it still holds; its claims count as dead for
+the other builds of this process even when that write fails (e.g. during a storage outage).
+
+Each pass also reads back the claims of the keys next in line to be sent (``upcoming``, at most
+one window's worth per queue), so a claim taken over while this run still queues its key (a
+reader whose clock runs ahead, a claim freed by hand) is dropped and not sent. A pass that
+renews the heartbeat later than three quarters of a lease after the previous one may have let
+other runs see every claim as dead: all held claims are then read back. Renewal work is thus one
+write and at most a window's reads a pass, whatever the length of the range.
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flux_pipeline.claims import ClaimInfo, Claims
 from flux_pipeline.storage import ObjectStore, StorageError
@@ -36,9 +48,13 @@ class _BuildClaims(Claims):
 class HeldClaims:
     """The request keys one build holds a claim on; use it on the build's event loop."""
 
-    def __init__(self, store: ObjectStore, *, lease: float) -> None:
+    def __init__(
+        self, store: ObjectStore, *, lease: float, upcoming: Callable[[], list[str]] = list
+    ) -> None:
         self._claims = _BuildClaims(store, lease=lease)
         self._held: set[str] = set()
+        #: The held keys next in line to be sent, read back at every pass.
+        self._upcoming = upcoming
 
     @property
     def lease(self) -> float:
@@ -51,11 +67,18 @@ class HeldClaims:
     def __contains__(self, request_key: object) -> bool:
         return request_key in self._held
 
-    async def claim(self, request_keys: Iterable[str]) -> tuple[set[str], dict[str, ClaimInfo]]:
-        """Claim ``request_keys``: the keys now held, and the live claims of other runs."""
-        mine, others = await asyncio.to_thread(self._claims.claim_many, request_keys)
+    async def claim(
+        self, request_keys: Iterable[str], created: set[str] | None = None
+    ) -> tuple[set[str], dict[str, ClaimInfo]]:
+        """Claim ``request_keys``: the keys now held, and the live claims of other runs;
+        ``created`` gets the keys claimed for the first time ever (see ``Claims.claim_many``)."""
+        mine, others = await asyncio.to_thread(self._claims.claim_many, request_keys, created)
         self._held |= mine
         return mine, others
+
+    def forget(self, request_keys: Iterable[str]) -> None:
+        """Let go of keys whose outcome is final in the ledger, writing nothing."""
+        self._held.difference_update(request_keys)
 
     async def release(self, request_keys: list[str]) -> None:
         """Release claims, best effort: one left behind only delays other runs by its lease
@@ -64,9 +87,19 @@ class HeldClaims:
         self._held.difference_update(request_keys)
 
     async def end(self) -> None:
-        """The build has ended: its claims are dead in this process; release them all."""
+        """The build has ended: its claims are dead in this process, and for everyone once the
+        heartbeat says so (best effort: otherwise they lapse with its lease)."""
         _ENDED_OWNERS.add(self._claims.owner)
-        await self.release(sorted(self._held))
+        try:
+            await asyncio.to_thread(self._claims.end)
+        except Exception as exc:  # s3fs/botocore raise more than OSError
+            log.warning(
+                "could not mark the claims of %d request key(s) ended (%s); they lapse with "
+                "their lease",
+                len(self._held),
+                exc,
+            )
+        self._held.clear()
 
     def not_held_live(self, request_keys: list[str]) -> list[str]:
         """The keys no other live run holds (this run holds a waiting key only when a takeover
@@ -83,7 +116,7 @@ class HeldClaims:
         ]
 
     async def renew_forever(self) -> None:
-        """Renew the held claims every quarter of the lease; a failed pass is logged and tried
+        """Renew the heartbeat every quarter of the lease; a failed pass is logged and tried
         again sooner. Every held key was claimed or renewed since ``renewed`` (the start of the
         last pass that succeeded): once that is half a lease ago, raise StorageError."""
         renewed, delay = time.monotonic(), self.renew_every
@@ -91,7 +124,10 @@ class HeldClaims:
             await asyncio.sleep(delay)
             started = time.monotonic()
             try:
-                lost = await asyncio.to_thread(self._claims.renew, sorted(self._held))
+                await asyncio.to_thread(self._claims.beat)
+                late = started - renewed > self.lease * 3 / 4
+                check = sorted(self._held) if late else self._upcoming()
+                lost = await asyncio.to_thread(self._claims.lost, check) if check else set()
             except Exception as exc:  # s3fs/botocore raise more than OSError
                 unrenewed = time.monotonic() - renewed
                 if self._held and unrenewed > self.lease / 2:

@@ -34,12 +34,14 @@ _PIL_TYPES: Final = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/we
 
 @dataclass(frozen=True)
 class Outcome:
-    """The row as generated (its leader prompt's), the stored image's path (None: FAILED) and
-    the partition the generation was made for."""
+    """The row as generated (its leader prompt's), the stored image's path (None: FAILED), the
+    partition the generation was made for, and whether the ledger holds it (False: a retryable
+    failure, for a later run to try again)."""
 
     row: LineageRow
     path: str | None
     partition: str | None
+    final: bool = True
 
 
 def entry_outcome(entry: LedgerEntry, source: str | None) -> Outcome:
@@ -70,9 +72,10 @@ def store_result(
     else:
         row = _failed_row(result, result.error or "no image in the result", when, backend)
         path = None
-    if path is not None or not result.retryable:
+    final = path is not None or not result.retryable
+    if final:
         ledger.record_finished(request.request_key, row, path, partition)
-    return Outcome(row, path, partition)
+    return Outcome(row, path, partition, final)
 
 
 def prompt_rows(

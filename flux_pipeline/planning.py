@@ -69,6 +69,8 @@ class PartitionPlan:
     keys: tuple[KeyPlan, ...]
     #: ``{path: size}`` of the images already in the partition's folder.
     stored: Mapping[str, int]
+    #: The prompt ids in the order of the requests (the order of the lineage rows).
+    order: tuple[str, ...] = ()
 
     def of(self, action: Action) -> list[KeyPlan]:
         return [k for k in self.keys if k.action == action]
@@ -128,7 +130,8 @@ def plan_partition(
 
     with ThreadPoolExecutor(_CHECKERS) as pool:
         keys = tuple(pool.map(classify, groups))
-    return PartitionPlan(partition=partition, keys=keys, stored=stored)
+    order = tuple(r.key for r in requests)
+    return PartitionPlan(partition=partition, keys=keys, stored=stored, order=order)
 
 
 def plan_partitions(

@@ -13,6 +13,7 @@ import hashlib
 import math
 import re
 import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -103,6 +104,26 @@ def derive_seed(prompt_id: str, partition: str) -> int:
     """A stable seed in ``0 .. 2**31 - 1`` from ``(prompt_id, partition)``."""
     digest = hashlib.sha256(f"{prompt_id}\x00{partition}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class RangeRequests(Mapping[str, list[GenerationRequest]]):
+    """The requests of each partition of a range, made when one is asked for: a month of a
+    large table is never held in memory at once."""
+
+    def __init__(self, table: pd.DataFrame, partitions: Sequence[str]) -> None:
+        self._table = table
+        self._partitions = list(dict.fromkeys(partitions))
+
+    def __getitem__(self, partition: str) -> list[GenerationRequest]:
+        if partition not in self._partitions:
+            raise KeyError(partition)
+        return partition_requests(self._table, partition)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._partitions)
+
+    def __len__(self) -> int:
+        return len(self._partitions)
 
 
 def partition_requests(table: pd.DataFrame, partition: str) -> list[GenerationRequest]:

@@ -5,6 +5,10 @@ with ``os.replace`` (same filesystem, so readers see the old file or the new one
 one); an S3 ``PUT`` (or a multipart upload) only becomes visible once complete. Transient write
 failures are retried with backoff; what still fails raises :class:`StorageError`.
 
+Every store counts the requests it makes, by verb (:attr:`ObjectStore.requests`): on S3 each
+call s3fs makes to the S3 API (``PUT``, ``GET``, ``HEAD``, ``LIST``, ``COPY``, ``DELETE``), locally
+the same verbs for the file operations that stand in for them.
+
 Many runs may share one root at once. Listings skip ``_tmp/`` and tolerate objects that vanish
 while they are listed; reads take one consistent version of an object (one ``GET`` on S3);
 :meth:`ObjectStore.create_exclusive` and :meth:`ObjectStore.replace_if` let runs coordinate
@@ -22,6 +26,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +42,21 @@ TMP_DIR = "_tmp"
 CAS_LOCK = ".cas-lock"
 #: Bytes read at a time when an object is hashed.
 _HASH_CHUNK = 1 << 20
+#: The verb counted for each S3 API call s3fs makes (others count under their own name).
+_S3_VERBS = {
+    "put_object": "PUT",
+    "create_multipart_upload": "PUT",
+    "upload_part": "PUT",
+    "complete_multipart_upload": "PUT",
+    "get_object": "GET",
+    "head_object": "HEAD",
+    "list_objects_v2": "LIST",
+    "list_objects": "LIST",
+    "copy_object": "COPY",
+    "upload_part_copy": "COPY",
+    "delete_object": "DELETE",
+    "delete_objects": "DELETE",
+}
 
 T = TypeVar("T")
 
@@ -88,6 +108,23 @@ def _precondition_failed(exc: BaseException) -> bool:
     return bool(status == 412 or response.get("Error", {}).get("Code") == "PreconditionFailed")
 
 
+class RequestCounter:
+    """Requests by verb, safe to count from many threads."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, verb: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[verb] += n
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, by verb."""
+        with self._lock:
+            return dict(self._counts)
+
+
 class ObjectStore:
     """Objects under one root, named by relative POSIX paths like ``images/partition=K/x.jpg``."""
 
@@ -97,6 +134,10 @@ class ObjectStore:
         self.retry = retry or WriteRetry()
         self.is_local = isinstance(fs, LocalFileSystem)
         self.is_s3 = "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        #: Requests this store made, by verb (see the module).
+        self.requests = RequestCounter()
+        if self.is_s3:
+            self._count_s3_calls()
 
     @classmethod
     def from_uri(cls, uri: str | None = None, **storage_options: Any) -> ObjectStore:
@@ -118,6 +159,22 @@ class ObjectStore:
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.uri('')!r})"
+
+    def _count(self, verb: str, n: int = 1) -> None:
+        """Count a local operation (S3 calls are counted where s3fs makes them)."""
+        if self.is_local:
+            self.requests.add(verb, n)
+
+    def _count_s3_calls(self) -> None:
+        """Count every S3 API call of this store's own s3fs instance (``_call_s3`` is the one
+        door they all pass through)."""
+        call = self.fs._call_s3
+
+        async def counted(method: str, *args: Any, **kwargs: Any) -> Any:
+            self.requests.add(_S3_VERBS.get(method, method))
+            return await call(method, *args, **kwargs)
+
+        self.fs._call_s3 = counted
 
     def path(self, relpath: str) -> str:
         """The filesystem path (no protocol) of ``relpath``."""
@@ -141,6 +198,7 @@ class ObjectStore:
         is durable when this returns.
         """
         dest = self.path(relpath)
+        self._count("PUT")
         if self.is_local:
             self._retrying(relpath, lambda: self._local_replace(dest, lambda f: f.write(data)))
         else:
@@ -157,6 +215,7 @@ class ObjectStore:
         the object: callers that must know compare the content (claims do).
         """
         dest = self.path(relpath)
+        self._count("PUT")
         if self.is_local:
             return self._retrying(relpath, lambda: self._local_create(dest, data))
         self._require_s3("an exclusive create")
@@ -175,6 +234,7 @@ class ObjectStore:
     def read_tagged(self, relpath: str) -> Tagged | None:
         """The object's bytes and tag (one ``GET`` on S3), or None if it does not exist."""
         dest = self.path(relpath)
+        self._count("GET")
         if self.is_local:
             try:
                 with open(dest, "rb") as f:
@@ -200,6 +260,7 @@ class ObjectStore:
         recreated.
         """
         dest = self.path(relpath)
+        self._count("PUT")
         if self.is_local:
             return self._retrying(relpath, lambda: self._local_replace_if(dest, data, tag))
         self._require_s3("a conditional replace")
@@ -224,6 +285,7 @@ class ObjectStore:
         removed it, and the caller decides what then.
         """
         src, dest = self.path(src_relpath), self.path(dst_relpath)
+        self._count("COPY")
         if self.is_local:
 
             def copy_into(f: Any) -> None:
@@ -233,11 +295,12 @@ class ObjectStore:
             self._retrying(
                 dst_relpath, lambda: self._local_replace(dest, copy_into), (FileNotFoundError,)
             )
-        else:
-            self._retrying(dst_relpath, lambda: self.fs.copy(src, dest), (FileNotFoundError,))
+        else:  # cp_file: one CopyObject, no listing of the source first
+            self._retrying(dst_relpath, lambda: self.fs.cp_file(src, dest), (FileNotFoundError,))
         return self.uri(dst_relpath)
 
     def read_bytes(self, relpath: str) -> bytes:
+        self._count("GET")
         data: bytes = self.fs.cat_file(self.path(relpath), **self._one_get)
         return data
 
@@ -249,6 +312,7 @@ class ObjectStore:
         by_path = {self.path(r): r for r in relpaths}
         if not by_path:
             return {}
+        self._count("GET", len(by_path))
         found: dict[str, bytes] = {}
         results = self.fs.cat(list(by_path), on_error="return", **self._one_get)
         for path, data in results.items():
@@ -261,20 +325,27 @@ class ObjectStore:
 
     def sha256(self, relpath: str) -> str:
         """The sha256 hex digest of one object, read in chunks (memory flat in its size)."""
+        if self.is_s3:  # one GetObject, streamed (fs.open would ask for its size first)
+            hexdigest: str = sync(self.fs.loop, _s3_sha256, self.fs, self.path(relpath))
+            return hexdigest
         digest = hashlib.sha256()
+        self._count("GET")
         with self.fs.open(self.path(relpath), "rb", block_size=_HASH_CHUNK) as f:
             while chunk := f.read(_HASH_CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
 
     def exists(self, relpath: str) -> bool:
+        self._count("HEAD")
         return bool(self.fs.exists(self.path(relpath)))
 
     def size(self, relpath: str) -> int:
+        self._count("HEAD")
         return int(self.fs.size(self.path(relpath)))
 
     def delete(self, relpath: str) -> None:
         """Remove one object; a missing one is not an error."""
+        self._count("DELETE")
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(relpath))
 
@@ -290,12 +361,13 @@ class ObjectStore:
         """
         whole_root = not prefix.strip("/")
         base = self.root if whole_root else self.path(prefix.rstrip("/"))
-        if not self.fs.exists(base):
+        self._count("LIST")
+        try:  # a missing prefix lists as empty (no HEAD first: one LIST per page)
+            listed = self.fs.find(base, detail=True)
+        except FileNotFoundError:
             return {}
         start = len(self.root) + 1
-        found = {
-            p[start:]: int(info["size"]) for p, info in self.fs.find(base, detail=True).items()
-        }
+        found = {p[start:]: int(info["size"]) for p, info in listed.items()}
         if whole_root:
             found = {p: n for p, n in found.items() if not p.startswith(f"{TMP_DIR}/")}
         return found
@@ -439,3 +511,16 @@ async def _s3_get(fs: Any, path: str) -> Tagged:
     finally:
         response["Body"].close()
     return Tagged(body, str(response["ETag"]), response["LastModified"])
+
+
+async def _s3_sha256(fs: Any, path: str) -> str:
+    """The sha256 of one object, from one streamed ``GetObject``."""
+    bucket, key, _ = fs.split_path(path)
+    response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    digest = hashlib.sha256()
+    try:
+        while chunk := await response["Body"].read(_HASH_CHUNK):
+            digest.update(chunk)
+    finally:
+        response["Body"].close()
+    return digest.hexdigest()

@@ -16,7 +16,7 @@ from loopback import TEST_KEY, fast_config
 
 from flux_pipeline import build as build_module
 from flux_pipeline.build import BuildReport, build_partition, build_partitions
-from flux_pipeline.claims import Claims, claim_path
+from flux_pipeline.claims import OWNERS_DIR, Claims, claim_path
 from flux_pipeline.ledger import Ledger
 from flux_pipeline.lineage import read_lineage
 from flux_pipeline.metrics import generation_metrics
@@ -153,6 +153,12 @@ def test_the_plan_counts_each_new_image_once_and_the_build_follows_it(
     ] * 3
 
 
+def held_live(claims: Claims, request_key: str) -> bool:
+    """Whether a live claim holds ``request_key`` (a build that ended holds none)."""
+    holder = claims.holder(request_key)
+    return holder is not None and claims.is_live(holder)
+
+
 def test_a_failing_partition_callback_stops_the_build(
     emulator: Any, local_store: ObjectStore, tmp_path: Path
 ) -> None:
@@ -167,7 +173,7 @@ def test_a_failing_partition_callback_stops_the_build(
             on_partition_done=refuse,
         )
     claims = Claims(local_store)
-    assert all(claims.holder(key) is None for key in submits_by_key(emulator))  # released
+    assert not any(held_live(claims, key) for key in submits_by_key(emulator))  # ended
 
 
 def run_in_threads(*builds: Any) -> list[Any]:
@@ -262,8 +268,8 @@ def test_a_dead_claim_is_taken_over_and_its_job_attached(
     assert submits_by_key(emulator) == {moth.request_key: 1, owl.request_key: 1}
     assert report.engine.attached == 1
     claims = Claims(local_store)
-    assert claims.holder(moth.request_key) is None
-    assert claims.holder(owl.request_key) is None
+    assert not held_live(claims, moth.request_key)
+    assert not held_live(claims, owl.request_key)
 
 
 def test_a_claim_taken_over_before_its_request_is_sent_is_not_sent(
@@ -318,15 +324,23 @@ def test_a_claim_taken_over_before_its_request_is_sent_is_not_sent(
 
 
 class FlakyClaimsStore(ObjectStore):
-    """A local store whose compare-and-swap (claim renewal and release) fails ``failures``
-    times: a storage outage seen only by the claims."""
+    """A local store whose claim renewals (the heartbeat once written, compare-and-swap of a
+    claim) fail ``failures`` times: a storage outage seen only by the claims."""
 
     failures = 0
 
-    def replace_if(self, relpath: str, data: bytes, tag: str) -> bool:
+    def _outage(self, relpath: str) -> None:
         if self.failures:
             self.failures -= 1
             raise StorageError(f"could not write {relpath}: injected outage")
+
+    def write_atomic(self, relpath: str, data: bytes) -> str:
+        if relpath.startswith(f"{OWNERS_DIR}/") and self.exists(relpath):
+            self._outage(relpath)
+        return super().write_atomic(relpath, data)
+
+    def replace_if(self, relpath: str, data: bytes, tag: str) -> bool:
+        self._outage(relpath)
         return super().replace_if(relpath, data, tag)
 
 
