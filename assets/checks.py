@@ -109,7 +109,7 @@ def _ids(ids: list[str]) -> str:
 @_partitioned_check
 def one_row_per_prompt(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """The partition's lineage holds exactly one row per prompt of the stored table."""
-    lineage = read_partition_lineage(store, partition)
+    lineage = read_partition_lineage(store, partition, columns=["prompt_id"])
     if lineage is None:
         return _missing_lineage(partition)
     expected = set(read_prompt_table(store)["prompt_id"].astype(str))
@@ -131,7 +131,8 @@ def one_row_per_prompt(store: ObjectStore, partition: str) -> dg.AssetCheckResul
 @_partitioned_check
 def images_match_sha256(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """Every COMPLETED image exists in storage and its sha256 equals `image_sha256`."""
-    lineage = read_partition_lineage(store, partition)
+    columns = ["prompt_id", "status", "image_uri", "image_sha256"]
+    lineage = read_partition_lineage(store, partition, columns=columns)
     if lineage is None:
         return _missing_lineage(partition)
     completed = lineage[lineage["status"] == "COMPLETED"]
@@ -158,7 +159,7 @@ def images_match_sha256(store: ObjectStore, partition: str) -> dg.AssetCheckResu
 @_partitioned_check
 def failure_rate_below_threshold(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """The share of FAILED images stays at or under `FLUX_MAX_FAILURE_RATE` (default 0.05)."""
-    lineage = read_partition_lineage(store, partition)
+    lineage = read_partition_lineage(store, partition, columns=["status", "error"])
     if lineage is None:
         return _missing_lineage(partition)
     threshold = float(os.environ.get("FLUX_MAX_FAILURE_RATE", DEFAULT_MAX_FAILURE_RATE))

@@ -7,7 +7,7 @@ import dagster as dg
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.metadata import frame_schema, histogram_markdown, preview_table
 from flux_pipeline.lineage import read_lineage
-from flux_pipeline.metrics import METRIC_DESCRIPTIONS
+from flux_pipeline.metrics import METRIC_DESCRIPTIONS, METRIC_INPUTS
 from flux_pipeline.metrics import generation_metrics as aggregate_metrics
 from flux_pipeline.resources.storage import ObjectStoreResource
 
@@ -29,7 +29,7 @@ def generation_metrics(
     column is described in the column schema. Refreshed by every `synthetic_build` run.
     """
     store = storage.store()
-    lineage = read_lineage(store)
+    lineage = read_lineage(store, columns=METRIC_INPUTS)
     metrics = aggregate_metrics(lineage)
     buffer = io.BytesIO()
     metrics.to_parquet(buffer, index=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -25,12 +26,17 @@ def read_lineage_schema(store: ObjectStore, partition: str) -> pa.Schema:
     return pq.read_schema(io.BytesIO(store.read_bytes(lineage_path(partition))))
 
 
-def read_partition_lineage(store: ObjectStore, partition: str) -> pd.DataFrame | None:
-    """The partition's lineage rows, or None when the partition has no lineage yet."""
-    path = lineage_path(partition)
-    if not store.exists(path):
+def read_partition_lineage(
+    store: ObjectStore, partition: str, columns: Sequence[str] | None = None
+) -> pd.DataFrame | None:
+    """The partition's lineage rows (only ``columns`` when given), or None when the partition
+    has no lineage yet."""
+    try:
+        data = store.read_bytes(lineage_path(partition))
+    except FileNotFoundError:
         return None
     # The declared schema: a column an older file lacks (``backend``) reads as null.
-    table = pq.read_table(io.BytesIO(store.read_bytes(path)), schema=LINEAGE_SCHEMA)
+    names = list(columns) if columns is not None else None
+    table = pq.read_table(io.BytesIO(data), schema=LINEAGE_SCHEMA, columns=names)
     frame: pd.DataFrame = table.to_pandas()
     return frame

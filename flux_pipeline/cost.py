@@ -108,6 +108,10 @@ class CostPlan:
         }
 
 
+#: The lineage columns :func:`unit_cost` reads.
+COST_INPUTS: Final = ("status", "cached", "request_key", "cost")
+
+
 def unit_cost(lineage: pd.DataFrame, price_per_image: float | None = None) -> UnitCost:
     """The expected cost of one image from ``lineage`` (see the module); ``price_per_image``
     when no COMPLETED generation reported a cost."""
@@ -133,7 +137,7 @@ def plan_cost(
 ) -> CostPlan:
     """Plan ``partitions`` (key -> its requests, in build order) against ``store``, for a build
     on ``backend`` (what other backends generated is to submit)."""
-    unit = unit_cost(read_lineage(store), price_per_image)
+    unit = unit_cost(read_lineage(store, columns=COST_INPUTS), price_per_image)
     plans = plan_partitions(Ledger(store, backend), partitions)
     expired_before = datetime.now(UTC) - RESULT_RETENTION
     return CostPlan(tuple(_partition_cost(plan, unit, expired_before) for plan in plans), unit)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Final
@@ -150,11 +151,13 @@ def write_partition_lineage(store: ObjectStore, partition: str, rows: list[Linea
     return store.write_atomic(f"{partition_dir(partition)}/{LINEAGE_FILE}", buffer.getvalue())
 
 
-def read_lineage(store: ObjectStore) -> pd.DataFrame:
-    """Every partition's lineage as one frame, ``partition`` (a string) first."""
+def read_lineage(store: ObjectStore, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every partition's lineage as one frame, ``partition`` (a string) first; ``columns``
+    reads only those (a projection: the other columns are never decoded)."""
     schema = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])
+    names = list(columns) if columns is not None else None
     if not store.list(LINEAGE_DIR):
-        return _to_pandas(schema.empty_table())
+        return _to_pandas(schema.empty_table().select(names or schema.names))
     dataset = ds.dataset(
         store.path(LINEAGE_DIR),
         filesystem=store.fs,
@@ -163,7 +166,7 @@ def read_lineage(store: ObjectStore) -> pd.DataFrame:
         schema=schema,
         exclude_invalid_files=False,
     )
-    return _to_pandas(dataset.to_table())
+    return _to_pandas(dataset.to_table(columns=names))
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

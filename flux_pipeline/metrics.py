@@ -48,6 +48,19 @@ METRIC_DESCRIPTIONS: Final = {
 }
 #: Columns of the result, in order.
 METRIC_COLUMNS: Final = tuple(METRIC_DESCRIPTIONS)
+#: The lineage columns the aggregation reads (read only these: a projection).
+METRIC_INPUTS: Final = (
+    "partition",
+    "status",
+    "cached",
+    "request_key",
+    "inference_time",
+    "submitted_at",
+    "completed_at",
+    "attempts",
+    "cost",
+    "image_bytes",
+)
 
 SECONDS_DECIMALS: Final = 3
 RATE_DECIMALS: Final = 2
