@@ -45,7 +45,8 @@ lock: $(UV_STAMP)
 
 ## Fails when uv.lock no longer matches pyproject.toml (run `make lock` and commit uv.lock).
 lock-check: $(UV_STAMP)
-	$(UV_ENV) $(UV) lock --check
+	$(UV_ENV) $(UV) lock --check || \
+	  { echo 'uv.lock does not match pyproject.toml: run `make lock` and commit uv.lock' >&2; exit 1; }
 
 ## One machine's Dagster instance (queue and `segmind` pool limits); an existing file is kept.
 $(DAGSTER_HOME)/dagster.yaml:
