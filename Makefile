@@ -23,16 +23,15 @@ UV_LOCK_ARGS  ?=
 
 .PHONY: install demo test lint lock lock-check typecheck pytest bench ui emulator clean
 
-# pip puts uv into the venv: the venv's own pip if it has one, else python3's pip aimed at the
-# venv (`pip --python`, pip >= 22.3), else the pip ensurepip copies in. The venv starts without
-# pip because copying pip into it (`python3 -m venv`'s default) alone takes 3-5 s here.
+# pip puts uv into the venv: python3's own pip aimed at the venv (`pip --python`, pip >= 22.3),
+# else the venv's pip, copied in by ensurepip if need be. The venv starts without pip because
+# copying pip into it (`python3 -m venv`'s default) alone takes 3-5 s here.
+PIP_UV := install --quiet --disable-pip-version-check --no-deps --only-binary :all: uv==$(UV_VERSION)
 $(UV_STAMP):
 	test -x $(PY) || python3 -m venv --without-pip $(VENV)
-	@if $(PY) -m pip --version >/dev/null 2>&1; then pip="$(PY) -m pip"; \
-	elif python3 -m pip --python $(PY) --version >/dev/null 2>&1; then pip="python3 -m pip --python $(PY)"; \
-	else $(PY) -m ensurepip --default-pip >/dev/null && pip="$(PY) -m pip"; fi && \
-	echo "$$pip install uv==$(UV_VERSION)" && \
-	$$pip install --quiet --disable-pip-version-check --no-deps --only-binary :all: uv==$(UV_VERSION)
+	python3 -m pip --python $(PY) $(PIP_UV) 2>/dev/null || \
+	  { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --default-pip >/dev/null; \
+	    $(PY) -m pip $(PIP_UV); }
 	rm -f $(VENV)/.uv-* && touch $@
 
 $(RUNTIME_STAMP): uv.lock pyproject.toml $(UV_STAMP)
