@@ -55,8 +55,13 @@ def test_the_lock_covers_every_extra_of_pyproject() -> None:
 
 def test_the_environment_runs_the_locked_versions() -> None:
     """Every installed distribution that the lock names is at the lock's version."""
-    project = metadata.distribution("flux-pipeline")
-    if (project.read_text("INSTALLER") or "").strip() != "uv":
+    # Every copy of the project's metadata on sys.path: `python -m pytest` also finds the
+    # source tree's flux_pipeline.egg-info (no INSTALLER) before the venv's dist-info.
+    installers = {
+        (d.read_text("INSTALLER") or "").strip()
+        for d in metadata.distributions(name="flux-pipeline")
+    }
+    if "uv" not in installers:
         pytest.skip("not installed by `uv sync` (make / .ci/run): pip resolves its own versions")
     versions = locked_versions()
     installed = {normalized(d.metadata["Name"]): d.version for d in metadata.distributions()}
