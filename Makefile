@@ -1,20 +1,58 @@
-# flux-pipeline: every target creates the virtualenv it needs first.
+# flux-pipeline: every target creates the virtualenv it needs first, from uv.lock.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test lint typecheck pytest bench ui emulator clean
+# uv, pinned, bootstrapped from PyPI into the venv itself: nothing is installed system-wide
+# and a uv found on the PATH is never used. Bump it here and run `make lock`.
+UV_VERSION := 0.13.9
+UV         := $(BIN)/uv
+UV_STAMP   := $(VENV)/.uv-$(UV_VERSION)
+# The venv is the project environment; never a Python that uv downloads itself.
+UV_ENV     := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
+# Installs exactly the lock's versions (--frozen: uv.lock as committed, never re-resolved) and
+# the project itself editable. --inexact: a sync never uninstalls what another target added,
+# so `make demo` after `make test` keeps the dev extra instead of removing it (and pip, uv).
+UV_SYNC    := $(UV_ENV) $(UV) sync --frozen --inexact --python $(PY)
+# One stamp per set of extras: `make demo` installs the runtime only, `make test` adds `dev`.
+RUNTIME_STAMP := $(VENV)/.synced-runtime
+DEV_STAMP     := $(VENV)/.synced-dev
+UV_LOCK_ARGS  ?=
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+.PHONY: install demo test lint lock lock-check typecheck pytest bench ui emulator clean
+
+# pip puts uv into the venv: python3's own pip aimed at the venv (`pip --python`, pip >= 22.3),
+# else the venv's pip, copied in by ensurepip if need be. The venv starts without pip because
+# copying pip into it (`python3 -m venv`'s default) alone takes 3-5 s here.
+PIP_UV := install --quiet --disable-pip-version-check --no-deps --only-binary :all: uv==$(UV_VERSION)
+$(UV_STAMP):
+	test -x $(PY) || python3 -m venv --without-pip $(VENV)
+	python3 -m pip --python $(PY) $(PIP_UV) 2>/dev/null || \
+	  { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --default-pip >/dev/null; \
+	    $(PY) -m pip $(PIP_UV); }
+	rm -f $(VENV)/.uv-* && touch $@
+
+$(RUNTIME_STAMP): uv.lock pyproject.toml $(UV_STAMP)
+	$(UV_SYNC)
 	touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): uv.lock pyproject.toml $(UV_STAMP)
+	$(UV_SYNC) --extra dev
+	touch $@ $(RUNTIME_STAMP)
+
+install: $(DEV_STAMP)
+
+## Re-resolve uv.lock from pyproject.toml (keeps current pins where they still fit;
+## `make lock UV_LOCK_ARGS=--upgrade` or `UV_LOCK_ARGS='--upgrade-package httpx'` moves them).
+lock: $(UV_STAMP)
+	$(UV_ENV) $(UV) lock $(UV_LOCK_ARGS)
+
+## Fails when uv.lock no longer matches pyproject.toml (run `make lock` and commit uv.lock).
+lock-check: $(UV_STAMP)
+	$(UV_ENV) $(UV) lock --check || \
+	  { echo 'uv.lock does not match pyproject.toml: run `make lock` and commit uv.lock' >&2; exit 1; }
 
 ## One machine's Dagster instance (queue and `segmind` pool limits); an existing file is kept.
 $(DAGSTER_HOME)/dagster.yaml:
@@ -22,19 +60,19 @@ $(DAGSTER_HOME)/dagster.yaml:
 	cp deploy/local/dagster.yaml $@
 
 ## Materialize one partition of the bundled sample on the embedded emulator.
-demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+demo: $(RUNTIME_STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/flux-pipeline demo
 
 ## Lint, type-check and run the whole test suite.
 test: lint typecheck pytest
 
-lint: $(STAMP)
+lint: lock-check $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # assets/ and resources/ install as flux_pipeline.assets / .resources; mypy sees
 # that layout through a throw-away copy of the package tree.
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	@dir=$$(mktemp -d build/typecheck.XXXXXX 2>/dev/null || (mkdir -p build && mktemp -d build/typecheck.XXXXXX)) && \
 	cp -r flux_pipeline $$dir/flux_pipeline && \
 	cp -r assets $$dir/flux_pipeline/assets && \
@@ -42,16 +80,16 @@ typecheck: $(STAMP)
 	cd $$dir && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p flux_pipeline; \
 	status=$$?; rm -rf $(CURDIR)/$$dir; exit $$status
 
-pytest: $(STAMP)
+pytest: $(DEV_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m bench
 
-ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+ui: $(RUNTIME_STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
-emulator: $(STAMP)
+emulator: $(RUNTIME_STAMP)
 	$(BIN)/flux-pipeline emulator --port 8765
 
 clean:
