@@ -225,7 +225,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     try:
         partitions = _partitions(args)
-        store = ObjectStore.from_uri(args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT))
+        root = args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT)
+        store = ObjectStore.from_uri(root, create=False)  # a plan writes nothing
         table, source, notes = load_prompts(store, args.prompts)
         requests = {key: partition_requests(table, key) for key in partitions}
         backend = configured_backend(

@@ -140,8 +140,13 @@ class ObjectStore:
             self._count_s3_calls()
 
     @classmethod
-    def from_uri(cls, uri: str | None = None, **storage_options: Any) -> ObjectStore:
+    def from_uri(
+        cls, uri: str | None = None, *, create: bool = True, **storage_options: Any
+    ) -> ObjectStore:
         """Open ``uri`` (default ``./data``, made absolute); S3 options come from the AWS variables.
+
+        A local root is created unless ``create`` is false (a reader that must write nothing:
+        a missing root then reads as empty).
 
         s3fs (through botocore) reads ``AWS_ENDPOINT_URL`` and the credential variables itself.
         Listing caches are off so that ``exists``/``list`` always ask the server.
@@ -149,7 +154,8 @@ class ObjectStore:
         uri = uri or DEFAULT_ROOT
         if "://" not in uri or uri.startswith("file://"):
             root = os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
-            os.makedirs(root, exist_ok=True)
+            if create:
+                os.makedirs(root, exist_ok=True)
             return cls(LocalFileSystem(), root)
         if uri.startswith(("s3://", "s3a://")):
             storage_options.setdefault("use_listings_cache", False)

@@ -131,3 +131,11 @@ def test_an_expired_job_in_flight_is_flagged(
     assert run.returncode == 0, run.stderr
     assert "1 job(s) in flight were submitted over an hour ago" in run.stdout
     assert "(up to 2 more)" in run.stdout
+
+
+def test_a_plan_writes_nothing_not_even_the_root(tmp_path: Path, table_csv: Path) -> None:
+    root = tmp_path / "never-built"
+    body = plan_json("--partition", DAYS[0], "--prompts", str(table_csv), "--root", str(root))
+    (day,) = body["partitions"]
+    assert day["to_submit"] == 4
+    assert not root.exists()
