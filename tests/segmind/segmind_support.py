@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socketserver
 import threading
@@ -13,10 +14,19 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from PIL import Image
+
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+
+
+def jpeg(size: tuple[int, int] = (1024, 1024)) -> bytes:
+    """A real JPEG of ``size`` (a whole image, as the engine now checks)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (40, 90, 160)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def batch(n: int, *, prefix: str = "p") -> Iterator[GenerationRequest]:
