@@ -430,6 +430,7 @@ class SegmindEngine:
         """
         http = self._http
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
+        first = optimistic  # the poll the estimator planned: was the job done by then?
         refetches = empty_results = 0
         while True:
             if delay > 0:
@@ -447,6 +448,9 @@ class SegmindEngine:
                 response = await http.send(kind, "GET", url, job.budget)
                 body = _json(response)
                 state = body.get("status")
+                if first:
+                    first = False
+                    self._estimator.first_poll_seen(done=state not in (QUEUED, PROCESSING))
                 if state == FAILED or (response.status_code == 422 and not use_result):
                     return self._failed(job, _error(http, response, body), retryable=False)
                 if use_result and response.status_code == 200 and body.get("output"):
@@ -519,6 +523,7 @@ class SegmindEngine:
                 raise self._bad_media(job, exc.error) from None
         else:
             image = await self._check(job, "result", self._inline_image(job, str(output)))
+        self._estimator.completed()
         metrics = body.get("metrics") or {}
         if metrics.get("remaining_credits") is not None:
             self.stats.remaining_credits = _number(metrics["remaining_credits"])
