@@ -455,7 +455,12 @@ class SegmindEngine:
                     return self._failed(job, _error(http, response, body), retryable=False)
                 if use_result and response.status_code == 200 and body.get("output"):
                     return await self._completed(job, body)
-            except (_Refetch, AnswerTooLarge) as exc:
+            except (_Refetch, AnswerTooLarge) as failure:
+                exc = failure
+                if isinstance(failure, AnswerTooLarge):
+                    if not use_result:  # a status answer: not about the image
+                        raise
+                    exc = self._bad_media(job, failure.error)  # a base64 output too large
                 refetches += 1
                 if refetches > _MAX_REFETCHES:
                     raise StepFailed(
