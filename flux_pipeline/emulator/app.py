@@ -215,7 +215,7 @@ class Emulator:
     def image_body(self, kind: str, job: Job, output: bytes) -> bytes | None:
         """The image as this answer serves it: ``output``, a bad body, or None for an
         ``oversized`` one to stream (see :mod:`~flux_pipeline.emulator.badmedia`)."""
-        if not self.bad_media.pick(kind, job.request_id):
+        if not self.bad_media.pick(kind, job.params.request_key):
             return output
         if self.bad_media.kind == "oversized" and kind != "result":
             return None
@@ -341,9 +341,10 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         return emulator.image_response("output", job, job.output)
 
     async def sync(request: Request) -> Response:
-        if settings.v2_only:  # counted like any request received, then not found
-            emulator.requests["sync"] += 1
-            return _error(404, "Not Found")
+        if settings.v2_only:  # through the gateway like any request, then no such endpoint
+            raw = await request.body()
+            _, refused = emulator.gate(request, "sync", hashlib.sha256(raw).hexdigest())
+            return refused or _error(404, "Not Found")
         job, refused = await emulator.accept(request, "sync")
         if refused is not None or job is None:
             return refused or _error(500, "Internal Server Error")
