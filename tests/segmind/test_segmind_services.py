@@ -65,7 +65,7 @@ def _chooser(per_minute: float | None) -> tuple[ModeChooser, RequestPacer, Engin
     return ModeChooser("auto", pacer, stats), pacer, stats
 
 
-def _send_at(pacer: RequestPacer, stats: EngineStats, count: int) -> None:
+def _sent(stats: EngineStats, count: int) -> None:
     """``count`` requests let through by the pacer (as :meth:`RequestPacer.wait` counts)."""
     stats.paced += count
 
@@ -74,14 +74,14 @@ def test_one_burst_of_429s_does_not_switch_auto_to_v1(monkeypatch: pytest.Monkey
     clock = [1000.0]
     monkeypatch.setattr("time.monotonic", lambda: clock[0])
     chooser, pacer, stats = _chooser(None)
-    _send_at(pacer, stats, 40)
+    _sent(stats, 40)
     clock[0] += 2.0
     for _ in range(5):  # one burst: 5 answers 429 at once
         stats.rate_limited += 1
         pacer.rate_limited(1.0)
     for _ in range(6):  # then requests go out at the pace learned from it, for a while
         clock[0] += 1.0
-        _send_at(pacer, stats, 30)
+        _sent(stats, 30)
         assert chooser.pick() == "async"
     assert stats.mode_switches == 0
 
@@ -91,25 +91,25 @@ def test_429s_that_come_back_after_the_hold_are_a_quota(monkeypatch: pytest.Monk
     monkeypatch.setattr("time.monotonic", lambda: clock[0])
     chooser, pacer, stats = _chooser(None)
     for _burst in range(2):
-        _send_at(pacer, stats, 40)
+        _sent(stats, 40)
         clock[0] += 2.0
         pacer.rate_limited(1.0)
     rate = pacer.rate
     assert rate is not None
     clock[0] += 1.0
-    _send_at(pacer, stats, int(rate) + 8)  # requests go out at the learned pace
+    _sent(stats, int(rate) + 8)  # requests go out at the learned pace
     assert chooser.pick() == "sync"
 
 
 def test_a_configured_quota_that_binds_switches_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr("time.monotonic", lambda: clock[0])
-    chooser, pacer, stats = _chooser(600.0)  # 10 per second
+    chooser, _pacer, stats = _chooser(600.0)  # 10 per second
     clock[0] += 1.0
-    _send_at(pacer, stats, 10)
+    _sent(stats, 10)
     assert chooser.pick() == "sync"
     chooser.sync_unavailable()
     assert chooser.pick() == "async"
     clock[0] += 3.0
-    _send_at(pacer, stats, 30)
+    _sent(stats, 30)
     assert chooser.pick() == "async"  # no v1 here: never again
