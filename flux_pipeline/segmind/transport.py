@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import random
@@ -38,6 +39,10 @@ _KEEPALIVE_EXPIRY = 2.0
 _JSON_LIMIT = 1024 * 1024
 #: An image body is kept in memory up to this size, then spooled to a temporary file.
 _SPOOL_IN_MEMORY = 4 * 1024 * 1024
+#: Image bodies read at once. The network layer buffers ahead of the reader without limit
+#: (anyio's asyncio stream never pauses reading), up to about 3x what the reader took by
+#: the time it stops at the cap, so each read may hold ~4 x max_image_bytes: bound the reads.
+_BODY_READERS = 3
 #: Headers of a body that no longer apply once it has been read (and decoded) here.
 _BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
@@ -204,6 +209,7 @@ class Transport:
         self._window = window
         self._pacer = pacer
         self._trusted = {_origin(self.base)}
+        self._body_readers = asyncio.Semaphore(_BODY_READERS)
         pool = config.max_concurrency + 4
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.request_timeout, connect=min(config.request_timeout, 10)),
@@ -404,20 +410,28 @@ class Transport:
         *,
         media: bool,
     ) -> MediaAnswer:
-        """One request; its body read up to its cap, never further (see :meth:`_read`)."""
-        headers = {"x-api-key": self._config.api_key} if self._sends_key(kind, url) else {}
-        request = self._client.build_request(
-            method, url, json=json, headers=headers, timeout=read_timeout
-        )
-        response = await self._client.send(request, stream=True)
-        try:
+        """One request; its body read up to its cap, never further (see :meth:`_read`).
+
+        A download takes one of the few body readers before it is sent (the body arrives at
+        once); a v1 POST only once its answer is there (it waits for the inference first).
+        """
+        async with contextlib.AsyncExitStack() as held:
+            if kind == "download":
+                await held.enter_async_context(self._body_readers)
+            key = {"x-api-key": self._config.api_key} if self._sends_key(kind, url) else {}
+            request = self._client.build_request(
+                method, url, json=json, headers=key, timeout=read_timeout
+            )
+            response = await self._client.send(request, stream=True)
+            held.push_async_callback(response.aclose)
             is_json = response.headers.get("content-type", "").startswith("application/json")
             if media and response.status_code == 200 and not is_json:
-                return MediaAnswer(_read_back(response), await self._spool(kind, method, response))
-            body = await self._read(kind, method, response, self._json_limit)
-        finally:
-            await response.aclose()
-        return MediaAnswer(_read_back(response, body))
+                if kind != "download":
+                    await held.enter_async_context(self._body_readers)
+                body = await self._spool(kind, method, response)
+                return MediaAnswer(_read_back(response), body)
+            content = await self._read(kind, method, response, self._json_limit)
+            return MediaAnswer(_read_back(response, content))
 
     @property
     def _json_limit(self) -> int:
