@@ -122,6 +122,46 @@ def _add_emulator(subcommands: argparse._SubParsersAction[argparse.ArgumentParse
         default="jpeg",
         help="image encoding (default: %(default)s)",
     )
+    parser.add_argument(
+        "--bad-media",
+        choices=("oversized", "truncated", "html"),
+        default=None,
+        help=(
+            "serve bad image bodies: oversized (a PNG header then padding, streamed without"
+            " Content-Length), truncated (a PNG/JPEG cut in half), html (an error page)"
+        ),
+    )
+    parser.add_argument(
+        "--bad-media-rate",
+        type=float,
+        default=1.0,
+        metavar="P",
+        help="share of image answers that are bad, seeded (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--oversized-bytes",
+        type=int,
+        default=400 * 1024 * 1024,
+        metavar="N",
+        help="bytes of an oversized body (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="status and result bodies without metrics (queue_time, inference_time, cost)",
+    )
+    parser.add_argument(
+        "--v2-only",
+        action="store_true",
+        help="no sync endpoint: every v1 POST is answered 404",
+    )
+    parser.add_argument(
+        "--status-origin",
+        default=None,
+        metavar="URL",
+        help="origin named in status_url/response_url instead of the emulator's own",
+    )
     parser.set_defaults(handler=_run_emulator)
 
 
@@ -144,6 +184,12 @@ def emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
             quota_window=args.quota_window,
             credits=args.credits,
             output_format=args.output_format,
+            bad_media=args.bad_media,
+            bad_media_rate=args.bad_media_rate,
+            oversized_bytes=args.oversized_bytes,
+            metrics=args.metrics,
+            v2_only=args.v2_only,
+            status_origin=args.status_origin,
         )
     except ValueError as exc:
         raise SystemExit(f"flux-pipeline emulator: {exc}") from None

@@ -19,7 +19,25 @@ log = logging.getLogger("flux_pipeline.resources.segmind")
 
 #: Key the engine sends to the embedded emulator (it accepts any non-empty key).
 EMULATOR_KEY = "SG_0000000000000000"
+#: The account's quota from the environment, read when each run starts (like the key).
+RPM_VARIABLE = "SEGMIND_REQUESTS_PER_MINUTE"
 _DEFAULTS = EngineConfig(api_key="")
+
+
+def environment_quota() -> float | None:
+    """``SEGMIND_REQUESTS_PER_MINUTE`` as a positive number; None when unset or empty."""
+    raw = os.environ.get(RPM_VARIABLE, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # also refuses NaN
+        raise ValueError(
+            f"{RPM_VARIABLE} must be a positive number of API requests per minute, got {raw!r}"
+        )
+    return value
 
 
 class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
@@ -63,7 +81,8 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
         gt=0,
         description=(
             "Your plan's quota in API requests per minute (submit, status, result, v1 POST; "
-            "never media downloads). Unset: no fixed cap, only AIMD on 429 answers."
+            f"never media downloads). Unset: {RPM_VARIABLE} at run time, else no fixed cap, "
+            "only AIMD on 429 answers."
         ),
     )
     max_requests_per_second: float | None = Field(
@@ -105,6 +124,14 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
     price_per_image: float | None = Field(
         default=None, ge=0, description="Cost of one image assumed until the service reports one."
     )
+    max_image_bytes: int = Field(
+        default=_DEFAULTS.max_image_bytes,
+        ge=1024,
+        description=(
+            "Largest image body read (download, v1 answer, base64 output); past it reading "
+            "stops and the image is asked again, then fails."
+        ),
+    )
     base64: bool = Field(default=False, description="Ask for outputs inline as base64.")
     repost_ambiguous_submits: bool = Field(
         default=False,
@@ -117,7 +144,7 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
     @model_validator(mode="after")
     def _engine_rules(self) -> Self:
         """The engine's own checks across fields (backoff_max >= backoff_base, ...)."""
-        self.engine_settings()
+        self.engine_settings(environment=False)
         return self
 
     _emulator_url: str | None = PrivateAttr(default=None)
@@ -171,15 +198,24 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             api_key, base_url = self.service_key or "", self.service_url or DEFAULT_BASE_URL
         return self.engine_settings(api_key, base_url)
 
-    def engine_settings(self, api_key: str = "", base_url: str = DEFAULT_BASE_URL) -> EngineConfig:
-        """The engine fields of this resource as an :class:`EngineConfig` for a service."""
+    def engine_settings(
+        self, api_key: str = "", base_url: str = DEFAULT_BASE_URL, *, environment: bool = True
+    ) -> EngineConfig:
+        """The engine fields of this resource as an :class:`EngineConfig` for a service.
+
+        The quota is ``requests_per_minute`` (or its deprecated alias) when set, else
+        ``SEGMIND_REQUESTS_PER_MINUTE`` (read now, unless ``environment`` is False).
+        """
+        per_minute = self.requests_per_minute
+        if per_minute is None and self.max_requests_per_second is None and environment:
+            per_minute = environment_quota()
         return EngineConfig(
             api_key=api_key,
             base_url=base_url,
             model=self.model,
             mode=self.mode,
             max_concurrency=self.max_concurrency,
-            requests_per_minute=self.requests_per_minute,
+            requests_per_minute=per_minute,
             max_requests_per_second=self.max_requests_per_second,
             request_timeout=self.request_timeout,
             deadline=self.deadline,
@@ -187,6 +223,7 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             backoff_base=self.backoff_base,
             backoff_max=self.backoff_max,
             base64=self.base64,
+            max_image_bytes=self.max_image_bytes,
             repost_ambiguous_submits=self.repost_ambiguous_submits,
             max_new_images=self.max_new_images,
             max_cost=self.max_cost,

@@ -15,10 +15,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from flux_pipeline import protocol
+from flux_pipeline.emulator.badmedia import BadMedia
 from flux_pipeline.emulator.jobs import InferencePool, Job, JobStore
 from flux_pipeline.emulator.limits import (
     FAULTS,
@@ -82,6 +83,7 @@ class Emulator:
         self.quota_refused: Counter[str] = Counter({kind: 0 for kind in API_KINDS})
         self.requests: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
         self._accounts = {_account(key) for key in settings.api_keys}
+        self.bad_media = BadMedia(settings)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -182,9 +184,9 @@ class Emulator:
             },
         }
 
-    @staticmethod
-    def urls(request: Request, request_id: str) -> dict[str, str]:
-        base = str(request.base_url).rstrip("/")
+    def urls(self, request: Request, request_id: str) -> dict[str, str]:
+        """The job's status and result URLs: on ``status_origin`` when set, else our own."""
+        base = (self.settings.status_origin or str(request.base_url)).rstrip("/")
         status_url = f"{base}/v2/requests/{request_id}/status"
         return {"status_url": status_url, "response_url": f"{base}/v2/requests/{request_id}"}
 
@@ -193,8 +195,9 @@ class Emulator:
             "request_id": job.request_id,
             "status": job.status,
             **self.urls(request, job.request_id),
-            "metrics": self.metrics(job) if job.status == protocol.COMPLETED else {},
         }
+        if self.settings.metrics:
+            body["metrics"] = self.metrics(job) if job.status == protocol.COMPLETED else {}
         if job.status == protocol.FAILED:
             body["error"] = job.error
             return 422, body
@@ -208,6 +211,24 @@ class Emulator:
             "cost": COST_PER_JOB,
             "remaining_credits": job.remaining_credits,
         }
+
+    def image_body(self, kind: str, job: Job, output: bytes) -> bytes | None:
+        """The image as this answer serves it: ``output``, a bad body, or None for an
+        ``oversized`` one to stream (see :mod:`~flux_pipeline.emulator.badmedia`)."""
+        if not self.bad_media.pick(kind, job.params.request_key):
+            return output
+        if self.bad_media.kind == "oversized" and kind != "result":
+            return None
+        return self.bad_media.body(output)
+
+    def image_response(self, kind: str, job: Job, output: bytes, **extra: Any) -> Response:
+        """A raw image answer (media download, v1 POST), bad when ``--bad-media`` says so."""
+        body = self.image_body(kind, job, output)
+        if body is None:
+            return StreamingResponse(self.bad_media.stream(), media_type="image/png", **extra)
+        html = body is not output and self.bad_media.kind == "html"
+        media_type = "text/html" if html else self.settings.content_type
+        return Response(body, media_type=media_type, **extra)
 
     def media_url(self, request: Request, job: Job) -> str:
         base = str(request.base_url).rstrip("/")
@@ -299,20 +320,14 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         if job.status != protocol.COMPLETED or job.output is None:
             code, body = emulator.status_body(request, job)
             return JSONResponse(body, status_code=code)
-        output = (
-            base64.b64encode(job.output).decode("ascii")
-            if job.params.base64
-            else emulator.media_url(request, job)
-        )
-        return JSONResponse(
-            {
-                "request_id": job.request_id,
-                "status": job.status,
-                "output": output,
-                "error": None,
-                "metrics": emulator.metrics(job),
-            }
-        )
+        if job.params.base64:
+            image = emulator.image_body("result", job, job.output) or b""
+            output = base64.b64encode(image).decode("ascii")
+        else:
+            output = emulator.media_url(request, job)
+        body = {"request_id": job.request_id, "status": job.status, "output": output}
+        metrics = {"metrics": emulator.metrics(job)} if settings.metrics else {}
+        return JSONResponse({**body, "error": None, **metrics})
 
     async def media(request: Request) -> Response:
         name = request.path_params["name"]
@@ -323,9 +338,13 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         job = emulator.store.get(request_id)
         if job is None or job.output is None or extension != settings.output_format:
             return _error(404, f"Output {name} not found")
-        return Response(job.output, media_type=settings.content_type)
+        return emulator.image_response("output", job, job.output)
 
     async def sync(request: Request) -> Response:
+        if settings.v2_only:  # through the gateway like any request, then no such endpoint
+            raw = await request.body()
+            _, refused = emulator.gate(request, "sync", hashlib.sha256(raw).hexdigest())
+            return refused or _error(404, "Not Found")
         job, refused = await emulator.accept(request, "sync")
         if refused is not None or job is None:
             return refused or _error(500, "Internal Server Error")
@@ -341,9 +360,9 @@ def create_app(settings: EmulatorSettings) -> Starlette:
             "x-request-id": job.request_id,
         }
         if job.params.base64:
-            image = base64.b64encode(job.output).decode("ascii")
-            return JSONResponse({"image": image}, headers=headers)
-        return Response(job.output, media_type=settings.content_type, headers=headers)
+            image = emulator.image_body("result", job, job.output) or b""
+            return JSONResponse({"image": base64.b64encode(image).decode("ascii")}, headers=headers)
+        return emulator.image_response("sync", job, job.output, headers=headers)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

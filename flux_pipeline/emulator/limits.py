@@ -67,12 +67,12 @@ class CreditLedger:
         self._spent[account] -= cost
 
 
-def _draw(seed: int, *request: object) -> random.Random:
+def draw(seed: int, *request: object) -> random.Random:
     """A generator that depends only on ``seed`` and what identifies the request."""
     return random.Random("\x00".join(map(str, (seed, *request))))
 
 
-class _Occurrences:
+class Occurrences:
     """Numbers the repeats of the same request (endpoint kind plus what it is about)."""
 
     def __init__(self) -> None:
@@ -95,16 +95,16 @@ class FaultInjector:
     def __init__(self, rate: float, seed: int) -> None:
         self.rate = rate
         self.seed = seed
-        self._occurrences = _Occurrences()
+        self._occurrences = Occurrences()
 
     def fault(self, kind: str, identity: str) -> int | None:
         """The status to answer instead of serving the request, or None to serve it."""
         if self.rate <= 0.0:
             return None
-        draw = _draw(self.seed, kind, identity, self._occurrences.next(kind, identity))
-        if draw.random() >= self.rate:
+        rng = draw(self.seed, kind, identity, self._occurrences.next(kind, identity))
+        if rng.random() >= self.rate:
             return None
-        return draw.choice(sorted(FAULTS))
+        return rng.choice(sorted(FAULTS))
 
 
 class LatencyInjector:
@@ -118,11 +118,11 @@ class LatencyInjector:
     def __init__(self, latency: float, seed: int) -> None:
         self.latency = latency
         self.seed = seed
-        self._occurrences = _Occurrences()
+        self._occurrences = Occurrences()
 
     def delay(self, kind: str, identity: str) -> float:
         """Seconds to hold this request's answer back."""
         if self.latency <= 0.0:
             return 0.0
         occurrence = self._occurrences.next(kind, identity)
-        return _draw(self.seed, "latency", kind, identity, occurrence).uniform(0.0, self.latency)
+        return draw(self.seed, "latency", kind, identity, occurrence).uniform(0.0, self.latency)

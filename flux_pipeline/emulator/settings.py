@@ -9,6 +9,9 @@ from typing import Literal
 from flux_pipeline.emulator.quota import COUNTED_KINDS, QuotaCounts
 
 OutputFormat = Literal["jpeg", "png"]
+#: What a bad media answer holds: a PNG header then padding, a PNG cut in half, an HTML page.
+BadMedia = Literal["oversized", "truncated", "html"]
+BAD_MEDIA: tuple[str, ...] = ("oversized", "truncated", "html")
 
 #: Credits one accepted job costs (``x-cost`` and ``metrics.cost``).
 COST_PER_JOB = 1.0
@@ -49,6 +52,19 @@ class EmulatorSettings:
     credits: float | None = None
     #: Encoding of generated images.
     output_format: OutputFormat = "jpeg"
+    #: Serve bad image bodies (media downloads, v1 answers, base64 outputs) instead of images.
+    bad_media: BadMedia | None = None
+    #: Share of image answers that are bad (seeded per answer), when ``bad_media`` is set.
+    bad_media_rate: float = 1.0
+    #: Bytes an ``oversized`` body streams (a PNG header, then zeros; no Content-Length).
+    oversized_bytes: int = 400 * 1024 * 1024
+    #: Status and result bodies carry ``metrics`` (queue and inference time, cost).
+    metrics: bool = True
+    #: No sync endpoint: every v1 POST is answered 404.
+    v2_only: bool = False
+    #: Origin (``scheme://host:port``) named in ``status_url`` / ``response_url`` instead of
+    #: the emulator's own: a service handing out URLs of another host.
+    status_origin: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.api_keys, str):
@@ -83,6 +99,20 @@ class EmulatorSettings:
             )
         if self.credits is not None and self.credits < 0:
             raise ValueError(f"credits: must be >= 0, got {self.credits}")
+        if self.bad_media is not None and self.bad_media not in BAD_MEDIA:
+            raise ValueError(
+                f"bad_media: must be one of {', '.join(BAD_MEDIA)}, got {self.bad_media!r}"
+            )
+        if not 0.0 <= self.bad_media_rate <= 1.0:
+            raise ValueError(f"bad_media_rate: must be between 0 and 1, got {self.bad_media_rate}")
+        if self.oversized_bytes < 64:
+            raise ValueError(f"oversized_bytes: must be >= 64, got {self.oversized_bytes}")
+        if self.status_origin is not None and not self.status_origin.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"status_origin: must be an http(s) origin, got {self.status_origin!r}"
+            )
         if self.output_format not in ("jpeg", "png"):
             raise ValueError(f"output_format: must be 'jpeg' or 'png', got {self.output_format!r}")
 

@@ -55,6 +55,10 @@ class EngineConfig:
     max_cost: float | None = None
     #: Cost of one image assumed while the service has reported none.
     price_per_image: float | None = None
+    #: Largest image body read (media download, v1 answer, decoded base64 output): reading
+    #: stops past it and the image is asked again, then fails. 32 MiB: a one-megapixel PNG
+    #: is 1 to 4 MiB.
+    max_image_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         # A key read from a file written by ``echo`` or a CRLF .env ends in whitespace: drop it.
@@ -109,6 +113,8 @@ class EngineConfig:
                 f"backoff_max: must be >= backoff_base ({self.backoff_base}), "
                 f"got {self.backoff_max}"
             )
+        if self.max_image_bytes < 1024:
+            raise ValueError(f"max_image_bytes: must be >= 1024, got {self.max_image_bytes}")
         for name in ("max_new_images", "max_cost", "price_per_image"):
             value = getattr(self, name)
             if value is not None and value < 0:

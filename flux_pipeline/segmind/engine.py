@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -22,32 +22,44 @@ from flux_pipeline.protocol import COMPLETED, FAILED, PROCESSING, QUEUED, Genera
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.errors import InsufficientCredits, ModelNotFound
 from flux_pipeline.segmind.estimator import CompletionEstimator, SubmitOrder
+from flux_pipeline.segmind.media import CheckedImage, NotAnImage, check_image, far_from_requested
 from flux_pipeline.segmind.modes import ModeChooser
 from flux_pipeline.segmind.pacing import AdaptiveWindow, RequestPacer
 from flux_pipeline.segmind.results import GenerationResult
 from flux_pipeline.segmind.spending import SpendingGuard
 from flux_pipeline.segmind.stats import EngineStats, Protocol, RequestKind
-from flux_pipeline.segmind.transport import Budget, StepFailed, Transport
+from flux_pipeline.segmind.transport import (
+    AnswerTooLarge,
+    Budget,
+    MediaAnswer,
+    StepFailed,
+    Transport,
+)
 
 log = logging.getLogger("flux_pipeline.segmind")
 
 SubmittedHook = Callable[[str, str], None]
 
 _EXPIRED = object()  # the service no longer knows the request id (404)
+_NO_SYNC_HERE = object()  # the v1 endpoint does not exist: go through v2
 _FED = object()  # the feeder has handed out every request
 
 #: Answers to a submit that end only that image: bad parameters (400), a FAILED job (422).
 _FINAL_REFUSALS = frozenset({400, 422})
-#: Times an output URL refused with a 4xx (an expired signed URL) is asked for afresh.
+#: Times a result is asked again after its output was refused with a 4xx (an expired signed
+#: URL) or was not a whole image (truncated, undecodable, over ``max_image_bytes``).
 _MAX_REFETCHES = 3
+#: Answers of a v1 POST that mean "no sync endpoint here": v2 for the rest of the run.
+_NO_SYNC = frozenset({404, 405})
+#: Images decoded at once (each takes up to ``media.MAX_PIXELS`` x 4 bytes while it is).
+_DECODERS = 2
 #: Times a result that says COMPLETED without an ``output`` is asked again before giving up.
 _MAX_EMPTY_RESULTS = 3
 
-_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
 
-
-class _OutputRefused(StepFailed):
-    """The media host refused the output URL (4xx): ask the result URL for a fresh one."""
+class _Refetch(StepFailed):
+    """The output could not be taken (a media host's 4xx, a body that is not a whole image):
+    ask the result URL again, for a fresh URL or a good copy."""
 
 
 class _BudgetSpent(StepFailed):
@@ -108,6 +120,8 @@ class SegmindEngine:
         self._transport: Transport | None = None
         self._hooks: ThreadPoolExecutor | None = None
         self._window: AdaptiveWindow | None = None
+        self._decoders = asyncio.Semaphore(_DECODERS)
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"SegmindEngine({self.config!r})"
@@ -243,7 +257,11 @@ class SegmindEngine:
                 job.budget.paced = True
             job.protocol = self._modes.pick()
             if job.protocol == "sync":
-                return await self._run_sync(job, run)
+                outcome = await self._run_sync(job, run)
+                if outcome is not _NO_SYNC_HERE:
+                    return outcome if isinstance(outcome, GenerationResult) else None
+                job.protocol = "async"
+                await self._reserve(job)
             if not await self._submit(job, run):
                 return None
             first = self._estimator.first_poll(request.steps, job.ahead or 0)
@@ -275,7 +293,7 @@ class SegmindEngine:
 
     async def _post(
         self, job: _Job, run: _Run, kind: RequestKind, version: str
-    ) -> httpx.Response | None:
+    ) -> MediaAnswer | None:
         """POST the job to ``/{version}/{model}``; None once submitting has stopped.
 
         The POST takes over the job's reservation in the budget (see :meth:`_reserve`): an
@@ -286,16 +304,17 @@ class SegmindEngine:
             await asyncio.shield(self._guard.settle(billed=False))
             return None
         http = self._http
-        billed, response = False, None
+        billed, answer = False, None
         try:
-            response = await http.send(
+            answer = await http.send_media(
                 kind,
                 "POST",
                 f"{http.base}/{version}/{self.config.model}",
                 job.budget,
                 json=job.request.payload(base64=self.config.base64),
+                media=kind == "sync",
             )
-            billed = response.status_code == 200
+            billed = answer.response.status_code == 200
         except InsufficientCredits as exc:
             run.stop(exc)
             return None
@@ -306,10 +325,10 @@ class SegmindEngine:
             billed = job.budget.unrecorded_submit  # sent, fate unknown: count it
             raise
         finally:
-            headers = response.headers if response is not None and kind == "sync" else {}
+            headers = answer.response.headers if answer is not None and kind == "sync" else {}
             cost = _number(headers.get("x-cost")) if billed else None
             await asyncio.shield(self._guard.settle(billed=billed, cost=cost))
-        return response
+        return answer
 
     async def _submit(self, job: _Job, run: _Run) -> bool:
         """POST the job and record its id; False when submitting has stopped.
@@ -330,10 +349,10 @@ class SegmindEngine:
             raise
 
     async def _submit_and_record(self, job: _Job, run: _Run) -> bool:
-        response = await self._post(job, run, "submit", "v2")
-        if response is None:
+        answer = await self._post(job, run, "submit", "v2")
+        if answer is None:
             return False
-        http = self._http
+        response, http = answer.response, self._http
         if response.status_code != 200:
             self._refuse_model(response)
             raise StepFailed(
@@ -347,10 +366,8 @@ class SegmindEngine:
         job.request_id = request_id
         job.submitted_at = job.budget.sent_at
         requests_url = f"{http.base}/v2/requests/{request_id}"
-        job.status_url = str(body.get("status_url") or f"{requests_url}/status")
-        job.response_url = str(body.get("response_url") or requests_url)
-        http.trust(job.status_url)
-        http.trust(job.response_url)
+        job.status_url = self._own_url(str(body.get("status_url") or ""), f"{requests_url}/status")
+        job.response_url = self._own_url(str(body.get("response_url") or ""), requests_url)
         self.stats.submitted += 1
         job.order = self._order.add()
         job.ahead = self._order.ahead(job.order)
@@ -373,6 +390,25 @@ class SegmindEngine:
             job.budget.unrecorded_submit = False
         return True
 
+    def _own_url(self, named: str, documented: str) -> str:
+        """``named`` (a status or result URL the API handed out) when the key may go there,
+        else the ``documented`` one under the API root (the key never goes to other hosts)."""
+        if not named or self._http.trust(named):
+            return named or documented
+        self._warn_once(
+            "foreign-url",
+            "the API named a status/result URL on an origin outside its own domain (or over "
+            "http); the key is not sent there, polling the documented URLs under %s instead",
+            self._http.base,
+        )
+        return documented
+
+    def _warn_once(self, topic: str, message: str, *args: object) -> None:
+        """Log ``message`` at WARNING the first time ``topic`` comes up, at DEBUG after."""
+        level = logging.DEBUG if topic in self._warned else logging.WARNING
+        self._warned.add(topic)
+        log.log(level, message, *args)
+
     def _refuse_model(self, response: httpx.Response) -> None:
         """Raise :class:`ModelNotFound` for a 404 to a POST: the URL is wrong for every image."""
         if response.status_code == 404:
@@ -394,6 +430,7 @@ class SegmindEngine:
         """
         http = self._http
         delay, use_result, confirmed, misses = first_delay, optimistic, False, 0
+        first = optimistic  # the poll the estimator planned: was the job done by then?
         refetches = empty_results = 0
         while True:
             if delay > 0:
@@ -407,24 +444,32 @@ class SegmindEngine:
                 await asyncio.sleep(delay)
             kind: RequestKind = "result" if use_result else "status"
             url = job.response_url if use_result else job.status_url
-            response = await http.send(kind, "GET", url, job.budget)
-            body = _json(response)
-            state = body.get("status")
-            if state == FAILED or (response.status_code == 422 and not use_result):
-                return self._failed(job, _error(http, response, body), retryable=False)
-            if use_result and response.status_code == 200 and body.get("output"):
-                try:
+            try:
+                response = await http.send(kind, "GET", url, job.budget)
+                body = _json(response)
+                state = body.get("status")
+                if first:
+                    first = False
+                    self._estimator.first_poll_seen(done=state not in (QUEUED, PROCESSING))
+                if state == FAILED or (response.status_code == 422 and not use_result):
+                    return self._failed(job, _error(http, response, body), retryable=False)
+                if use_result and response.status_code == 200 and body.get("output"):
                     return await self._completed(job, body)
-                except _OutputRefused as exc:
-                    refetches += 1
-                    if refetches > _MAX_REFETCHES:
-                        raise StepFailed(
-                            f"{exc.error} (a fresh output URL was asked {_MAX_REFETCHES} times)",
-                            retryable=True,
-                        ) from None
-                    log.info("%s: %s; asking for a fresh output URL", job.request.key, exc.error)
-                    delay = self._next_poll(job, refetches, queued=False)
-                    continue
+            except (_Refetch, AnswerTooLarge) as failure:
+                exc = failure
+                if isinstance(failure, AnswerTooLarge):
+                    if not use_result:  # a status answer: not about the image
+                        raise
+                    exc = self._bad_media(job, failure.error)  # a base64 output too large
+                refetches += 1
+                if refetches > _MAX_REFETCHES:
+                    raise StepFailed(
+                        f"{exc.error} (the result was asked again {_MAX_REFETCHES} times)",
+                        retryable=True,
+                    ) from None
+                log.info("%s: %s; asking for the result again", job.request.key, exc.error)
+                delay = self._next_poll(job, refetches, queued=False)
+                continue
             if use_result and response.status_code == 200 and state == COMPLETED:
                 empty_results += 1
                 if empty_results >= _MAX_EMPTY_RESULTS:
@@ -462,20 +507,28 @@ class SegmindEngine:
         if isinstance(output, list):
             output = output[0]
         if isinstance(output, str) and output.startswith(("http://", "https://")):
-            response = await self._http.send("download", "GET", output, job.budget)
-            if 400 <= response.status_code < 500:
-                raise _OutputRefused(
-                    f"download: HTTP {response.status_code}: {self._http.error_text(response)}",
-                    retryable=True,
-                )
-            if response.status_code != 200:
-                raise StepFailed(
-                    f"download: HTTP {response.status_code}: {self._http.error_text(response)}",
-                    retryable=True,
-                )
-            content, content_type = response.content, _media_type(response)
+            download = self._http.send_media("download", "GET", output, job.budget)
+            try:
+                with await download as answer:
+                    response = answer.response
+                    if 400 <= response.status_code < 500:
+                        raise _Refetch(
+                            f"download: HTTP {response.status_code}: "
+                            f"{self._http.error_text(response)}",
+                            retryable=True,
+                        )
+                    if response.status_code != 200:
+                        raise StepFailed(
+                            f"download: HTTP {response.status_code}: "
+                            f"{self._http.error_text(response)}",
+                            retryable=True,
+                        )
+                    image = await self._check(job, "download", answer.body or response.content)
+            except AnswerTooLarge as exc:
+                raise self._bad_media(job, exc.error) from None
         else:
-            content, content_type = _decode_image(str(output))
+            image = await self._check(job, "result", self._inline_image(job, str(output)))
+        self._estimator.completed()
         metrics = body.get("metrics") or {}
         if metrics.get("remaining_credits") is not None:
             self.stats.remaining_credits = _number(metrics["remaining_credits"])
@@ -483,48 +536,107 @@ class SegmindEngine:
             await self._guard.report(_number(metrics.get("cost")))  # a job this engine paid
         return await self._success(
             job,
-            content,
-            content_type,
+            image,
             inference_time=_number(metrics.get("inference_time")),
             queue_time=_number(metrics.get("queue_time")),
             cost=_number(metrics.get("cost")),
         )
 
-    async def _run_sync(self, job: _Job, run: _Run) -> GenerationResult | None:
-        """v1: one POST answers the image itself (bytes, or JSON base64)."""
-        response = await self._post(job, run, "sync", "v1")
-        if response is None:
+    async def _run_sync(self, job: _Job, run: _Run) -> object:
+        """v1: one POST answers the image itself (bytes, or JSON base64).
+
+        Returns the result, None once submitting has stopped, or ``_NO_SYNC_HERE`` when the
+        service has no v1 endpoint (404/405): then v2 serves every later image of the run.
+        """
+        answer = await self._post(job, run, "sync", "v1")
+        if answer is None:
             return None
-        http = self._http
-        job.request_id = response.headers.get("x-request-id")
-        job.submitted_at = job.budget.sent_at
-        if response.status_code != 200:
-            self._refuse_model(response)
-            retryable = response.status_code not in _FINAL_REFUSALS
-            return self._failed(job, _error(http, response, _json(response)), retryable=retryable)
-        self.stats.submitted += 1
-        headers = response.headers
-        if headers.get("x-remaining-credits") is not None:
-            self.stats.remaining_credits = _number(headers["x-remaining-credits"])
-        if _media_type(response) == "application/json":
-            body = _json(response)
-            content, content_type = _decode_image(str(body.get("image") or body.get("output")))
-        else:
-            content, content_type = response.content, _media_type(response)
+        with answer:
+            response = answer.response
+            if response.status_code in _NO_SYNC:
+                self._no_sync(response)
+                return _NO_SYNC_HERE
+            http = self._http
+            job.request_id = response.headers.get("x-request-id")
+            job.submitted_at = job.budget.sent_at
+            if response.status_code != 200:
+                retryable = response.status_code not in _FINAL_REFUSALS
+                body = _json(response)
+                return self._failed(job, _error(http, response, body), retryable=retryable)
+            self.stats.submitted += 1
+            headers = response.headers
+            if headers.get("x-remaining-credits") is not None:
+                self.stats.remaining_credits = _number(headers["x-remaining-credits"])
+            if answer.body is None:
+                body = _json(response)
+                inline = self._inline_image(job, str(body.get("image") or body.get("output")))
+                image = await self._check(job, "sync", inline)
+            else:
+                image = await self._check(job, "sync", answer.body)
         return await self._success(
             job,
-            content,
-            content_type,
+            image,
             inference_time=_number(headers.get("x-generation-time")),
             queue_time=None,
             cost=_number(headers.get("x-cost")),
         )
 
+    def _no_sync(self, response: httpx.Response) -> None:
+        """The v1 endpoint is missing: v2 for the rest of the run, said once."""
+        self.stats.sync_unavailable = True
+        self._modes.sync_unavailable()
+        self._warn_once(
+            "no-sync",
+            "the sync endpoint (v1) of model %r answered HTTP %d at %s: this service has none; "
+            "every image of this run goes through v2",
+            self.config.model,
+            response.status_code,
+            self._http.base,
+        )
+
+    def _inline_image(self, job: _Job, data: str) -> bytes:
+        """The bytes of a base64 output (plain or a ``data:`` URI), at most ``max_image_bytes``."""
+        if data.startswith("data:"):
+            data = data.partition(",")[2]
+        limit = self.config.max_image_bytes
+        if len(data) > limit * 4 // 3 + 4:
+            raise self._bad_media(job, f"base64 output over {limit} bytes (max_image_bytes)")
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise self._bad_media(job, f"output is neither a URL nor base64 ({exc})") from None
+
+    async def _check(self, job: _Job, kind: str, body: IO[bytes] | bytes) -> CheckedImage:
+        """The image of ``body`` once it decoded fully (see ``segmind/media.py``), else
+        :class:`_Refetch`; warns about (and counts) a size far from the requested one."""
+        async with self._decoders:
+            try:
+                image = await asyncio.to_thread(check_image, body)
+            except NotAnImage as exc:
+                raise self._bad_media(job, f"{kind}: {exc}") from None
+        request = job.request
+        if far_from_requested(request.aspect_ratio, image.width, image.height):
+            self.stats.unexpected_sizes += 1
+            self._warn_once(
+                "size",
+                "%s: image of %dx%d for aspect ratio %s (kept; further ones are counted in "
+                "unexpected_sizes)",
+                request.key,
+                image.width,
+                image.height,
+                request.aspect_ratio,
+            )
+        return image
+
+    def _bad_media(self, job: _Job, error: str) -> _Refetch:
+        self.stats.bad_media += 1
+        log.info("%s: %s", job.request.key, error)
+        return _Refetch(f"{error}: not stored", retryable=True)
+
     async def _success(
         self,
         job: _Job,
-        content: bytes,
-        content_type: str,
+        image: CheckedImage,
         *,
         inference_time: float | None,
         queue_time: float | None,
@@ -544,8 +656,8 @@ class SegmindEngine:
             request=job.request,
             status="COMPLETED",
             request_id=job.request_id,
-            content=content,
-            content_type=content_type,
+            content=image.content,
+            content_type=image.content_type,
             inference_time=inference_time,
             queue_time=queue_time,
             cost=cost,
@@ -591,26 +703,3 @@ def _number(value: Any) -> float | None:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _media_type(response: httpx.Response) -> str:
-    media_type: str = response.headers.get("content-type", "application/octet-stream")
-    return media_type.split(";", maxsplit=1)[0].strip()
-
-
-def _decode_image(data: str) -> tuple[bytes, str]:
-    """Bytes and content type of a base64 image (plain or ``data:`` URI)."""
-    declared = None
-    if data.startswith("data:"):
-        header, _, data = data.partition(",")
-        declared = header[5:].split(";")[0] or None
-    try:
-        content = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise StepFailed(
-            f"result: output is neither a URL nor base64 ({exc})", retryable=True
-        ) from None
-    sniffed = next((kind for magic, kind in _MAGIC if content.startswith(magic)), None)
-    if sniffed is None and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
-        sniffed = "image/webp"
-    return content, declared or sniffed or "application/octet-stream"

@@ -7,10 +7,20 @@ is done about ``ahead + 1`` completions later: ``(ahead + 1) x per_job`` seconds
 ``per_job`` is learned from the service's own figures (``queue_time + inference_time``
 divided by ``ahead + 1``) of the jobs that waited in the queue. Service-side figures, not
 our own polls, so polling late never teaches us to poll later still.
+
+A service whose bodies carry no ``metrics`` reports neither figure; then ``per_job`` is
+learned from what the client itself sees. It starts as the spacing of our first completions
+(the queue's pace for our jobs, Little's law again), then follows the first polls: a little
+shorter after each that finds its job done, longer after each that finds it running, so it
+settles where about two first polls in three find the job done (a miss costs one poll
+more, a late poll costs throughput). The spacing alone would ratchet: a late poll frees
+its window slot late, the next submit goes out late, completions spread out, and polls
+would go later still; a poll that finds its job done always pulls the next ones earlier.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 
 #: A job waited for a slot when its queue time exceeds this share of its inference time.
@@ -19,6 +29,11 @@ _QUEUED = 0.1
 _MARGIN = 0.08
 #: Bounds of the wait between two polls of the same job, seconds.
 _SHORTEST, _LONGEST = 0.02, 30.0
+#: Our first completions whose spacing gives the first client-side ``per_job``.
+_FIRST_COMPLETIONS = 16
+#: ``per_job`` after a first poll that found the job done / still running: settles where
+#: log(_UP) / (log(_UP) - log(_DOWN)) = 66 % of first polls find their job done.
+_DOWN, _UP = 0.985, 1.03
 
 
 class _Ewma:
@@ -44,6 +59,32 @@ class CompletionEstimator:
     def __init__(self, prior_step_time: float) -> None:
         self._step = _Ewma(prior_step_time)
         self._per_job = _Ewma(0.0)
+        self._done_at: list[float] = []
+        #: ``per_job`` as the client sees it (see the module); None until first measured.
+        self._observed: float | None = None
+
+    def completed(self, at: float | None = None) -> None:
+        """One of our v2 jobs was seen done (``time.monotonic()`` by default)."""
+        if self._observed is not None:
+            return
+        self._done_at.append(time.monotonic() if at is None else at)
+        done = self._done_at
+        if len(done) >= _FIRST_COMPLETIONS and done[-1] > done[0]:
+            self._observed = (done[-1] - done[0]) / (len(done) - 1)
+
+    def first_poll_seen(self, *, done: bool) -> None:
+        """A first poll (planned by :meth:`first_poll`) found its job done, or not yet."""
+        if self._observed is not None:
+            self._observed *= _DOWN if done else _UP
+
+    def _queue_pace(self) -> tuple[float, float] | None:
+        """Seconds per job through the queue and their deviation: the service's own figures,
+        else the client's (see the module); None while neither says anything."""
+        if self._per_job.seen:
+            return self._per_job.mean, self._per_job.deviation
+        if self._observed is None:
+            return None
+        return self._observed, 0.0
 
     def observe(
         self,
@@ -74,15 +115,17 @@ class CompletionEstimator:
     def expected(self, steps: int, ahead: int) -> float:
         """Seconds from now until a job with ``ahead`` jobs before it is done, at the mean."""
         service = self.service_time(steps)
-        if not self._per_job.seen:
+        pace = self._queue_pace()
+        if pace is None:
             return service
-        return max(service, (ahead + 1) * self._per_job.mean)
+        return max(service, (ahead + 1) * pace[0])
 
     def first_poll(self, steps: int, ahead: int) -> float:
         """Seconds to wait after the submit before the first poll."""
         spread = steps * self._step.deviation
-        if self._per_job.seen:
-            spread += (ahead + 1) * self._per_job.deviation / 2
+        pace = self._queue_pace()
+        if pace is not None:
+            spread += (ahead + 1) * pace[1] / 2
         return self.expected(steps, ahead) * (1 + _MARGIN) + spread
 
     def next_poll(self, steps: int, misses: int, *, queued: bool, ahead: int | None) -> float:
@@ -93,8 +136,9 @@ class CompletionEstimator:
         estimate keeps getting wrong costs a few polls, not many.
         """
         service = self.service_time(steps)
-        if self._per_job.seen and ahead is not None:
-            estimate = (ahead + 1) * self._per_job.mean
+        pace = self._queue_pace()
+        if pace is not None and ahead is not None:
+            estimate = (ahead + 1) * pace[0]
             estimate = max(estimate, service) if queued else min(estimate, service)
         else:
             estimate = service if queued else 0.25 * service

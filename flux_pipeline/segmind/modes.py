@@ -4,12 +4,14 @@ Under a quota that binds, images per minute = quota / API requests per image: on
 per image against at least two for v2 (submit, result), so v1 makes up to twice the images.
 v2 is better otherwise: its request id is recorded before polling (a restarted run attaches
 to it) and no connection is held open for the whole inference. ``auto`` starts with v2 and
-reviews, every few requests, what the pacer saw: while the pace (``requests_per_minute``, or
-the one learned from 429s) binds (requests go out at its rate) or 429s arrive, new images go
-through v1 (v2 always costs at least two requests per image); back to v2 once v2's cost at
-the current image rate would fit well within the pace. A new image's protocol is picked when its
-first request may go out (after the pacer), so images queued behind a binding pace do not
-commit to v2 before the review could see it bind.
+reviews, every few requests, what the pacer saw: while the pace binds (requests go out at its
+rate), new images go through v1 (v2 always costs at least two requests per image); back to
+v2 once v2's cost at the current image rate would fit well within the pace. The pace is
+``requests_per_minute``, or one learned from 429s once they came back after a hold (two
+bursts: a quota); 429s alone never switch, so a burst of them (a gateway's hiccup) leaves v2
+in place. A v1 endpoint that answers 404/405 does not exist: v2 for the rest of the run.
+A new image's protocol is picked when its first request may go out (after the pacer), so
+images queued behind a binding pace do not commit to v2 before the review could see it bind.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ _BINDING = 0.85
 _FITS = 0.7
 #: v2's requests per image before any v2 image has completed: submit + result.
 _V2_LEAST = 2.0
+#: Bursts of 429s after which a pace learned from them stands for a quota.
+_QUOTA_BURSTS = 2
 
 
 @dataclass(frozen=True)
 class _Mark:
     at: float
     sent: int
-    rate_limited: int
     completed_sync: int
 
 
@@ -57,11 +60,16 @@ class ModeChooser:
             self._review()
         return self.current
 
+    def sync_unavailable(self) -> None:
+        """The service has no v1 endpoint: v2 from now on, whatever the mode."""
+        self.auto = False
+        if self.current == "sync":
+            self._switch("async")
+
     def _now(self) -> _Mark:
         return _Mark(
             at=time.monotonic(),
             sent=self._pacer.sent,
-            rate_limited=self._stats.rate_limited,
             completed_sync=self._stats.completed_by_mode["sync"],
         )
 
@@ -80,10 +88,9 @@ class ModeChooser:
         if sent < _REVIEW_REQUESTS or elapsed < least:
             return
         self._mark = now
-        rate = self._pacer.rate
-        binding = now.rate_limited > mark.rate_limited or (
-            rate is not None and sent >= _BINDING * rate * elapsed
-        )
+        pacer = self._pacer
+        rate = pacer.rate if pacer.bursts >= _QUOTA_BURSTS else pacer.quota
+        binding = rate is not None and sent >= _BINDING * rate * elapsed
         if self.current == "async":
             if binding:
                 self._switch("sync")

@@ -51,6 +51,8 @@ class RequestPacer:
         self._since: float | None = None
         self._sent_before = 0
         self._refused = 0
+        #: Bursts of 429s seen (the 429s within one hold count once).
+        self.bursts = 0
         self._stats = stats
 
     @property
@@ -99,6 +101,7 @@ class RequestPacer:
         now = time.monotonic()
         self._refused += 1
         if now >= self._quiet_until:  # the first 429 of a burst decides; the others only hold
+            self.bursts += 1
             self._quiet_until = now + max(wait, 1.0)
             span = max(0.1, now - (self._since or now))
             through = max(1, self.sent - self._sent_before - self._refused)

@@ -50,6 +50,14 @@ class EngineStats:
     mode: str = "async"
     completed_by_mode: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROTOCOLS, 0))
     mode_switches: int = 0
+    #: The v1 endpoint answered 404/405 (no sync endpoint): v2 for the rest of the run.
+    sync_unavailable: bool = False
+    #: Answers whose body passed its cap (reading stopped there), image bodies that did not
+    #: decode fully (each one asked again while the service kept the result), and images of
+    #: a size far from the one their aspect ratio asks for (kept; see ``segmind/media.py``).
+    oversized_answers: int = 0
+    bad_media: int = 0
+    unexpected_sizes: int = 0
 
     @property
     def mode_used(self) -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import random
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,6 +35,16 @@ _REFUSED_LOCALLY = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 #: Seconds an idle pooled connection is kept: below uvicorn's/nginx's usual 5 s, so we do not
 #: reuse a connection the server is closing (a POST on it would end "answer never arrived").
 _KEEPALIVE_EXPIRY = 2.0
+#: Bytes of a JSON answer read when outputs come as URLs (status bodies are under 1 KB).
+_JSON_LIMIT = 1024 * 1024
+#: An image body is kept in memory up to this size, then spooled to a temporary file.
+_SPOOL_IN_MEMORY = 4 * 1024 * 1024
+#: Image bodies read at once. The network layer buffers ahead of the reader without limit
+#: (anyio's asyncio stream never pauses reading), up to about 3x what the reader took by
+#: the time it stops at the cap, so each read may hold ~4 x max_image_bytes: bound the reads.
+_BODY_READERS = 3
+#: Headers of a body that no longer apply once it has been read (and decoded) here.
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 class StepFailed(Exception):
@@ -45,6 +59,31 @@ class StepFailed(Exception):
         self.timed_out = timed_out
         #: A submit was sent and its answer never arrived: the job may exist and be billed.
         self.maybe_billed = maybe_billed
+
+
+class AnswerTooLarge(StepFailed):
+    """A 200 answer's body was larger than its cap: reading stopped there."""
+
+
+@dataclass
+class MediaAnswer:
+    """An answer whose 200 body may be an image: ``body`` holds it (spooled to a temporary
+    file past a few MiB); other answers keep their (capped) body in ``response``."""
+
+    response: httpx.Response
+    body: IO[bytes] | None = field(default=None, repr=False)
+
+    def __enter__(self) -> MediaAnswer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.body is not None:
+            self.body.close()
 
 
 @dataclass
@@ -81,6 +120,37 @@ def api_base(base_url: str) -> str:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def registrable_domain(host: str) -> str:
+    """The host's last two labels (``queue.segmind.com`` -> ``segmind.com``); an IP address
+    or a single label stands for itself. A plain rule, not the public suffix list: under a
+    two-label public suffix (``co.uk``) it groups hosts of different owners."""
+    host = host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return ".".join(host.split(".")[-2:])
+    return host
+
+
+def may_receive_key(base: str, url: str) -> bool:
+    """Whether ``url``, named by the API at ``base``, may be sent the key: the API's own origin,
+    or an https origin on the API's registrable domain (never http when ``base`` is https)."""
+    if _origin(url) == _origin(base):
+        return True
+    api, named = urlsplit(base), urlsplit(url)
+    if named.scheme != "https" or not named.hostname or not api.hostname:
+        return False
+    return registrable_domain(named.hostname) == registrable_domain(api.hostname)
+
+
+def _read_back(response: httpx.Response, content: bytes = b"") -> httpx.Response:
+    """A streamed answer's status and headers with ``content``, the body as read here."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    return httpx.Response(
+        response.status_code, headers=headers, content=content, request=response.request
+    )
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -139,6 +209,7 @@ class Transport:
         self._window = window
         self._pacer = pacer
         self._trusted = {_origin(self.base)}
+        self._body_readers = asyncio.Semaphore(_BODY_READERS)
         pool = config.max_concurrency + 4
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.request_timeout, connect=min(config.request_timeout, 10)),
@@ -153,9 +224,15 @@ class Transport:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def trust(self, url: str) -> None:
-        """Send the key to ``url``'s origin too (status/response URLs handed out by the API)."""
+    def trust(self, url: str) -> bool:
+        """Send the key to ``url``'s origin too, if :func:`may_receive_key` allows it.
+
+        Returns whether the key may go to ``url``.
+        """
+        if not may_receive_key(self.base, url):
+            return False
         self._trusted.add(_origin(url))
+        return True
 
     def scrub(self, text: str) -> str:
         """``text`` with the key masked (also as quoted in a ``repr`` of str or bytes)."""
@@ -190,10 +267,26 @@ class Transport:
         """Send until an answer that is not transient; raise on 401/403/406 and give-ups.
 
         Returns every other answer (200, 400, 404, 422, ...) for the caller to interpret.
-        API requests are paced; media downloads (``kind="download"``) never are.
+        API requests are paced; media downloads (``kind="download"``) never are. The body
+        is read up to a cap (:class:`AnswerTooLarge` past it for a 200 answer).
         """
+        answer = await self.send_media(kind, method, url, budget, json=json, media=False)
+        return answer.response
+
+    async def send_media(
+        self,
+        kind: RequestKind,
+        method: str,
+        url: str,
+        budget: Budget,
+        *,
+        json: dict[str, Any] | None = None,
+        media: bool = True,
+    ) -> MediaAnswer:
+        """:meth:`send` for an answer that may be an image: a 200 body that is not JSON is
+        read up to ``max_image_bytes`` into :attr:`MediaAnswer.body` (close it after use)."""
         try:
-            return await self._send(kind, method, url, budget, json=json)
+            return await self._send(kind, method, url, budget, json=json, media=media)
         except StepFailed as exc:
             # One of the attempts was a submit whose answer never arrived (reposts allowed).
             exc.maybe_billed = exc.maybe_billed or budget.maybe_billed
@@ -207,7 +300,8 @@ class Transport:
         budget: Budget,
         *,
         json: dict[str, Any] | None,
-    ) -> httpx.Response:
+        media: bool,
+    ) -> MediaAnswer:
         failures = 0
         api = kind != "download"
         while True:
@@ -221,9 +315,11 @@ class Transport:
             delay: float | None = None
             budget.unrecorded_submit = method == "POST"
             try:
-                response = await self._client.request(
-                    method, url, json=json, headers=self._headers(url), timeout=timeout
-                )
+                answer = await self._exchange(kind, method, url, json, timeout, media=media)
+            except AnswerTooLarge:
+                budget.unrecorded_submit = False  # answered: a 200 to a POST is billed
+                budget.maybe_billed = budget.maybe_billed or method == "POST"
+                raise
             except httpx.TransportError as exc:
                 budget.unrecorded_submit = False
                 self._stats.transport_errors += 1
@@ -242,13 +338,14 @@ class Transport:
                             retryable=True,
                         ) from None
             else:
+                response = answer.response
                 status = response.status_code
                 budget.unrecorded_submit = budget.unrecorded_submit and status == 200
                 if api and status != 429:
                     self._pacer.answered()
-                if status in (401, 403, 406) and _origin(url) not in self._trusted:
+                if status in (401, 403, 406) and not self._sends_key(kind, url):
                     # A media host's refusal (an expired signed URL) says nothing of the key.
-                    return response
+                    return answer
                 if status in (401, 403):
                     raise AuthenticationError(self._auth_message(status, response))
                 if status == 406:
@@ -258,7 +355,7 @@ class Transport:
                         "images already generated are kept and not paid for twice."
                     )
                 if status not in RETRY_STATUSES:
-                    return response
+                    return answer
                 error = f"{kind}: HTTP {status}: {self.error_text(response)}"
                 delay = retry_after(response)
                 if status == 429:
@@ -303,10 +400,98 @@ class Transport:
             )
         return self._config.request_timeout
 
-    def _headers(self, url: str) -> dict[str, str]:
-        if _origin(url) in self._trusted:
-            return {"x-api-key": self._config.api_key}
-        return {}
+    async def _exchange(
+        self,
+        kind: RequestKind,
+        method: str,
+        url: str,
+        json: dict[str, Any] | None,
+        read_timeout: float,
+        *,
+        media: bool,
+    ) -> MediaAnswer:
+        """One request; its body read up to its cap, never further (see :meth:`_read`).
+
+        A download takes one of the few body readers before it is sent (the body arrives at
+        once); a v1 POST only once its answer is there (it waits for the inference first).
+        """
+        async with contextlib.AsyncExitStack() as held:
+            if kind == "download":
+                await held.enter_async_context(self._body_readers)
+            key = {"x-api-key": self._config.api_key} if self._sends_key(kind, url) else {}
+            request = self._client.build_request(
+                method, url, json=json, headers=key, timeout=read_timeout
+            )
+            response = await self._client.send(request, stream=True)
+            held.push_async_callback(response.aclose)
+            is_json = response.headers.get("content-type", "").startswith("application/json")
+            if media and response.status_code == 200 and not is_json:
+                if kind != "download":
+                    await held.enter_async_context(self._body_readers)
+                body = await self._spool(kind, method, response)
+                return MediaAnswer(_read_back(response), body)
+            content = await self._read(kind, method, response, self._json_limit)
+            return MediaAnswer(_read_back(response, content))
+
+    @property
+    def _json_limit(self) -> int:
+        """Cap of a JSON answer: room for a base64 image when outputs come inline."""
+        if not self._config.base64:
+            return _JSON_LIMIT
+        return self._config.max_image_bytes * 4 // 3 + _JSON_LIMIT
+
+    async def _read(self, kind: str, method: str, response: httpx.Response, limit: int) -> bytes:
+        """The body up to ``limit`` bytes: past it a 200 fails, another answer is cut short
+        (only its error text is used)."""
+        self._refuse_declared(kind, method, response, limit)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                if response.status_code == 200:
+                    raise self._too_large(kind, method, f"more than {limit} bytes")
+                return bytes(body[:limit])
+        return bytes(body)
+
+    async def _spool(self, kind: str, method: str, response: httpx.Response) -> IO[bytes]:
+        """The image body, up to ``max_image_bytes``: in memory up to a few MiB, then in a
+        temporary file, so a body's size never decides the memory it takes."""
+        limit = self._config.max_image_bytes
+        self._refuse_declared(kind, method, response, limit)
+        sink = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+        try:
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(
+                        kind, method, f"more than {limit} bytes (max_image_bytes)"
+                    )
+                sink.write(chunk)
+            sink.seek(0)
+        except BaseException:
+            sink.close()
+            raise
+        return sink
+
+    def _refuse_declared(
+        self, kind: str, method: str, response: httpx.Response, limit: int
+    ) -> None:
+        declared = response.headers.get("content-length", "")
+        if response.status_code == 200 and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(kind, method, f"{declared} bytes declared, over {limit}")
+
+    def _too_large(self, kind: str, method: str, detail: str) -> AnswerTooLarge:
+        self._stats.oversized_answers += 1
+        return AnswerTooLarge(
+            f"{kind}: answer too large ({detail}); not read further",
+            retryable=True,
+            maybe_billed=method == "POST",
+        )
+
+    def _sends_key(self, kind: RequestKind, url: str) -> bool:
+        """The key goes to trusted API origins only, never to a media host."""
+        return kind != "download" and _origin(url) in self._trusted
 
     def _auth_message(self, status: int, response: httpx.Response) -> str:
         return (

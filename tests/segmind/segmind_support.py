@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socketserver
 import threading
@@ -13,10 +14,19 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from PIL import Image
+
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+
+
+def jpeg(size: tuple[int, int] = (1024, 1024)) -> bytes:
+    """A real JPEG of ``size`` (a whole image, as the engine now checks)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (40, 90, 160)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def batch(n: int, *, prefix: str = "p") -> Iterator[GenerationRequest]:
@@ -146,3 +156,54 @@ def accepted(base: str, request_id: str) -> Answer:
     url = f"{base}/v2/requests/{request_id}"
     body = {"request_id": request_id, "status": "QUEUED", "status_url": f"{url}/status"}
     return Answer(body={**body, "response_url": url})
+
+
+@dataclass
+class Recorded:
+    """What a :func:`recording_server` saw: each request's line and headers (lower-case)."""
+
+    requests: list[tuple[str, dict[str, str]]]
+
+    def keys_seen(self) -> list[str]:
+        """The ``x-api-key`` values it was sent (empty when the key never reached it)."""
+        return [headers["x-api-key"] for _, headers in self.requests if "x-api-key" in headers]
+
+
+class _Recording(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        server: Any = self.server
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        server.recorded.requests.append((f"{self.command} {self.path}", headers))
+        status, content_type, payload = server.answer
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test asserts on what was recorded."""
+
+
+@contextmanager
+def recording_server(
+    status: int = 200, content_type: str = "image/jpeg", payload: bytes = b""
+) -> Iterator[tuple[str, Recorded]]:
+    """A loopback peer that records every request's headers and answers them all alike: a
+    media host, or a foreign origin the key must never reach."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recording)
+    server.daemon_threads = True
+    server.recorded = Recorded([])  # type: ignore[attr-defined]
+    server.answer = (status, content_type, payload)  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.recorded  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()

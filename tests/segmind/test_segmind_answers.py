@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from loopback import TEST_KEY, fast_config
-from segmind_support import JPEG, Answer, accepted, batch, run_engine, scripted_server
+from segmind_support import JPEG, Answer, accepted, batch, jpeg, run_engine, scripted_server
 
 from flux_pipeline.segmind import (
     AuthenticationError,
@@ -26,7 +26,7 @@ from flux_pipeline.segmind import (
     SegmindEngine,
 )
 
-IMAGE = base64.b64encode(JPEG + b"\x00" * 16).decode()
+IMAGE = base64.b64encode(jpeg()).decode()
 DONE = {"status": "COMPLETED", "output": IMAGE, "metrics": {"inference_time": 0.1}}
 
 
@@ -82,19 +82,20 @@ def test_a_key_echoed_in_its_bytes_repr_is_masked() -> None:
     assert "0123" not in (result.error or "")
 
 
-def test_a_url_httpx_cannot_speak_fails_at_once_as_never_sent() -> None:
-    def script(method: str, _path: str) -> Answer:
-        body = {"request_id": "r1", "status": "QUEUED", "status_url": "ftp://127.0.0.1/r1"}
-        return Answer(body={**body, "response_url": "ftp://127.0.0.1/r1"})
+def test_status_urls_on_another_scheme_are_not_followed_but_the_documented_ones() -> None:
+    def script(method: str, path: str) -> Answer:
+        if method == "POST":
+            body = {"request_id": "r1", "status": "QUEUED", "status_url": "ftp://127.0.0.1/r1"}
+            return Answer(body={**body, "response_url": "ftp://127.0.0.1/r1"})
+        return Answer(422, {"status": "FAILED", "error": "flagged by the safety filter"})
 
     with scripted_server(script) as (url, received):
         (result,), stats = run_engine(fast_config(url, prior_step_time=0.0), batch(1))
 
     assert result.status == "FAILED"
-    assert result.retryable
-    assert "refused before sending" in (result.error or "")
-    assert stats.transport_errors == 1  # not retried: it would fail the same way every time
-    assert kinds(received) == {"submit": 1}
+    assert result.error == "flagged by the safety filter"
+    assert stats.transport_errors == 0
+    assert received == ["POST /v2/fast-flux-schnell", "GET /v2/requests/r1"]
 
 
 # --- the deadline and submits ----------------------------------------------------------------
@@ -191,7 +192,7 @@ def _cdn_then_api(refusals: int) -> Any:
         served["asked"] += 1
         if served["asked"] <= refusals:
             return Answer(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
-        return Answer(body=JPEG + b"\x00" * 16, content_type="image/jpeg")
+        return Answer(body=jpeg(), content_type="image/jpeg")
 
     return media
 

@@ -83,7 +83,8 @@ def test_rate_limit_answers_are_honoured_and_shrink_the_window(
     emulator_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="flux_pipeline.segmind")
-    emu = emulator_factory(workers=8, step_time=0.02, rate_limit=15)
+    # 8 requests/s, a burst of 8: the first 8 submits take every token, so 429s are certain
+    emu = emulator_factory(workers=8, step_time=0.02, rate_limit=8)
 
     results, stats = run_engine(fast_config(emu.url), batch(12))
 

@@ -136,3 +136,42 @@ def test_a_configured_resource_starts_no_emulator(emulator: Any) -> None:
 
     assert config.base_url == emulator.url
     assert [r.status for r in results] == ["COMPLETED", "COMPLETED"]
+
+
+def test_the_quota_comes_from_the_environment_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEGMIND_REQUESTS_PER_MINUTE", raising=False)
+    resource = SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")
+    assert resource.engine_config().requests_per_minute is None
+
+    monkeypatch.setenv("SEGMIND_REQUESTS_PER_MINUTE", " 120 ")  # read when the run starts
+    assert resource.engine_config().requests_per_minute == 120.0
+
+    configured = SegmindResource(api_key=TEST_KEY, requests_per_minute=30)
+    assert configured.engine_config().requests_per_minute == 30.0  # the field wins
+    deprecated = SegmindResource(api_key=TEST_KEY, max_requests_per_second=0.5)
+    assert deprecated.engine_config().requests_per_minute == 30.0
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-5", "nan", "inf"])
+def test_an_invalid_environment_quota_fails_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("SEGMIND_REQUESTS_PER_MINUTE", value)
+
+    @dg.asset
+    def uses_segmind(segmind: SegmindResource) -> None:
+        segmind.engine_config()
+
+    outcome = dg.materialize(
+        [uses_segmind],
+        resources={"segmind": SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")},
+        raise_on_error=False,
+    )
+
+    assert not outcome.success
+    (failure,) = [e for e in outcome.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data)
+    assert "SEGMIND_REQUESTS_PER_MINUTE must be a positive number" in message
+    assert repr(value) in message
+    assert TEST_KEY not in message
