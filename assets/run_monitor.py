@@ -11,8 +11,8 @@ the heartbeat of each ``STARTED`` run of this code location and fails the run, s
 - the heartbeat was written on this machine by a process that no longer exists (found at the
   next tick: one machine, or the code server's container that also runs its runs), or
 - the heartbeat's lease (``FLUX_RUN_LEASE``, 120 s) ran out: a lost pod or machine, or
-- the run has been ``STARTED`` for two leases without ever writing one (killed before its
-  resources were set up).
+- the run has been ``STARTED`` for two leases (at least a minute) without ever writing one
+  (killed before its resources were set up).
 
 A run that is slow but alive keeps renewing its heartbeat and is never failed. The failure is a
 run failure, not a step failure, so the instance's ``run_retries`` launch a retry, which resumes
@@ -42,6 +42,9 @@ from flux_pipeline.storage import ObjectStore
 
 #: Seconds between two ticks (``FLUX_RUN_MONITOR_INTERVAL``), read when the location loads.
 MONITOR_INTERVAL = int(os.environ.get("FLUX_RUN_MONITOR_INTERVAL", "").strip() or 30)
+#: Least seconds a STARTED run may go without ever writing a heartbeat (its worker writes the
+#: first one when it sets up its resources, a second or so after the run starts).
+NO_HEARTBEAT_GRACE = 60.0
 
 
 def _dead_runs(
@@ -50,7 +53,7 @@ def _dead_runs(
     """``{run id: why it is dead}`` among the STARTED runs of ``location``, and what could not
     be judged (unreadable heartbeats: never taken for dead)."""
     dead, unjudged = {}, []
-    grace = timedelta(seconds=2 * lease_from_env())
+    grace = timedelta(seconds=max(2 * lease_from_env(), NO_HEARTBEAT_GRACE))
     records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     for record in records:
         run = record.dagster_run

@@ -31,8 +31,8 @@ class ObjectStoreResource(dg.ConfigurableResource["ObjectStoreResource"]):
     _heartbeat: RunHeartbeat | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.run_id is not None:
-            self._heartbeat = RunHeartbeat(self.store(), context.run_id)
+        if context.run is not None:
+            self._heartbeat = RunHeartbeat(self.store(), context.run.run_id)
             self._heartbeat.start()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
