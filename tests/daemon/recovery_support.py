@@ -187,10 +187,10 @@ def all_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterR
 
 def code_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``dagster code-server start`` of the code location on ``port``, in its own session."""
+    command = [str(DAGSTER), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(DAGSTER), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
-            + ["-m", "flux_pipeline.definitions", "--location-name", "flux_pipeline"],
+            [*command, "-m", "flux_pipeline.definitions", "--location-name", "flux_pipeline"],
             env={**env, "PYTHONUNBUFFERED": "1"},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -203,7 +203,9 @@ def wait_for_grpc(port: int, process: subprocess.Popen[bytes], timeout: float = 
     while time.monotonic() < deadline:
         assert process.poll() is None, "the code server exited"
         check = subprocess.run(
-            [str(DAGSTER), "api", "grpc-health-check", "-p", str(port)], capture_output=True
+            [str(DAGSTER), "api", "grpc-health-check", "-p", str(port)],
+            capture_output=True,
+            check=False,
         )
         if check.returncode == 0:
             return
