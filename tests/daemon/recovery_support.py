@@ -14,16 +14,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+from loopback import free_port
 
 from flux_pipeline.ledger import LEDGER_DIR
 from flux_pipeline.prompts import load_prompt_table, partition_requests
@@ -220,3 +223,37 @@ def grpc_workspace(port: int) -> str:
       port: {port}
       location_name: flux_pipeline
 """
+
+
+@contextmanager
+def moto_process(log: Path) -> Iterator[str]:
+    """``moto_server`` (S3 and the rest, in memory) as a process on a free loopback port."""
+    port = free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("moto_server")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "moto_server exited"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
