@@ -124,7 +124,9 @@ with warnings.catch_warnings():
         # The pool's share holds only if every run using the account holds a slot of it, queued
         # or not: the build waits for one of the pool's slots in the store before any request.
         account = (
-            AccountSlot(store, slots=share.slots, owner=context.run_id) if share.limited else None
+            AccountSlot(store, slots=share.slots, owner=context.run_id, say=context.log.info)
+            if share.limited
+            else None
         )
         try:
             report = build_partitions(

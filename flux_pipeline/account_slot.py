@@ -44,11 +44,19 @@ class AccountSlot:
     """One of ``slots`` leased slots of the account, for the build of run ``owner``."""
 
     def __init__(
-        self, store: ObjectStore, *, slots: int, owner: str | None, lease: float = DEFAULT_LEASE
+        self,
+        store: ObjectStore,
+        *,
+        slots: int,
+        owner: str | None,
+        lease: float = DEFAULT_LEASE,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots!r}")
         self.slots = slots
+        #: Also told the slot's news (who holds the slots while this build waits), e.g. a run log.
+        self._say = say
         self._claims = Claims(store, owner=owner, lease=lease)
         self._keys = [slot_key(i) for i in range(slots)]
 
@@ -81,15 +89,20 @@ class AccountSlot:
         while True:
             for key in self._keys:
                 if await asyncio.to_thread(self._claims.claim, key):
-                    log.info("holding account slot %d of %d", self._keys.index(key) + 1, self.slots)
+                    self._tell(f"holding account slot {self._keys.index(key) + 1} of {self.slots}")
                     return key
             holders = await asyncio.to_thread(self._claims.holders, self._keys)
             who = ", ".join(sorted(f"run {h.owner} on {h.host}" for h in holders.values()))
             if who != told:
-                log.info("waiting for one of the %d account slot(s): held by %s", self.slots, who)
+                self._tell(f"waiting for one of the {self.slots} account slot(s): held by {who}")
                 told = who
             await asyncio.sleep(delay)
             delay = min(2 * delay, self._claims.renew_every)
+
+    def _tell(self, message: str) -> None:
+        log.info("%s", message)
+        if self._say is not None:
+            self._say(message)
 
     async def _renew(self, key: str) -> None:
         renewed = time.monotonic()
