@@ -60,17 +60,22 @@ def requests_by_partition(table: Path) -> dict[str, list[GenerationRequest]]:
     return {partition: partition_requests(loaded, partition) for partition in PARTITIONS}
 
 
-def scenario_env(root: str, table: Path, emulator_url: str, key: str) -> dict[str, str]:
-    """What the process running the code location needs (Segmind, storage, short leases)."""
-    return {
+def scenario_env(
+    root: str, table: Path, emulator_url: str, key: str, *, short_leases: bool = True
+) -> dict[str, str]:
+    """What the process running the code location needs: Segmind, storage, and the short
+    :data:`LEASE` and :data:`MONITOR_INTERVAL` (the shipped defaults without ``short_leases``)."""
+    env = {
         "SEGMIND_API_KEY": key,
         "SEGMIND_BASE_URL": emulator_url,
         "FLUX_STORAGE_ROOT": root,
         "FLUX_PROMPTS": str(table),
         "FLUX_MAX_PARTITIONS_PER_RUN": str(PER_RUN),
-        "FLUX_RUN_LEASE": str(LEASE),
-        "FLUX_RUN_MONITOR_INTERVAL": str(MONITOR_INTERVAL),
     }
+    if short_leases:
+        env["FLUX_RUN_LEASE"] = str(LEASE)
+        env["FLUX_RUN_MONITOR_INTERVAL"] = str(MONITOR_INTERVAL)
+    return env
 
 
 def ledger_states(store: ObjectStore) -> dict[str, dict[str, Any]]:
@@ -78,13 +83,15 @@ def ledger_states(store: ObjectStore) -> dict[str, dict[str, Any]]:
     return {(body := json.loads(data))["request_key"]: body for data in found.values()}
 
 
-def wait_for_mid_build(store: ObjectStore, alive: Callable[[], bool], timeout: float = 180) -> None:
-    """Until the ledger shows images stored and jobs in flight."""
+def wait_for_mid_build(
+    store: ObjectStore, alive: Callable[[], bool], *, completed: int = 3, timeout: float = 180
+) -> None:
+    """Until the ledger shows ``completed`` images stored and jobs in flight."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert alive(), "the Dagster side died before it was killed"
         states = [entry["state"] for entry in ledger_states(store).values()]
-        if states.count("COMPLETED") >= 3 and states.count("SUBMITTED") >= 3:
+        if states.count("COMPLETED") >= completed and states.count("SUBMITTED") >= 3:
             return
         time.sleep(0.05)
     raise TimeoutError("the build never reached the middle of the first run")
