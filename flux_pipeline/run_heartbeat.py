@@ -131,8 +131,10 @@ class RunHeartbeat:
         self._thread = threading.Thread(target=self._renew, name=f"heartbeat-{run_id}", daemon=True)
 
     def start(self) -> None:
-        """Write the first heartbeat (a failure here propagates), then renew in the background."""
-        self.store.write_atomic(self.path, self._beat.to_json())
+        """Write the first heartbeat, then renew it in the background. A failed write is logged
+        and tried again at the next renewal: the run's own storage errors are its build's to
+        report; the watcher only sees a heartbeat missing or lapsing."""
+        self._write()
         self._thread.start()
 
     def stop(self) -> None:
