@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flux_pipeline import account_slot
 from flux_pipeline.account_slot import AccountSlot, slot_key
 from flux_pipeline.claims import ClaimInfo, claim_path, this_process
 from flux_pipeline.run_heartbeat import RunHeartbeat, dead_because, heartbeat_path, read_heartbeat
@@ -62,7 +63,11 @@ def test_an_unreadable_heartbeat_is_an_error_not_a_death(local_store: ObjectStor
     assert read_heartbeat(local_store, "never-started") is None
 
 
-def test_one_slot_admits_one_build_at_a_time_and_two_slots_two(local_store: ObjectStore) -> None:
+def test_one_slot_admits_one_build_at_a_time_and_two_slots_two(
+    local_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(account_slot, "FIRST_POLL", 0.05)
+
     async def scenario(slots: int) -> int:
         inside, most = 0, 0
 
