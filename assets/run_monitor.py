@@ -131,18 +131,27 @@ def flux_dead_runs(
         run = instance.get_run_by_id(run_id)
         if run is None or run.status != dg.DagsterRunStatus.STARTED:
             continue
+        then = (
+            "Run retries (run_retries in dagster.yaml) resume it from the ledger"
+            if instance.run_retries_enabled
+            else "Re-run it (this instance has no run_retries): it resumes from the ledger"
+        )
         message = (
-            f"Run {run_id} marked failed by the sensor flux_dead_runs: {reason}. Run retries "
-            "(run_retries in dagster.yaml) resume it from the ledger without paying twice."
+            f"Run {run_id} marked failed by the sensor flux_dead_runs: {reason}. {then} "
+            "without paying twice for the jobs in flight."
         )
         context.log.warning(message)
         instance.report_run_failed(run, message)
-    forgotten = _forget_ended(instance, store, datetime.now(UTC))
+    try:
+        forgotten = _forget_ended(instance, store, datetime.now(UTC))
+    except Exception as exc:  # a cleanup never fails the tick
+        forgotten = 0
+        unjudged.append(f"could not delete ended runs' heartbeats: {exc}")
     parts = [f"{len(dead)} dead run(s) failed"]
     if created:
         parts.append(f"pool limit rows created: {', '.join(created)}")
     if unjudged:
-        parts.append(f"not judged: {'; '.join(unjudged)}")
+        parts.append(f"not done: {'; '.join(unjudged)}")
     if forgotten:
         parts.append(f"{forgotten} heartbeat(s) of ended runs deleted")
     return dg.SkipReason("; ".join(parts))
