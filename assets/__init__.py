@@ -1,4 +1,4 @@
-"""Dagster assets, asset checks, the build job and its schedule (``flux_pipeline.assets``)."""
+"""Assets, checks, the build job, its schedule, the dead-run sensor (``flux_pipeline.assets``)."""
 
 from flux_pipeline.assets.checks import generated_images_checks as generated_images_checks
 from flux_pipeline.assets.generated_images import generated_images as generated_images
@@ -7,3 +7,4 @@ from flux_pipeline.assets.jobs import synthetic_build as synthetic_build
 from flux_pipeline.assets.jobs import synthetic_build_schedule as synthetic_build_schedule
 from flux_pipeline.assets.partitions import daily_partitions as daily_partitions
 from flux_pipeline.assets.prompt_table import prompt_table as prompt_table
+from flux_pipeline.assets.run_monitor import flux_dead_runs as flux_dead_runs

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from flux_pipeline.account_slot import AccountSlot
 from flux_pipeline.assets.metadata import arrow_schema, image_markdown
 from flux_pipeline.assets.partition_lineage import LINEAGE_READ_SCHEMA, read_partition_lineage
 from flux_pipeline.assets.partitions import backfill_policy, daily_partitions
@@ -57,8 +58,10 @@ with warnings.catch_warnings():
         already stored under the same request key are reused without an API call; a FAILED image
         is a lineage row, not a failed run. A backfill packs up to `FLUX_MAX_PARTITIONS_PER_RUN`
         (31) consecutive partitions in one run, built by one engine; each partition's lineage is
-        written as soon as it is complete. The run holds one slot of the pool `segmind` and paces
-        its API requests at `requests_per_minute` / the pool's slots.
+        written as soon as it is complete. The run holds one slot of the pool `segmind` (in the
+        run queue, and as a leased account slot in the store, taken before its first request
+        however the run was launched) and paces its API requests at `requests_per_minute` / the
+        pool's slots.
 
         Each partition gets its own materialization and metadata: `backend` (the Segmind API URL, or
         the embedded emulator, whose images are synthetic); `completed`, `failed`, `cached` count
@@ -119,6 +122,13 @@ with warnings.catch_warnings():
                 f"{report.api_requests} HTTP requests"
             )
 
+        # The pool's share holds only if every run using the account holds a slot of it, queued
+        # or not: the build waits for one of the pool's slots in the store before any request.
+        account = (
+            AccountSlot(store, slots=share.slots, owner=context.run_id, say=context.log.info)
+            if share.limited
+            else None
+        )
         try:
             report = build_partitions(
                 requests,
@@ -128,6 +138,7 @@ with warnings.catch_warnings():
                 progress=log_progress,
                 progress_interval=PROGRESS_INTERVAL,
                 on_partition_done=partition_done,
+                account=account,
             )
         except (AuthenticationError, InsufficientCredits) as err:
             raise dg.Failure(description=str(err), allow_retries=False) from err

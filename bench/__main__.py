@@ -4,6 +4,7 @@ python -m bench                 # all of them
 python -m bench emulator        # bench/bench_emulator.py only
 python -m bench quota           # bench/bench_quota.py: images/min under a per-minute quota
 python -m bench backfill        # bench/bench_backfill.py: a dagster-daemon asset backfill
+python -m bench recovery        # bench/bench_recovery.py: a backfill killed mid-build, restarted
 """
 
 from __future__ import annotations

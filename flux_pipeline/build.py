@@ -67,6 +67,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
+from flux_pipeline.account_slot import AccountSlot, holding
 from flux_pipeline.claims import DEFAULT_LEASE
 from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
 from flux_pipeline.held_claims import HeldClaims
@@ -191,6 +192,7 @@ def build_partitions(
     progress_interval: float = 5.0,
     on_partition_done: Callable[[BuildReport], None] | None = None,
     backend: str | None = None,
+    account: AccountSlot | None = None,
 ) -> RangeReport:
     """Build every partition of ``partitions`` (partition key -> its requests) with one engine.
 
@@ -199,6 +201,7 @@ def build_partitions(
     ``progress`` (every ``progress_interval`` seconds and at the end) and ``on_partition_done``
     (once per partition, right after its lineage file is written) run on the calling thread.
     Bad input (a partition key, duplicate prompt ids) raises ``ValueError`` before any call.
+    With ``account``, the build holds one of its slots from before its first request to its end.
     """
     total = 0
     for partition, requests in partitions.items():
@@ -217,8 +220,9 @@ def build_partitions(
 
     backend = backend or service_backend(engine_config.base_url)
     build = _RangeBuild(partitions, total, Ledger(store, backend), engine_config)
+    interval = progress_interval if progress else None
     return run_on_worker_loop(
-        lambda emit: build.run(emit, progress_interval if progress else None), handle
+        lambda emit: holding(account, lambda: build.run(emit, interval)), handle
     )
 
 

@@ -273,8 +273,7 @@ class Claims:
         that has exited."""
         if info.released:
             return False
-        same_machine = info.host == _HOST and info.process_scope == _PROCESS_SCOPE
-        if same_machine and not _pid_alive(info.pid):
+        if process_gone(info.host, info.process_scope, info.pid):
             return False
         beat = self._beat_of(info.owner)
         if beat is not None and beat.ended:
@@ -381,6 +380,17 @@ class Claims:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def this_process() -> tuple[str, str, int]:
+    """``(host, process_scope, pid)`` of this process, as claims and run heartbeats record it."""
+    return _HOST, _PROCESS_SCOPE, os.getpid()
+
+
+def process_gone(host: str, process_scope: str, pid: int) -> bool:
+    """Whether ``pid`` was a process of this machine (same host name, boot and pid namespace)
+    that no longer exists; a process of another machine is never known to be gone."""
+    return host == _HOST and process_scope == _PROCESS_SCOPE and not _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ import os
 import dagster as dg
 
 from flux_pipeline.assets import (
+    flux_dead_runs,
     generated_images,
     generated_images_checks,
     generation_metrics,
@@ -29,6 +30,7 @@ defs = dg.Definitions(
     asset_checks=generated_images_checks,
     jobs=[synthetic_build],
     schedules=[synthetic_build_schedule],
+    sensors=[flux_dead_runs],
     # Every step of a run in the run's own process: the build is one asyncio step, the checks
     # and the metrics are quick reads, so a process per step (Dagster's default) would only add
     # an interpreter start-up and a code load per step to each run (about 5 s each, and many

@@ -108,9 +108,12 @@ class DaemonHome:
         dagster_yaml: str,
         env: Mapping[str, str],
         workspace_yaml: str = WORKSPACE_YAML,
+        daemon_base_env: Mapping[str, str] | None = None,
     ) -> None:
         self.path = path
         self.env = {**env, "DAGSTER_HOME": str(path)}
+        #: The daemon's environment under ``env`` (default: this process's, when it starts).
+        self.daemon_base_env = daemon_base_env
         self.workspace = path / "workspace.yaml"
         self.log_path = path / "daemon.log"
         self._dagster_yaml = dagster_yaml
@@ -157,7 +160,7 @@ class DaemonHome:
             process = subprocess.Popen(
                 [str(DAGSTER_DAEMON), "run", "-w", str(self.workspace)],
                 cwd=self.path,
-                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+                env={**(self.daemon_base_env or os.environ), **self.env, "PYTHONUNBUFFERED": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -124,7 +124,9 @@ HELM_VALUES_SUBSET: dict[str, Any] = {
                     pollIntervalSeconds=INTEGER,
                     maxResumeRunAttempts=INTEGER,
                 ),
-                runRetries=_object(enabled=BOOLEAN, maxRetries=INTEGER),
+                runRetries=_object(
+                    enabled=BOOLEAN, maxRetries=INTEGER, retryOnAssetOrOpFailure=BOOLEAN
+                ),
             ),
             "concurrency": _object(
                 enabled=BOOLEAN,

@@ -203,9 +203,14 @@ def test_dagster_yaml_is_valid_instance_config_read_from_the_pg_variables(
     (tmp_path / "dagster.yaml").write_bytes((DEPLOY / "dagster.yaml").read_bytes())
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["telemetry"] == {"enabled": False}
-    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["run_coordinator"]["class"] == "PoolQueuedRunCoordinator"
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert config["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
+    assert config["run_retries"] == {
+        "enabled": True,
+        "max_retries": 2,
+        "retry_on_asset_or_op_failure": False,
+    }
 
 
 def test_helm_values_use_only_chart_keys_and_mirror_dagster_yaml() -> None:
@@ -243,6 +248,12 @@ def test_helm_values_use_only_chart_keys_and_mirror_dagster_yaml() -> None:
     monitoring = values["dagsterDaemon"]["runMonitoring"]
     assert monitoring["enabled"] == instance["run_monitoring"]["enabled"]
     assert monitoring["startTimeoutSeconds"] == instance["run_monitoring"]["start_timeout_seconds"]
+    retries = values["dagsterDaemon"]["runRetries"]
+    assert retries == {
+        "enabled": instance["run_retries"]["enabled"],
+        "maxRetries": instance["run_retries"]["max_retries"],
+        "retryOnAssetOrOpFailure": instance["run_retries"]["retry_on_asset_or_op_failure"],
+    }
     assert values["telemetry"] == instance["telemetry"] == {"enabled": False}
 
 

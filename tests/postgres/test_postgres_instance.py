@@ -67,13 +67,15 @@ def test_the_instance_is_the_deploy_file_on_postgres(pg_home: PostgresHome) -> N
             assert (url.drivername, url.port) == ("postgresql+psycopg2", pg_home.server.port)
             assert url.database == pg_home.env["DAGSTER_PG_DB"]
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_coordinator).__name__ == "PoolQueuedRunCoordinator"
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 1
         assert concurrency.run_queue_config is not None
         assert concurrency.run_queue_config.max_concurrent_runs == 4
         assert not instance.telemetry_enabled
         assert instance.run_monitoring_enabled
+        assert instance.run_retries_enabled
+        assert instance.run_retries_max_retries == 2
 
 
 def test_a_bare_postgresql_url_needs_psycopg3_the_explicit_scheme_does_not(

@@ -1,0 +1,138 @@
+"""The ``segmind`` pool of ``deploy/local/dagster.yaml`` (limit 1) really is exclusive: a backfill
+of 3 runs never has two in progress at once (run storage's start and end times), a run started
+from a shell beside it never builds while a backfill run builds (the account slot), and with
+``requests_per_minute`` set under an account quota at most 1 % of API requests are refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+from daemon_support import DaemonHome
+from loopback import TEST_KEY
+from recovery_support import DAGSTER, LOCAL_DAGSTER_YAML, ledger_states, write_table
+
+from flux_pipeline.assets.segmind_pool import pool_share
+from flux_pipeline.storage import ObjectStore
+
+PARTITIONS = [f"2026-11-{day:02d}" for day in range(20, 26)]
+SHELL_PARTITION = "2026-11-26"
+PER_RUN = 2
+#: The account's quota: QUOTA API requests per WINDOW seconds (a scaled minute), all counted.
+QUOTA, WINDOW = 16, 4.0
+MATERIALIZE = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
+MATERIALIZE += ["--select", "generated_images"]
+RUN_CONFIG = {"resources": {"segmind": {"config": {"requests_per_minute": QUOTA * 60 / WINDOW}}}}
+
+
+def _most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of ``(start, end)`` intervals that overlap at one instant."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = now = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        now += step
+        most = max(most, now)
+    return most
+
+
+def _run_partitions(run: dg.DagsterRun) -> list[str]:
+    """The partitions of a backfill run's range."""
+    first = run.tags["dagster/asset_partition_range_start"]
+    last = run.tags["dagster/asset_partition_range_end"]
+    return [p for p in PARTITIONS if first <= p <= last]
+
+
+def _build_span(root: Path, partitions: list[str]) -> tuple[float, float]:
+    """From the first submit to the last stored image of ``partitions`` (lineage clocks)."""
+    lineage = pd.concat(
+        pd.read_parquet(root / "lineage" / f"partition={p}" / "lineage.parquet") for p in partitions
+    )
+    made = lineage[~lineage["cached"]]
+    return made["submitted_at"].min().timestamp(), made["completed_at"].max().timestamp()
+
+
+@pytest.mark.slow
+def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
+    tmp_path: Path, emulator_factory: Callable[..., Any]
+) -> None:
+    emulator = emulator_factory(
+        workers=2, step_time=0.25, quota_per_minute=QUOTA, quota_counts="all", quota_window=WINDOW
+    )
+    table = write_table(tmp_path / "prompts.csv", prompts=12)
+    root = tmp_path / "data"
+    env = {
+        "SEGMIND_API_KEY": TEST_KEY,
+        "SEGMIND_BASE_URL": emulator.url,
+        "FLUX_STORAGE_ROOT": str(root),
+        "FLUX_PROMPTS": str(table),
+        "FLUX_MAX_PARTITIONS_PER_RUN": str(PER_RUN),
+    }
+    store = ObjectStore.from_uri(str(root))
+    dagster_yaml = LOCAL_DAGSTER_YAML.read_text()
+    with DaemonHome(tmp_path / "home", dagster_yaml=dagster_yaml, env=env) as home:
+        from flux_pipeline.assets import prompt_table
+        from flux_pipeline.resources import ObjectStoreResource
+
+        instance = home.instance()
+        storage = {"storage": ObjectStoreResource(root=str(root))}
+        assert dg.materialize([prompt_table], resources=storage, instance=instance).success
+        backfill_id = home.launch_backfill("generated_images", PARTITIONS, run_config=RUN_CONFIG)
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump(RUN_CONFIG))
+
+        with home.daemon():
+            deadline = time.monotonic() + 120
+            while not ledger_states(store):  # the first backfill run is building
+                assert time.monotonic() < deadline, home.log_tail()
+                time.sleep(0.1)
+            shell_log = tmp_path / "shell.log"
+            with shell_log.open("wb") as out:
+                shell = subprocess.Popen(
+                    [*MATERIALIZE, "--partition", SHELL_PARTITION, "-c", str(config)],
+                    env=dict(os.environ),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            outcome = home.wait_for_runs(backfill_id, timeout=240)
+            assert shell.wait(timeout=120) == 0, shell_log.read_text()[-4000:]
+        limit = pool_share(instance).slots
+
+    assert limit == 1
+    assert len(outcome.runs) == len(PARTITIONS) // PER_RUN == 3
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in outcome.runs)
+    records = [instance.get_run_record_by_id(run.run_id) for run in outcome.runs]
+    spans = [(r.start_time, r.end_time) for r in records if r and r.start_time and r.end_time]
+    assert len(spans) == 3
+    assert _most_at_once(spans) <= limit  # from run storage's start and end times
+
+    # The shell run (in the same run storage, outside the queue) was in progress while a
+    # backfill run was, yet never built while one built: it holds the account slot too.
+    (shell_run,) = [
+        record
+        for record in instance.get_run_records()
+        if record.dagster_run.tags.get("dagster/partition") == SHELL_PARTITION
+    ]
+    assert shell_run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    assert shell_run.start_time is not None
+    assert shell_run.end_time is not None
+    assert _most_at_once([(shell_run.start_time, shell_run.end_time), *spans]) == 2
+    shell_log_lines = [
+        entry.message or "" for entry in instance.all_logs(shell_run.dagster_run.run_id)
+    ]
+    assert any("account slot 1 of 1" in line for line in shell_log_lines)
+    builds = [_build_span(root, _run_partitions(run)) for run in outcome.runs]
+    assert _most_at_once([_build_span(root, [SHELL_PARTITION]), *builds]) == 1
+
+    served = emulator.stats()
+    api = sum(n for kind, n in served["requests"].items() if kind != "output")
+    refused = sum(served["quota"]["refused"].values())
+    assert refused <= 0.01 * api, f"{refused} of {api} API requests answered 429"
+    assert set(served["jobs"]["by_request_key"].values()) == {1}
