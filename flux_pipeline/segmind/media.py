@@ -2,7 +2,8 @@
 
 A body is an image only when Pillow decodes all of it (``load``, not just the header ``open``
 reads, so a truncated file is caught; a JPEG at 1/8 scale, which still reads all its data) as
-JPEG, PNG or WebP, with at most :data:`MAX_PIXELS` pixels (checked before decoding: a small file can claim huge dimensions).
+JPEG, PNG or WebP, with at most :data:`MAX_PIXELS` pixels (checked before decoding: a small
+file can claim huge dimensions).
 Dimensions far from the requested aspect ratio's size are not refused: a re-run would pay
 for the same image again, and the lineage records ``width`` / ``height``; the engine warns
 and counts them (``EngineStats.unexpected_sizes``).
