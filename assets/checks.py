@@ -24,9 +24,9 @@ from flux_pipeline.assets.partition_lineage import (
 )
 from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import read_prompt_table
-from flux_pipeline.lineage import LINEAGE_SCHEMA
 from flux_pipeline.resources.storage import ObjectStoreResource
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.lineage import LINEAGE_SCHEMA
+from flux_pipeline.store.storage import ObjectStore
 
 DEFAULT_MAX_FAILURE_RATE = 0.05
 #: Prompt ids listed in a failed check's metadata (the count is always complete).

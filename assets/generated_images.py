@@ -8,22 +8,22 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from flux_pipeline.account_slot import AccountSlot
 from flux_pipeline.assets.metadata import arrow_schema, image_markdown
 from flux_pipeline.assets.partition_lineage import LINEAGE_READ_SCHEMA, read_partition_lineage
 from flux_pipeline.assets.partitions import backfill_policy, daily_partitions
 from flux_pipeline.assets.prompt_table import prompt_table, read_prompt_table
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL, PoolShare, paced_for_pool, pool_share
 from flux_pipeline.build import BuildProgress, BuildReport, RangeReport, build_partitions
-from flux_pipeline.contact_sheet import render_contact_sheet
-from flux_pipeline.lineage import LINEAGE_DESCRIPTIONS
-from flux_pipeline.metrics import generated_cost
 from flux_pipeline.prompts import RangeRequests
+from flux_pipeline.report.contact_sheet import render_contact_sheet
+from flux_pipeline.report.metrics import generated_cost
 from flux_pipeline.resources.segmind import SegmindResource
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.segmind.errors import AuthenticationError, InsufficientCredits
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.account_slot import AccountSlot
+from flux_pipeline.store.lineage import LINEAGE_DESCRIPTIONS
+from flux_pipeline.store.storage import ObjectStore
 
 #: Seconds between two progress lines in the run log.
 PROGRESS_INTERVAL = 5.0

@@ -6,10 +6,10 @@ import dagster as dg
 
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.metadata import frame_schema, histogram_markdown, preview_table
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.metrics import METRIC_DESCRIPTIONS, METRIC_INPUTS
-from flux_pipeline.metrics import generation_metrics as aggregate_metrics
+from flux_pipeline.report.metrics import METRIC_DESCRIPTIONS, METRIC_INPUTS
+from flux_pipeline.report.metrics import generation_metrics as aggregate_metrics
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.store.lineage import read_lineage
 
 METRICS_PATH = "metrics/generation_metrics.parquet"
 #: Partitions shown in the metadata table (the Parquet file holds all of them).

@@ -9,8 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flux_pipeline.lineage import LINEAGE_FILE, LINEAGE_SCHEMA, partition_dir
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.layout import partition_dir
+from flux_pipeline.store.lineage import LINEAGE_FILE, LINEAGE_SCHEMA
+from flux_pipeline.store.storage import ObjectStore
 
 #: The lineage columns as a reader sees them: ``partition`` (from the Hive folder) first.
 LINEAGE_READ_SCHEMA = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])

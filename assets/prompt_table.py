@@ -10,7 +10,7 @@ import pandas as pd
 from flux_pipeline.assets.metadata import frame_schema, preview_table
 from flux_pipeline.prompts import PROMPT_TABLE_PATH, PromptTableError, load_prompt_table
 from flux_pipeline.resources.storage import ObjectStoreResource
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 #: Rows shown in the metadata preview.
 PREVIEW_ROWS = 10

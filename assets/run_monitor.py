@@ -4,7 +4,7 @@ Dagster's run monitoring asks the run launcher whether a run's worker lives, and
 ``DefaultRunLauncher`` (``dagster dev``, a code server launching runs as its own processes, as in
 ``deploy/docker-compose.yaml``) cannot tell: a run whose process tree was killed stays
 ``STARTED`` for ever, and its backfill with it. The evidence this sensor uses instead is the run's
-heartbeat in the store (:mod:`flux_pipeline.run_heartbeat`), written by the run's worker from
+heartbeat in the store (:mod:`flux_pipeline.store.run_heartbeat`), written by the run's worker from
 the moment its resources are set up. Every ``FLUX_RUN_MONITOR_INTERVAL`` seconds (30) it reads
 the heartbeat of each ``STARTED`` run of this code location and fails the run, saying why, when
 
@@ -31,14 +31,14 @@ import dagster as dg
 from flux_pipeline.assets.run_queue import know_pools
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL
 from flux_pipeline.resources.storage import ObjectStoreResource
-from flux_pipeline.run_heartbeat import (
+from flux_pipeline.store.run_heartbeat import (
     RUNS_DIR,
     dead_because,
     heartbeat_path,
     lease_from_env,
     read_heartbeat,
 )
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 #: Seconds between two ticks (``FLUX_RUN_MONITOR_INTERVAL``), read when the location loads.
 MONITOR_INTERVAL = int(os.environ.get("FLUX_RUN_MONITOR_INTERVAL", "").strip() or 30)

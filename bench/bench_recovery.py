@@ -62,7 +62,7 @@ from recovery_support import (
     write_table,
 )
 
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS, WORKERS, STEP_TIME, KILL_AT = 40, 8, 0.25, 30
 #: The issue's bound: the backfill finishes within 5 minutes of the restart.

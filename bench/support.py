@@ -33,7 +33,7 @@ def emulator(*, workers: int, step_time: float, **flags: object) -> Iterator[str
     command = [
         sys.executable,
         "-c",
-        "import sys; from flux_pipeline.cli import main; sys.exit(main(sys.argv[1:]))",
+        "import sys; from flux_pipeline.commands.cli import main; sys.exit(main(sys.argv[1:]))",
         "emulator",
         f"--port={port}",
         f"--api-key={KEY}",

@@ -23,7 +23,7 @@ from flux_pipeline.assets import (
     synthetic_build_schedule,
 )
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
-from flux_pipeline.storage import DEFAULT_ROOT
+from flux_pipeline.store.storage import DEFAULT_ROOT
 
 defs = dg.Definitions(
     assets=[prompt_table, generated_images, generation_metrics],

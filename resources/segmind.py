@@ -12,8 +12,8 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
-from flux_pipeline.provenance import configured_backend
 from flux_pipeline.segmind import EngineConfig, SegmindEngine, SubmittedHook
+from flux_pipeline.store.provenance import configured_backend
 
 log = logging.getLogger("flux_pipeline.resources.segmind")
 
@@ -167,7 +167,7 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
 
     @property
     def backend(self) -> str:
-        """Who generates this resource's images (:mod:`flux_pipeline.provenance`)."""
+        """Who generates this resource's images (:mod:`flux_pipeline.store.provenance`)."""
         return configured_backend(self.service_key, self.service_url)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

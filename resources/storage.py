@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from flux_pipeline.run_heartbeat import RunHeartbeat
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.run_heartbeat import RunHeartbeat
+from flux_pipeline.store.storage import ObjectStore
 
 DEFAULT_ROOT = "./data"
 

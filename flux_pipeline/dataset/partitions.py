@@ -8,8 +8,9 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from flux_pipeline.lineage import LINEAGE_DIR, LINEAGE_FILE, LineageRow, partition_dir
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.layout import LINEAGE_DIR, partition_dir
+from flux_pipeline.store.lineage import LINEAGE_FILE, LineageRow
+from flux_pipeline.store.storage import ObjectStore
 
 #: ``START...END`` (Dagster's ``--partition-range`` syntax; ``START..END`` is accepted too)
 #: selects every stored partition from START to END, both included.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flux_pipeline.lineage import LineageRow
 from flux_pipeline.protocol import request_key
+from flux_pipeline.store.lineage import LineageRow
 
 #: The service the rows say made them.
 BACKEND = "https://api.example.com"

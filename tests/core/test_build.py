@@ -17,14 +17,14 @@ import pytest
 from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.build import BuildProgress, BuildReport, build_partition
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.planning import image_path
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, MODEL, GenerationRequest
-from flux_pipeline.provenance import image_id, service_backend
 from flux_pipeline.segmind import AuthenticationError, EngineConfig
-from flux_pipeline.storage import ObjectStore, WriteRetry
+from flux_pipeline.store.layout import image_path
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.provenance import image_id, service_backend
+from flux_pipeline.store.storage import ObjectStore, WriteRetry
 
 DAY = "2026-11-20"
 TABLE = """prompt_id,prompt,seed,steps,aspect_ratio

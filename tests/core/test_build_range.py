@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 from loopback import TEST_KEY, fast_config
 
-from flux_pipeline import build as build_module
 from flux_pipeline.build import BuildReport, build_partition, build_partitions
-from flux_pipeline.claims import OWNERS_DIR, Claims, claim_path
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.metrics import generation_metrics
-from flux_pipeline.planning import plan_partitions
+from flux_pipeline.build import range_build as build_module
+from flux_pipeline.build.planning import plan_partitions
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import MODEL, GenerationRequest
-from flux_pipeline.provenance import service_backend
-from flux_pipeline.storage import ObjectStore, StorageError
+from flux_pipeline.report.metrics import generation_metrics
+from flux_pipeline.store.claims import OWNERS_DIR, Claims, claim_path
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.provenance import service_backend
+from flux_pipeline.store.storage import ObjectStore, StorageError
 
 DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
 #: whale/twin pin one seed (one request key in every partition); the others derive per day.

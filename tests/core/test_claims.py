@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from flux_pipeline.claims import UNREADABLE, ClaimInfo, Claims, claim_path
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.claims import UNREADABLE, ClaimInfo, Claims, claim_path
+from flux_pipeline.store.storage import ObjectStore
 
 #: Spawned workers: the parent runs threads (the moto server, s3fs's loop) that fork would copy.
 MP = multiprocessing.get_context("spawn")
@@ -235,7 +235,7 @@ def test_an_unreadable_claim_is_held_for_a_lease_then_taken_over(
     assert claims.is_live(holder)
     assert claims.holders([corrupt, key(2), key(3)]).keys() == {corrupt, key(2)}
     # one warning per version of the object, however often it is read
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "flux_pipeline.claims"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "flux_pipeline.store.claims"]
     assert f"unreadable claim _claims/{corrupt}.json" in warning
     assert f"delete {store.uri(claim_path(corrupt))}" in warning
 

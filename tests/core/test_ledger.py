@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.storage import ObjectStore
 
 from .rows import BACKEND, make_row
 

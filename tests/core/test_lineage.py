@@ -6,14 +6,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from flux_pipeline.lineage import (
+from flux_pipeline.store.lineage import (
     LINEAGE_COLUMNS,
     LINEAGE_SCHEMA,
     LineageRow,
     read_lineage,
     write_partition_lineage,
 )
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 from .rows import make_row
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flux_pipeline.contact_sheet import render_contact_sheet
-from flux_pipeline.lineage import read_lineage, write_partition_lineage
-from flux_pipeline.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS, generation_metrics
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.report.contact_sheet import render_contact_sheet
+from flux_pipeline.report.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS, generation_metrics
+from flux_pipeline.store.lineage import read_lineage, write_partition_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 from .rows import make_row
 

@@ -17,11 +17,11 @@ import pytest
 from loopback import fast_config
 
 from flux_pipeline.build import build_partition
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.lineage import LINEAGE_SCHEMA, read_lineage
 from flux_pipeline.protocol import GenerationRequest
-from flux_pipeline.provenance import backend_slug, image_id, is_service, service_backend
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.lineage import LINEAGE_SCHEMA, read_lineage
+from flux_pipeline.store.provenance import backend_slug, image_id, is_service, service_backend
+from flux_pipeline.store.storage import ObjectStore
 
 DAY = "2026-11-20"
 FLUX_PIPELINE = Path(sys.executable).with_name("flux-pipeline")

@@ -11,11 +11,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flux_pipeline import account_slot
-from flux_pipeline.account_slot import AccountSlot, slot_key
-from flux_pipeline.claims import ClaimInfo, claim_path, this_process
-from flux_pipeline.run_heartbeat import RunHeartbeat, dead_because, heartbeat_path, read_heartbeat
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store import account_slot
+from flux_pipeline.store.account_slot import AccountSlot, slot_key
+from flux_pipeline.store.claims import ClaimInfo, claim_path, this_process
+from flux_pipeline.store.run_heartbeat import (
+    RunHeartbeat,
+    dead_because,
+    heartbeat_path,
+    read_heartbeat,
+)
+from flux_pipeline.store.storage import ObjectStore
 
 
 def _gone_pid() -> int:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from loopback import fast_config
 
-from flux_pipeline import build as build_module
 from flux_pipeline.build import RangeReport, build_partitions
-from flux_pipeline.claims import CLAIMS_DIR, OWNERS_DIR
+from flux_pipeline.build import range_build as build_module
 from flux_pipeline.protocol import GenerationRequest
-from flux_pipeline.storage import ObjectStore, Tagged
+from flux_pipeline.store.claims import CLAIMS_DIR, OWNERS_DIR
+from flux_pipeline.store.storage import ObjectStore, Tagged
 
 PROMPTS = 30
 WINDOW = 4

@@ -10,7 +10,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from flux_pipeline.storage import ObjectStore, StorageError, WriteRetry
+from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry
 
 #: Spawned workers: the parent runs threads (the moto server, s3fs's loop) that fork would copy.
 MP = multiprocessing.get_context("spawn")

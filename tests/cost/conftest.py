@@ -14,8 +14,8 @@ from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.build import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
-from flux_pipeline.provenance import service_backend
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.provenance import service_backend
+from flux_pipeline.store.storage import ObjectStore
 
 # The budget test drives Dagster with the Dagster suite's helpers (module dagster_support).
 _DAGSTER_SUITE = str(Path(__file__).resolve().parents[1] / "dagster")

@@ -12,12 +12,12 @@ import pytest
 from dagster_support import PARTITION, Runner, failure_message
 from loopback import TEST_KEY
 
-from flux_pipeline.cost import plan_cost
-from flux_pipeline.lineage import read_lineage
+from flux_pipeline.build.cost import plan_cost
 from flux_pipeline.prompts import load_prompt_table, partition_requests
-from flux_pipeline.provenance import service_backend
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.provenance import service_backend
+from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS = 12
 BUDGET = 5

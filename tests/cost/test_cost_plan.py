@@ -1,4 +1,4 @@
-"""The plan (``flux_pipeline.cost``) against real builds on the emulator over HTTP."""
+"""The plan (``flux_pipeline.build.cost``) against real builds on the emulator over HTTP."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from cost_support import DAYS
 from loopback import fast_config
 
 from flux_pipeline.build import BuildReport, build_partition
-from flux_pipeline.cost import CostPlan, PartitionCost, plan_cost, unit_cost
+from flux_pipeline.build.cost import CostPlan, PartitionCost, plan_cost, unit_cost
 from flux_pipeline.emulator.settings import COST_PER_JOB
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.lineage import read_lineage
 from flux_pipeline.prompts import partition_requests
-from flux_pipeline.provenance import service_backend
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.provenance import service_backend
+from flux_pipeline.store.storage import ObjectStore
 
 Build = Callable[..., BuildReport]
 

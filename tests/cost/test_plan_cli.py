@@ -11,10 +11,10 @@ import pytest
 from cost_support import DAYS, plan, plan_json
 
 from flux_pipeline.build import BuildReport
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.plan_cli import daily_keys
+from flux_pipeline.commands.plan import daily_keys
 from flux_pipeline.prompts import PROMPT_TABLE_PATH, partition_requests
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.storage import ObjectStore
 
 
 def test_json_before_and_after_a_build(

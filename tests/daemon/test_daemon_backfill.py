@@ -14,9 +14,9 @@ import pytest
 from daemon_support import DaemonHome, sqlite_dagster_yaml
 from loopback import TEST_KEY
 
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.metrics import generation_metrics
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.report.metrics import generation_metrics
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
 #: Four partitions, three per run: two runs (3 + 1), both at once under the pool limit of 2.

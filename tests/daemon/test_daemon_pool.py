@@ -21,7 +21,7 @@ from loopback import TEST_KEY
 from recovery_support import DAGSTER, LOCAL_DAGSTER_YAML, ledger_states, write_table
 
 from flux_pipeline.assets.segmind_pool import pool_share
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 PARTITIONS = [f"2026-11-{day:02d}" for day in range(20, 26)]
 SHELL_PARTITION = "2026-11-26"

@@ -29,7 +29,7 @@ from recovery_support import (
     write_table,
 )
 
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 
 @pytest.mark.slow

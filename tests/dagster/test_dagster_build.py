@@ -24,8 +24,8 @@ from dagster_support import (
 )
 from PIL import Image
 
-from flux_pipeline.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS
-from flux_pipeline.provenance import image_id
+from flux_pipeline.report.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS
+from flux_pipeline.store.provenance import image_id
 
 PROMPT_IDS = {"fox", "harbor", "tower", "market", "comet", "garden"}
 CHECKS = {

@@ -121,9 +121,10 @@ def test_segmind_variables_are_read_at_run_time_never_stored_in_the_definitions(
 
 def test_core_modules_do_not_import_dagster() -> None:
     code = (
-        "import sys, flux_pipeline.storage, flux_pipeline.prompts, flux_pipeline.lineage, "
-        "flux_pipeline.build, flux_pipeline.metrics, flux_pipeline.contact_sheet, "
-        "flux_pipeline.demo; "
+        "import sys, flux_pipeline.store.storage, flux_pipeline.prompts, "
+        "flux_pipeline.store.lineage, "
+        "flux_pipeline.build, flux_pipeline.report.metrics, flux_pipeline.report.contact_sheet, "
+        "flux_pipeline.commands.demo; "
         "assert 'dagster' not in sys.modules, 'the core imported dagster'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from loopback import TEST_KEY
 
-from flux_pipeline.provenance import EMBEDDED_EMULATOR, service_backend
+from flux_pipeline.store.provenance import EMBEDDED_EMULATOR, service_backend
 
 DAY = "2026-11-20"
 BIN = Path(sys.executable).parent

@@ -21,10 +21,10 @@ from dagster._core.remote_origin import (
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from flux_pipeline.assets import flux_dead_runs, run_monitor
-from flux_pipeline.claims import this_process
 from flux_pipeline.resources import ObjectStoreResource
-from flux_pipeline.run_heartbeat import Heartbeat, RunHeartbeat, heartbeat_path
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.claims import this_process
+from flux_pipeline.store.run_heartbeat import Heartbeat, RunHeartbeat, heartbeat_path
+from flux_pipeline.store.storage import ObjectStore
 
 
 @dg.op

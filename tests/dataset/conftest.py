@@ -13,7 +13,7 @@ from loopback import fast_config
 
 from flux_pipeline.build import build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ import pytest
 import webdataset as wds
 from dataset_builds import DAYS
 
-from flux_pipeline.dataset.export_cli import byte_size
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.commands.export import byte_size
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 COMMAND = Path(sys.executable).with_name("flux-pipeline")
 Builder = Callable[..., ObjectStore]

@@ -13,9 +13,9 @@ import fsspec
 import pytest
 from dataset_builds import DAYS
 
-from flux_pipeline.dataset.imagefolder import METADATA_FIELDS, METADATA_FILE
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.imagefolder import METADATA_FIELDS, METADATA_FILE
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 Builder = Callable[..., ObjectStore]
 
@@ -101,7 +101,7 @@ def test_file_names_with_split_words_warn_and_load_with_data_files(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     table = "prompt_id,prompt\ntest-card,a television test card\nfox,a red fox in snow\n"
-    with caplog.at_level(logging.WARNING, logger="flux_pipeline.dataset.imagefolder"):
+    with caplog.at_level(logging.WARNING, logger="flux_pipeline.store.imagefolder"):
         store = build_days(local_root, table)
     warnings = [r.getMessage() for r in caplog.records if "split word" in r.getMessage()]
     assert len(warnings) == len(DAYS)

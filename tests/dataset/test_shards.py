@@ -14,8 +14,8 @@ from dataset_builds import DAYS
 
 from flux_pipeline.dataset.partitions import select_partitions
 from flux_pipeline.dataset.shards import ExportError, ShardManifest, export_shards, sample_key
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 Builder = Callable[..., ObjectStore]
 

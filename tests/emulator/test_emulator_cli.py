@@ -10,7 +10,7 @@ import httpx
 import pytest
 from emulator_http import emulator_process
 
-from flux_pipeline.cli import main
+from flux_pipeline.commands.cli import main
 from flux_pipeline.emulator import EmulatorSettings
 
 SECRET = "SG_feedfacecafebeef"

@@ -22,7 +22,7 @@ from emulator_http import (
     wait_for_end,
 )
 
-from flux_pipeline.cli import build_parser, emulator_settings
+from flux_pipeline.commands.cli import build_parser, emulator_settings
 from flux_pipeline.emulator import EmulatorSettings
 
 OTHER_KEY = "SG_fedcba9876543210"

@@ -23,7 +23,7 @@ from reliability_support import (
     write_table,
 )
 
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS = 32
 

@@ -36,7 +36,7 @@ from recovery_support import (
     write_table,
 )
 
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 BUCKET = "flux-recovery"
 

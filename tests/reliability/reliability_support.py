@@ -27,12 +27,12 @@ import pytest
 from loopback import TEST_KEY, fast_config
 from PIL import Image
 
-from flux_pipeline.ledger import LEDGER_DIR
-from flux_pipeline.lineage import read_lineage
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, GenerationRequest
 from flux_pipeline.segmind import EngineConfig
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.ledger import LEDGER_DIR
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 PARTITION = "2026-11-20"
 #: Every file name a reader may see under ``images/`` (``{prompt_id}-{image_id}.jpg``).

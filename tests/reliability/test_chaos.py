@@ -29,8 +29,8 @@ from reliability_support import (
 
 from flux_pipeline.build import build_partition
 from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS, BLOCKED = 210, 6
 LATENCY = 0.08

@@ -33,7 +33,7 @@ from reliability_support import (
 )
 
 from flux_pipeline.build import build_partition
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS = 48
 PREVIOUS = "2026-11-19"

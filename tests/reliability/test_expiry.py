@@ -13,11 +13,11 @@ from loopback import TEST_KEY
 from reliability_support import PARTITION, engine_config, table_requests, write_table
 
 from flux_pipeline.build import build_partition
-from flux_pipeline.ledger import Ledger
-from flux_pipeline.lineage import read_lineage
 from flux_pipeline.protocol import MODEL
-from flux_pipeline.provenance import service_backend
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.provenance import service_backend
+from flux_pipeline.store.storage import ObjectStore
 
 RETENTION = 2.0
 

@@ -27,8 +27,8 @@ from reliability_support import (
 )
 
 from flux_pipeline.build import build_partition
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.storage import ObjectStore, StorageError, WriteRetry
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry
 
 PROMPTS = 60
 #: Jobs finished by the service before the outage starts.

@@ -1,6 +1,6 @@
 """What building some partitions will cost, read from storage alone (no API call, no write).
 
-Each partition is classified by :func:`flux_pipeline.planning.plan_partitions`, the same
+Each partition is classified by :func:`flux_pipeline.build.planning.plan_partitions`, the same
 classification the build acts on, so the plan and the build cannot disagree on what is paid:
 
 - ``reusable``: prompts whose image is already stored (copied, no API call);
@@ -28,11 +28,11 @@ from typing import Any, Final, Literal
 
 import pandas as pd
 
-from flux_pipeline.ledger import Ledger, LedgerEntry
-from flux_pipeline.lineage import read_lineage
-from flux_pipeline.planning import PartitionPlan, plan_partitions
+from flux_pipeline.store.ledger import Ledger, LedgerEntry
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.build.planning import PartitionPlan, plan_partitions
 from flux_pipeline.protocol import COMPLETED, GenerationRequest
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 Basis = Literal["reported", "price_per_image", "unknown"]
 #: How long Segmind keeps a job's status and result after submission.

@@ -6,7 +6,7 @@ run queue alone. A build that is given an :class:`AccountSlot` holds one of ``sl
 before its engine sends any request and until the build ends, and paces itself at
 ``requests_per_minute / slots``: however the runs overlap, their sum stays within the quota.
 
-Slot ``i`` is the claim (:mod:`flux_pipeline.claims`: exclusive create, renewed every quarter of
+Slot ``i`` is the claim (:mod:`.claims`: exclusive create, renewed every quarter of
 the lease, released at the end) on the key ``sha256("segmind-account-slot/{i}")``, i.e. the file
 ``_claims/{that key}.json``, owned by the run. A slot whose holder died (its lease ran out, or
 its process is gone on this machine) is taken over, exactly like a request key's claim; a build
@@ -23,8 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-from flux_pipeline.claims import DEFAULT_LEASE, Claims
-from flux_pipeline.storage import ObjectStore, StorageError
+from flux_pipeline.store.claims import DEFAULT_LEASE, Claims
+from flux_pipeline.store.storage import ObjectStore, StorageError
 
 __all__ = ["AccountSlot", "holding", "slot_key"]
 

@@ -2,7 +2,7 @@
 
 :func:`build_partitions` builds a range of partitions with one :class:`SegmindEngine` (one
 pacer, one in-flight window); :func:`build_partition` is its one-partition form. Partitions are
-taken in order, each planned by :func:`flux_pipeline.planning.plan_partition` while the previous
+taken in order, each planned by :func:`flux_pipeline.build.planning.plan_partition` while the previous
 one's requests are still being fed to the engine, so the window stays full across partitions.
 A partition's rows are held until its last outcome is known: usually about two partitions'
 rows, more while partitions with nothing to send wait on keys another run is generating (a
@@ -17,12 +17,12 @@ the window). Per request key:
 
 Each image is written atomically to ``images/partition=KEY/{prompt_id}-{image_id}.{ext}`` (of
 the partition the job was sent for; ``image_id`` names the backend's image of that request key,
-see :mod:`flux_pipeline.provenance`) as it arrives, then the ledger records it; no image bytes
+see :mod:`flux_pipeline.store.provenance`) as it arrives, then the ledger records it; no image bytes
 are kept. A build uses one backend's ledger: nothing another backend generated is reused. A
 partition's lineage file is written atomically, one row per request, as soon as all its rows
 are known, then ``on_partition_done(report)`` runs on the calling thread.
 
-Claims (:mod:`flux_pipeline.claims`) make every request key submitted once across concurrent
+Claims (:mod:`flux_pipeline.store.claims`) make every request key submitted once across concurrent
 runs: before a key is attached or submitted the build claims it, then reads the ledger again
 (another run may have finished it in between: reused). A key whose claim another live run holds
 is not sent: one background task reads the ledger for those keys (every ``WAIT_POLL`` seconds,
@@ -30,7 +30,7 @@ doubling up to a quarter of the lease while nothing changes), reuses what the ot
 finished without paying, and only for the keys still unfinished reads their claims: a claim
 whose holder died (or that was released with no final outcome, e.g. a retryable failure) is
 taken over and sent in a new pass of the same engine. Own claims
-(:mod:`flux_pipeline.held_claims`) are renewed every quarter of the lease while their jobs are
+(:mod:`flux_pipeline.build.held_claims`) are renewed every quarter of the lease while their jobs are
 in flight and released once each outcome is stored (and all of them when the build ends, however
 it ends). A key whose claim is found taken over at renewal
 (its lease ran out: a stalled process, skewed clocks) and that is not yet handed to the engine
@@ -40,14 +40,14 @@ are not checked again.) A failed renewal or look at other runs' keys is logged a
 tried again; the build fails once its claims have gone unrenewed for half the lease (before
 another run may take them over), or other runs' keys have gone unread for a whole lease.
 Once per build, staging files that killed processes left under ``_tmp/`` are removed (best
-effort, only those older than an hour: :meth:`~flux_pipeline.storage.ObjectStore.clean_tmp`).
+effort, only those older than an hour: :meth:`~flux_pipeline.store.storage.ObjectStore.clean_tmp`).
 
 ``cached``: the ledger names the partition each generation was made for (the partition whose
-build stored it first, see :mod:`flux_pipeline.ledger`). A row is ``cached`` exactly when that
+build stored it first, see :mod:`flux_pipeline.store.ledger`). A row is ``cached`` exactly when that
 partition is another one; rebuilding a partition from its own images reproduces its rows as
 generated (request id, timings, timestamps, ``cached`` false), so its metrics do not change.
 
-A storage failure raises :class:`~flux_pipeline.storage.StorageError`, and authentication and
+A storage failure raises :class:`~flux_pipeline.store.storage.StorageError`, and authentication and
 credit errors propagate as the engine raised them; the partitions not finished by then get no
 lineage. What finished before is in the ledger, so the next run picks it up.
 """
@@ -67,20 +67,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
-from flux_pipeline.account_slot import AccountSlot, holding
-from flux_pipeline.claims import DEFAULT_LEASE
-from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
-from flux_pipeline.held_claims import HeldClaims
-from flux_pipeline.ledger import SUBMITTED, Ledger, LedgerEntry
-from flux_pipeline.lineage import LineageRow, write_partition_lineage
-from flux_pipeline.outcomes import Outcome, entry_outcome, prompt_rows, store_result
-from flux_pipeline.planning import KeyPlan, PartitionPlan, group_by_key, images_dir, plan_partition
+from flux_pipeline.store.account_slot import AccountSlot, holding
+from flux_pipeline.store.claims import DEFAULT_LEASE
+from flux_pipeline.store.imagefolder import write_imagefolder_metadata
+from flux_pipeline.build.held_claims import HeldClaims
+from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
+from flux_pipeline.store.lineage import LineageRow, write_partition_lineage
+from flux_pipeline.build.outcomes import Outcome, entry_outcome, prompt_rows, store_result
+from flux_pipeline.build.planning import KeyPlan, PartitionPlan, group_by_key, plan_partition
+from flux_pipeline.store.layout import images_dir
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
-from flux_pipeline.provenance import service_backend
+from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
-from flux_pipeline.storage import ObjectStore, StorageError
-from flux_pipeline.task_groups import BoundedTasks, WatchedTasks
-from flux_pipeline.worker_loop import Emit, run_on_worker_loop
+from flux_pipeline.store.storage import ObjectStore, StorageError
+from flux_pipeline.build.task_groups import BoundedTasks, WatchedTasks
+from flux_pipeline.build.worker_loop import Emit, run_on_worker_loop
 
 __all__ = [
     "BuildProgress",
@@ -88,7 +89,6 @@ __all__ = [
     "RangeReport",
     "build_partition",
     "build_partitions",
-    "images_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ WRITERS: Final = 4
 COPIERS: Final = 8
 #: Seconds before the first look at keys another live run is generating (then doubling).
 WAIT_POLL: Final = 1.0
-#: Seconds a build's claims stay live without renewal (see :mod:`flux_pipeline.claims`).
+#: Seconds a build's claims stay live without renewal (see :mod:`flux_pipeline.store.claims`).
 CLAIM_LEASE = DEFAULT_LEASE
 
 
@@ -197,7 +197,7 @@ def build_partitions(
     """Build every partition of ``partitions`` (partition key -> its requests) with one engine.
 
     ``backend`` names who generates the images (default: the service at the engine's base
-    URL; the embedded emulator passes :data:`~flux_pipeline.provenance.EMBEDDED_EMULATOR`).
+    URL; the embedded emulator passes :data:`~flux_pipeline.store.provenance.EMBEDDED_EMULATOR`).
     ``progress`` (every ``progress_interval`` seconds and at the end) and ``on_partition_done``
     (once per partition, right after its lineage file is written) run on the calling thread.
     Bad input (a partition key, duplicate prompt ids) raises ``ValueError`` before any call.

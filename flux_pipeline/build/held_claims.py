@@ -1,4 +1,4 @@
-"""The claims one build holds (see :mod:`flux_pipeline.claims`): taken, renewed, released.
+"""The claims one build holds (see :mod:`flux_pipeline.store.claims`): taken, renewed, released.
 
 :class:`HeldClaims` keeps the request keys a build has claimed and not let go. It keeps them
 live by renewing the build's one heartbeat every quarter of the lease
@@ -25,8 +25,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from flux_pipeline.claims import ClaimInfo, Claims
-from flux_pipeline.storage import ObjectStore, StorageError
+from flux_pipeline.store.claims import ClaimInfo, Claims
+from flux_pipeline.store.storage import ObjectStore, StorageError
 
 __all__ = ["HeldClaims"]
 

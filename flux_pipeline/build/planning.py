@@ -11,7 +11,7 @@ group gets one action:
 - ``shared``: (ranges only) an earlier partition of the same range attaches or submits the key;
   this one waits for that outcome and copies it.
 
-The ledger read is the one of the build's backend (:mod:`flux_pipeline.provenance`): what
+The ledger read is the one of the build's backend (:mod:`flux_pipeline.store.provenance`): what
 another backend generated or has in flight is ``submit`` here.
 
 The build (:mod:`flux_pipeline.build`) acts on exactly this classification, so a ``plan``
@@ -27,11 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from flux_pipeline.ledger import SUBMITTED, Ledger, LedgerEntry
-from flux_pipeline.lineage import partition_dir
+from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
+from flux_pipeline.store.layout import image_path, images_dir
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
-from flux_pipeline.provenance import image_id
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +82,6 @@ class PartitionPlan:
     def new_images(self) -> int:
         """Jobs this partition will submit (each one billed)."""
         return len(self.of("submit"))
-
-
-def images_dir(partition: str) -> str:
-    """``images/partition=KEY`` (the key checked as in :func:`lineage.partition_dir`)."""
-    partition_dir(partition)
-    return f"images/partition={partition}"
-
-
-def image_path(partition: str, request: GenerationRequest, ext: str, backend: str) -> str:
-    """Where ``backend``'s image of ``request`` lives in ``partition``:
-    ``{prompt_id}-{image_id}.{ext}``, a name no other request key or backend shares."""
-    return f"{images_dir(partition)}/{request.key}-{image_id(backend, request.request_key)}.{ext}"
 
 
 def group_by_key(requests: Sequence[GenerationRequest]) -> list[tuple[GenerationRequest, ...]]:

@@ -48,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
-from flux_pipeline.storage import ObjectStore, StorageError, Tagged
+from flux_pipeline.store.storage import ObjectStore, StorageError, Tagged
 
 CLAIMS_DIR: Final = "_claims"
 #: Owners' heartbeats: ``_claims/_owners/{owner}.json``.

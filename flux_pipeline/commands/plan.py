@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flux_pipeline.cost import CostPlan, PartitionCost
-    from flux_pipeline.storage import ObjectStore
+    from flux_pipeline.build.cost import CostPlan, PartitionCost
+    from flux_pipeline.store.storage import ObjectStore
 
 #: ``START...END``, as Dagster's CLI writes a partition range.
 RANGE_SEPARATOR: Final = "..."
@@ -218,10 +218,10 @@ def _partitions(args: argparse.Namespace) -> list[str]:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from flux_pipeline.cost import plan_cost
+    from flux_pipeline.build.cost import plan_cost
     from flux_pipeline.prompts import partition_requests
-    from flux_pipeline.provenance import configured_backend
-    from flux_pipeline.storage import DEFAULT_ROOT, ObjectStore
+    from flux_pipeline.store.provenance import configured_backend
+    from flux_pipeline.store.storage import DEFAULT_ROOT, ObjectStore
 
     try:
         partitions = _partitions(args)

@@ -17,10 +17,10 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from flux_pipeline.lineage import LineageRow
-from flux_pipeline.planning import images_dir
 from flux_pipeline.protocol import COMPLETED
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.layout import images_dir
+from flux_pipeline.store.lineage import LineageRow
+from flux_pipeline.store.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 

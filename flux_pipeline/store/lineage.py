@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.layout import LINEAGE_DIR, partition_dir
+from flux_pipeline.store.storage import ObjectStore
 
-LINEAGE_DIR: Final = "lineage"
 LINEAGE_FILE: Final = "lineage.parquet"
 
 _UTC = pa.timestamp("us", tz="UTC")
@@ -117,7 +117,7 @@ class LineageRow:
     height: int | None
     request_key: str
     cached: bool
-    #: Who generated it (:mod:`flux_pipeline.provenance`); None: written before it was kept.
+    #: Who generated it (:mod:`flux_pipeline.store.provenance`); None: written before it was kept.
     backend: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -131,12 +131,6 @@ class LineageRow:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
         return cls(**values)
-
-
-def partition_dir(partition: str) -> str:
-    if not partition or "/" in partition or "\\" in partition or partition.startswith("."):
-        raise ValueError(f"not a usable partition key: {partition!r}")
-    return f"{LINEAGE_DIR}/partition={partition}"
 
 
 def lineage_table(rows: list[LineageRow]) -> pa.Table:

@@ -7,7 +7,7 @@ small write per ``lease / 4`` seconds, whatever the build does), and renewed a l
 run's resources are torn down: the run is still ``STARTED`` for a moment after that, and must not
 look dead. Whoever watches the runs deletes the heartbeats of ended ones.
 
-:func:`dead_because` reads it the way :mod:`flux_pipeline.claims` reads a claim: a heartbeat is
+:func:`dead_because` reads it the way :mod:`.claims` reads a claim: a heartbeat is
 dead when its lease ran out (``renewed_at + lease`` past, by the reader's clock), or at once when
 it was written on the reader's machine by a pid that no longer exists. A run that is slow but
 alive keeps renewing, so it is never taken for dead; a run whose renewals fail (a storage outage)
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from flux_pipeline.claims import process_gone, this_process
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.claims import process_gone, this_process
+from flux_pipeline.store.storage import ObjectStore
 
 RUNS_DIR: Final = "_runs"
 #: Seconds a heartbeat stays fresh without renewal (``FLUX_RUN_LEASE`` overrides it).

@@ -1,5 +1,5 @@
 """Per-request state under ``_ledger/{backend}/{request_key}.json``: resume and cache, shared by
-partitions, kept per backend (:mod:`flux_pipeline.provenance`).
+partitions, kept per backend (:mod:`flux_pipeline.store.provenance`).
 
 An entry goes ``SUBMITTED`` (the service accepted the job: its ``request_id`` is kept so a
 restarted run re-attaches instead of paying again) then ``COMPLETED`` (the image is stored:
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from flux_pipeline.lineage import LineageRow
-from flux_pipeline.provenance import backend_slug
-from flux_pipeline.storage import ObjectStore
+from flux_pipeline.store.lineage import LineageRow
+from flux_pipeline.store.provenance import backend_slug
+from flux_pipeline.store.storage import ObjectStore
 
 LEDGER_DIR: Final = "_ledger"
 SUBMITTED: Final = "SUBMITTED"

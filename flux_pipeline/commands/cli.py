@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from flux_pipeline import demo, plan_cli, protocol
-from flux_pipeline.dataset import export_cli
+from flux_pipeline import protocol
+from flux_pipeline.commands import demo, export, plan
 
 if TYPE_CHECKING:
     from flux_pipeline.emulator import EmulatorSettings
@@ -220,8 +220,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_emulator,
     demo.add_parser,
-    export_cli.add_parser,
-    plan_cli.add_parser,
+    export.add_parser,
+    plan.add_parser,
 ]
 
 

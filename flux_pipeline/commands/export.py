@@ -19,7 +19,7 @@ from flux_pipeline.dataset.shard_defaults import (
 )
 
 if TYPE_CHECKING:
-    from flux_pipeline.storage import ObjectStore
+    from flux_pipeline.store.storage import ObjectStore
 
 _UNITS: Final = {
     "": 1,
@@ -124,7 +124,7 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 
 def _source(args: argparse.Namespace) -> tuple[ObjectStore, list[str]]:
     from flux_pipeline.dataset.partitions import select_partitions
-    from flux_pipeline.storage import DEFAULT_ROOT, ObjectStore
+    from flux_pipeline.store.storage import DEFAULT_ROOT, ObjectStore
 
     store = ObjectStore.from_uri(args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT))
     return store, select_partitions(store, args.partitions)
@@ -132,7 +132,7 @@ def _source(args: argparse.Namespace) -> tuple[ObjectStore, list[str]]:
 
 def _run_webdataset(args: argparse.Namespace) -> int:
     from flux_pipeline.dataset.shards import ExportError, ShardInfo, export_shards
-    from flux_pipeline.storage import ObjectStore
+    from flux_pipeline.store.storage import ObjectStore
 
     def show(shard: ShardInfo) -> None:
         print(f"  {shard.name}: {shard.samples} samples, {shard.bytes:,} bytes", flush=True)
@@ -175,9 +175,9 @@ def _say_synthetic(skipped: int, included: bool) -> None:
 
 
 def _run_imagefolder(args: argparse.Namespace) -> int:
-    from flux_pipeline.dataset.imagefolder import write_imagefolder_metadata
     from flux_pipeline.dataset.partitions import read_partition_rows
-    from flux_pipeline.provenance import is_service
+    from flux_pipeline.store.imagefolder import write_imagefolder_metadata
+    from flux_pipeline.store.provenance import is_service
 
     skipped = 0
     try:

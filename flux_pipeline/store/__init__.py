@@ -1,0 +1,7 @@
+"""The store: everything kept under the storage root (a local folder or ``s3://``).
+
+Owns the object store (atomic writes, exclusive creates, compare-and-swap, request counts), where
+each thing lives (:mod:`.layout`), who made an image (:mod:`.provenance`), the lineage Parquet
+dataset, ``metadata.jsonl``, the per-backend ledger, claims and their heartbeats, run heartbeats
+and the account slots. May import :mod:`flux_pipeline.protocol` only: nothing above it.
+"""
