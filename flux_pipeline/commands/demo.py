@@ -1,6 +1,7 @@
 """``flux-pipeline demo``: build today's partition of the bundled sample through Dagster.
 
-Dagster is imported lazily, inside :func:`run_demo`: the core stays importable without it.
+Dagster runs in :mod:`flux_pipeline.assets.demo_run`, imported inside :func:`run_demo`: the
+core never imports Dagster.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-#: Run log at INFO: the build's progress lines and the check results, not Dagster's DEBUG events.
-_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,36 +49,20 @@ def run_demo(partition: str | None = None) -> int:
         print(f"demo: nothing was built. {err}", file=sys.stderr)
         return 1
 
-    import dagster as dg
-
-    from flux_pipeline.definitions import defs
+    from flux_pipeline.assets.demo_run import run_synthetic_build
 
     partition = partition or datetime.now(UTC).date().isoformat()
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
-    job = defs.resolve_job_def("synthetic_build")
-    result = job.execute_in_process(
-        partition_key=partition, instance=instance, run_config=_RUN_CONFIG, raise_on_error=False
-    )
-    if not result.success:
-        failure = result.failure_data_for_node("generated_images") or result.failure_data_for_node(
-            "prompt_table"
-        )
-        reason = failure.error.message.strip() if failure and failure.error else "see the run log"
-        print(f"\ndemo failed (partition {partition}): {reason}")
+    run = run_synthetic_build(partition)
+    if run.failure is not None:
+        print(f"\ndemo failed (partition {partition}): {run.failure}")
         return 1
-    materialization = result.asset_materializations_for_node("generated_images")[-1]
-    checks = result.get_asset_check_evaluations()
-    print(_summary(partition, {k: v.value for k, v in materialization.metadata.items()}, checks))
+    print(_summary(partition, run.metadata, run.checks))
     return 0
 
 
-def _summary(partition: str, meta: dict[str, Any], checks: Sequence[Any]) -> str:
-    passed = sum(1 for check in checks if check.passed)
-    failed_checks = ", ".join(check.check_name for check in checks if not check.passed)
+def _summary(partition: str, meta: dict[str, Any], checks: Sequence[tuple[str, bool]]) -> str:
+    passed = sum(1 for _, ok in checks if ok)
+    failed_checks = ", ".join(name for name, ok in checks if not ok)
     return "\n".join(
         [
             "",

@@ -1,0 +1,96 @@
+"""The house rules, read from the code's own imports: the core never imports Dagster, and each
+stage of the data flow imports only the stages below it (``store/`` nothing above it)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parents[1] / "flux_pipeline"
+#: The stages, bottom up: a module may import its own stage and the stages of lower rank.
+RANK = {
+    "protocol": 0,
+    "store": 1,
+    "prompts": 2,
+    "segmind": 2,
+    "emulator": 2,
+    "build": 3,
+    "dataset": 4,
+    "report": 4,
+    "commands": 5,
+}
+#: Imports made inside a function, on purpose: the commands that run the job or read a backfill
+#: reach the Dagster layer (``assets``) only when they run.
+LAZY_UPWARD = {
+    ("commands/demo.py", "flux_pipeline.assets.demo_run"),
+    ("commands/plan.py", "flux_pipeline.assets.backfill_partitions"),
+}
+
+
+def _stage(module: str) -> str:
+    """``flux_pipeline.store.ledger`` -> ``store``; ``flux_pipeline.protocol`` -> ``protocol``."""
+    return module.split(".")[1]
+
+
+def _imports(path: Path) -> Iterator[tuple[str, bool]]:
+    """``(module, at top level)`` of each ``import`` in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, id(node) in top) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            if node.module == "flux_pipeline":  # from flux_pipeline import protocol
+                yield from ((name, id(node) in top) for name in names)
+            else:
+                yield node.module, id(node) in top
+
+
+def _core_files() -> list[Path]:
+    """Every module of the core but ``definitions.py``, the assembly that imports it all."""
+    return sorted(
+        p
+        for p in CORE.rglob("*.py")
+        if p.name != "definitions.py" and (p.name != "__init__.py" or p.parent != CORE)
+    )
+
+
+def test_the_core_never_imports_dagster() -> None:
+    offenders = [
+        f"{path.relative_to(CORE)} imports {module}"
+        for path in _core_files()
+        for module, _ in _imports(path)
+        if module.split(".")[0] in ("dagster", "dagster_postgres", "dagster_k8s")
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("path", _core_files(), ids=lambda p: str(p.relative_to(CORE)))
+def test_each_stage_imports_only_the_stages_below_it(path: Path) -> None:
+    relative = path.relative_to(CORE).as_posix()
+    own = relative.split("/")[0].removesuffix(".py")
+    assert own in RANK, f"{relative} stands in no stage: add it to a package of its stage"
+    wrong = []
+    for module, at_top in _imports(path):
+        if not module.startswith("flux_pipeline.") or _stage(module) == own:
+            continue
+        target = _stage(module)
+        if (relative, module) in LAZY_UPWARD and not at_top:
+            continue
+        if target not in RANK or RANK[target] >= RANK[own]:
+            wrong.append(module)
+    assert wrong == [], f"{relative} imports {wrong}: an arrow up or sideways"
+
+
+def test_the_store_imports_nothing_above_it() -> None:
+    imported = {
+        module
+        for path in (CORE / "store").glob("*.py")
+        for module, _ in _imports(path)
+        if module.startswith("flux_pipeline.")
+    }
+    assert {_stage(m) for m in imported} <= {"store", "protocol"}
