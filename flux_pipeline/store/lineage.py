@@ -86,7 +86,7 @@ LINEAGE_DESCRIPTIONS: Final = {
     "embedded-emulator (synthetic); null in partitions written before it was recorded",
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
-#: The DESIGN.md column order, as read back: ``partition`` first.
+#: The lineage columns in their documented order, as read back: ``partition`` first.
 LINEAGE_COLUMNS: Final = ("partition", *LINEAGE_SCHEMA.names)
 
 
