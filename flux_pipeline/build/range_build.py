@@ -67,21 +67,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
+from flux_pipeline.build.held_claims import HeldClaims
+from flux_pipeline.build.outcomes import Outcome, entry_outcome, prompt_rows, store_result
+from flux_pipeline.build.planning import KeyPlan, PartitionPlan, group_by_key, plan_partition
+from flux_pipeline.build.task_groups import BoundedTasks, WatchedTasks
+from flux_pipeline.build.worker_loop import Emit, run_on_worker_loop
+from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
+from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 from flux_pipeline.store.account_slot import AccountSlot, holding
 from flux_pipeline.store.claims import DEFAULT_LEASE
 from flux_pipeline.store.imagefolder import write_imagefolder_metadata
-from flux_pipeline.build.held_claims import HeldClaims
+from flux_pipeline.store.layout import images_dir
 from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.store.lineage import LineageRow, write_partition_lineage
-from flux_pipeline.build.outcomes import Outcome, entry_outcome, prompt_rows, store_result
-from flux_pipeline.build.planning import KeyPlan, PartitionPlan, group_by_key, plan_partition
-from flux_pipeline.store.layout import images_dir
-from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.store.provenance import service_backend
-from flux_pipeline.segmind import EngineConfig, EngineStats, GenerationResult, SegmindEngine
 from flux_pipeline.store.storage import ObjectStore, StorageError
-from flux_pipeline.build.task_groups import BoundedTasks, WatchedTasks
-from flux_pipeline.build.worker_loop import Emit, run_on_worker_loop
 
 __all__ = [
     "BuildProgress",
