@@ -2,7 +2,7 @@
 
 :func:`build_partitions` builds a range of partitions with one :class:`SegmindEngine` (one
 pacer, one in-flight window); :func:`build_partition` is its one-partition form. Partitions are
-taken in order, each planned by :func:`flux_pipeline.build.planning.plan_partition` while the previous
+taken in order, each planned by :func:`.planning.plan_partition` while the previous
 one's requests are still being fed to the engine, so the window stays full across partitions.
 A partition's rows are held until its last outcome is known: usually about two partitions'
 rows, more while partitions with nothing to send wait on keys another run is generating (a
