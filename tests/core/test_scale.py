@@ -59,8 +59,9 @@ def _build(tmp_path: Path, emulator: Any, partitions: int) -> tuple[SortingStore
 def test_claim_renewals_and_storage_requests_do_not_grow_with_the_range(
     emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(build_module, "CLAIM_LEASE", 0.4)  # a renewal pass every 0.1 s
-    emulator = emulator_factory(workers=WINDOW, step_time=0.02)
+    # A renewal pass every 0.5 s; only a pass more than 1.5 s late reads every held claim back.
+    monkeypatch.setattr(build_module, "CLAIM_LEASE", 2.0)
+    emulator = emulator_factory(workers=WINDOW, step_time=0.15)  # builds of several passes
     short_store, short = _build(tmp_path, emulator, partitions=1)
     long_store, long = _build(tmp_path, emulator, partitions=4)
 
