@@ -36,10 +36,9 @@ import fsspec
 from fsspec.asyn import sync
 from fsspec.implementations.local import LocalFileSystem
 
+from flux_pipeline.store.layout import CAS_LOCK, TMP_DIR
+
 DEFAULT_ROOT = "./data"
-TMP_DIR = "_tmp"
-#: Local compare-and-swap serialises on this file, one per folder of swapped objects.
-CAS_LOCK = ".cas-lock"
 #: Bytes read at a time when an object is hashed.
 _HASH_CHUNK = 1 << 20
 #: The verb counted for each S3 API call s3fs makes (others count under their own name).
