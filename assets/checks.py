@@ -17,14 +17,11 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from flux_pipeline.assets.generated_images import generated_images
-from flux_pipeline.assets.partition_lineage import (
-    lineage_path,
-    read_lineage_schema,
-    read_partition_lineage,
-)
+from flux_pipeline.assets.partition_lineage import read_lineage_schema, read_partition_lineage
 from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import read_prompt_table
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.store.layout import lineage_path
 from flux_pipeline.store.lineage import LINEAGE_SCHEMA
 from flux_pipeline.store.storage import ObjectStore
 

@@ -9,9 +9,9 @@ from flux_pipeline.assets.metadata import frame_schema, histogram_markdown, prev
 from flux_pipeline.report.metrics import METRIC_DESCRIPTIONS, METRIC_INPUTS
 from flux_pipeline.report.metrics import generation_metrics as aggregate_metrics
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.store.layout import METRICS_PATH
 from flux_pipeline.store.lineage import read_lineage
 
-METRICS_PATH = "metrics/generation_metrics.parquet"
 #: Partitions shown in the metadata table (the Parquet file holds all of them).
 TABLE_ROWS = 60
 

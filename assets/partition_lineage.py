@@ -9,17 +9,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flux_pipeline.store.layout import partition_dir
-from flux_pipeline.store.lineage import LINEAGE_FILE, LINEAGE_SCHEMA
+from flux_pipeline.store.layout import lineage_path
+from flux_pipeline.store.lineage import LINEAGE_SCHEMA
 from flux_pipeline.store.storage import ObjectStore
 
 #: The lineage columns as a reader sees them: ``partition`` (from the Hive folder) first.
 LINEAGE_READ_SCHEMA = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])
-
-
-def lineage_path(partition: str) -> str:
-    """The store-relative path of a partition's lineage file."""
-    return f"{partition_dir(partition)}/{LINEAGE_FILE}"
 
 
 def read_lineage_schema(store: ObjectStore, partition: str) -> pa.Schema:

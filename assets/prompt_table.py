@@ -8,8 +8,9 @@ import dagster as dg
 import pandas as pd
 
 from flux_pipeline.assets.metadata import frame_schema, preview_table
-from flux_pipeline.prompts import PROMPT_TABLE_PATH, PromptTableError, load_prompt_table
+from flux_pipeline.prompts import PromptTableError, load_prompt_table
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 from flux_pipeline.store.storage import ObjectStore
 
 #: Rows shown in the metadata preview.

@@ -31,13 +31,8 @@ import dagster as dg
 from flux_pipeline.assets.run_queue import know_pools
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL
 from flux_pipeline.resources.storage import ObjectStoreResource
-from flux_pipeline.store.run_heartbeat import (
-    RUNS_DIR,
-    dead_because,
-    heartbeat_path,
-    lease_from_env,
-    read_heartbeat,
-)
+from flux_pipeline.store.layout import RUNS_DIR, heartbeat_path
+from flux_pipeline.store.run_heartbeat import dead_because, lease_from_env, read_heartbeat
 from flux_pipeline.store.storage import ObjectStore
 
 #: Seconds between two ticks (``FLUX_RUN_MONITOR_INTERVAL``), read when the location loads.

@@ -45,6 +45,7 @@ import yaml
 
 from bench.support import KEY, emulator
 from flux_pipeline.assets.partitions import DEFAULT_MAX_PARTITIONS_PER_RUN
+from flux_pipeline.store.layout import partition_dir
 
 # The daemon harness is the one tests/daemon and tests/postgres use (a plain module next to
 # those tests, not a package): its folder goes on the path.
@@ -237,9 +238,9 @@ def run_case(case: Case) -> Outcome:
             quota_share = _metadata(instance, outcome.runs, "quota_share")
             startup = _startup(instance, min(records, key=lambda r: r.create_timestamp))
         lineage = pd.concat(
-            pd.read_parquet(root / "lineage" / f"partition={partition}")
+            pd.read_parquet(root / partition_dir(partition))
             for partition in PARTITIONS
-            if (root / "lineage" / f"partition={partition}").exists()
+            if (root / partition_dir(partition)).exists()
         )
         served = httpx.get(f"{url}/_emulator/stats").json()
     done = lineage[lineage["status"] == "COMPLETED"]

@@ -42,6 +42,7 @@ import pandas as pd
 from bench.support import KEY, api_requests, emulator
 from flux_pipeline.protocol import MODEL, GenerationRequest
 from flux_pipeline.segmind import EngineConfig, SegmindEngine
+from flux_pipeline.store.layout import partition_dir
 
 WORKERS = 16
 STEPS = 4
@@ -213,7 +214,7 @@ def run_dagster_defaults(url: str) -> DagsterOutcome:
             if run.returncode != 0:
                 raise RuntimeError(f"dagster asset materialize failed:\n{run.stderr[-3000:]}")
             step_wall = time.perf_counter() - start
-        lineage = pd.read_parquet(root / "lineage" / f"partition={PARTITION}")
+        lineage = pd.read_parquet(root / partition_dir(PARTITION))
     served = httpx.get(f"{url}/_emulator/stats").json()["requests"]
     protocols = [name for name, kind in (("async", "submit"), ("sync", "sync")) if served[kind]]
     done = lineage[lineage["status"] == "COMPLETED"]

@@ -51,8 +51,6 @@ _SAFE_ID = re.compile(r"[^\W][\w.\-]*")
 _INTEGER = re.compile(r"[+-]?\d+(\.0*)?")
 
 SAMPLE_TABLE: Final = "sample_prompts.csv"
-#: Where the ``prompt_table`` asset stores the validated table, under the storage root.
-PROMPT_TABLE_PATH: Final = "prompt_table/prompt_table.parquet"
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ def daily_keys(spec: str) -> list[str]:
 
 def load_prompts(store: ObjectStore, prompts: str | None) -> tuple[pd.DataFrame, str, list[str]]:
     """The prompt table to plan with, where it came from, and notes for the reader."""
-    from flux_pipeline.prompts import PROMPT_TABLE_PATH, load_prompt_table
+    from flux_pipeline.prompts import load_prompt_table
+    from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 
     if prompts:
         return load_prompt_table(prompts), prompts, []

@@ -8,26 +8,20 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from flux_pipeline.store.layout import LINEAGE_DIR, partition_dir
-from flux_pipeline.store.lineage import LINEAGE_FILE, LineageRow
+from flux_pipeline.store.layout import LINEAGE_DIR, lineage_partition, lineage_path
+from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore
 
 #: ``START...END`` (Dagster's ``--partition-range`` syntax; ``START..END`` is accepted too)
 #: selects every stored partition from START to END, both included.
 RANGE_SEPARATOR: Final = "..."
 _SHORT_SEPARATOR: Final = ".."
-_PREFIX: Final = "partition="
 
 
 def stored_partitions(store: ObjectStore) -> list[str]:
     """The keys of every partition with a lineage file, sorted."""
-    suffix = f"/{LINEAGE_FILE}"
-    keys = []
-    for path in store.list(LINEAGE_DIR):
-        folder = path.removeprefix(f"{LINEAGE_DIR}/")
-        if folder.startswith(_PREFIX) and folder.endswith(suffix) and folder.count("/") == 1:
-            keys.append(folder[len(_PREFIX) : -len(suffix)])
-    return sorted(keys)
+    keys = (lineage_partition(path) for path in store.list(LINEAGE_DIR))
+    return sorted(key for key in keys if key is not None)
 
 
 def select_partitions(store: ObjectStore, specs: Sequence[str] = ()) -> list[str]:
@@ -61,7 +55,7 @@ def select_partitions(store: ObjectStore, specs: Sequence[str] = ()) -> list[str
 
 def read_partition_rows(store: ObjectStore, partition: str) -> list[LineageRow]:
     """The lineage rows of one partition, in the order they were written."""
-    path = store.path(f"{partition_dir(partition)}/{LINEAGE_FILE}")
+    path = store.path(lineage_path(partition))
     table = pq.read_table(path, filesystem=store.fs)
     names = [f.name for f in fields(LineageRow)]
     return [LineageRow(**{n: record.get(n) for n in names}) for record in table.to_pylist()]

@@ -47,10 +47,10 @@ from flux_pipeline.dataset.shard_defaults import (
     MANIFEST_FILE,
 )
 from flux_pipeline.protocol import COMPLETED
-from flux_pipeline.store.layout import images_dir
+from flux_pipeline.store.layout import TMP_DIR, images_dir
 from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.provenance import is_service
-from flux_pipeline.store.storage import TMP_DIR, ObjectStore
+from flux_pipeline.store.storage import ObjectStore
 
 _PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Upper bound of a member's headers: its 512-byte header and a PAX header for a long name.

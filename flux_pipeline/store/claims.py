@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -48,19 +47,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
+from flux_pipeline.store.layout import claim_path, owner_path
 from flux_pipeline.store.storage import ObjectStore, StorageError, Tagged
 
-CLAIMS_DIR: Final = "_claims"
-#: Owners' heartbeats: ``_claims/_owners/{owner}.json``.
-OWNERS_DIR: Final = f"{CLAIMS_DIR}/_owners"
-_OWNER = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: Seconds a claim stays live without renewal (renewed every quarter of it).
 DEFAULT_LEASE: Final = 120.0
 #: Claims read or written at once by the ``*_many`` calls.
 CONCURRENCY: Final = 16
 #: Rounds of create / read / swap before a key that keeps changing under us is an error.
 _ROUNDS: Final = 8
-_KEY = re.compile(r"[0-9a-f]{64}")
 #: The owner an unreadable claim is taken to have.
 UNREADABLE: Final = "(unreadable claim)"
 
@@ -148,20 +143,6 @@ class OwnerBeat:
             )
         except (ValueError, KeyError, TypeError):
             return None
-
-
-def owner_path(owner: str) -> str:
-    """``_claims/_owners/{owner}.json``; the owner id must be a plain name."""
-    if not _OWNER.fullmatch(owner):
-        raise ValueError(f"not a claim owner id (letters, digits, '_', '-', '.'): {owner!r}")
-    return f"{OWNERS_DIR}/{owner}.json"
-
-
-def claim_path(request_key: str) -> str:
-    """``_claims/{request_key}.json``; the key must be sha256 hex."""
-    if not _KEY.fullmatch(request_key):
-        raise ValueError(f"not a request key (sha256 hex): {request_key!r}")
-    return f"{CLAIMS_DIR}/{request_key}.json"
 
 
 class Claims:

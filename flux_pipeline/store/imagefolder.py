@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from flux_pipeline.protocol import COMPLETED
-from flux_pipeline.store.layout import images_dir
+from flux_pipeline.store.layout import metadata_path
 from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE: Final = "metadata.jsonl"
 #: The lineage fields of each metadata line, after ``file_name`` and ``partition``.
 METADATA_FIELDS: Final = (
     "prompt_id",
@@ -78,4 +77,4 @@ def write_imagefolder_metadata(
             len(split_like),
             split_like[0],
         )
-    return store.write_atomic(f"{images_dir(partition)}/{METADATA_FILE}", lines.encode())
+    return store.write_atomic(metadata_path(partition), lines.encode())

@@ -19,20 +19,16 @@ another partition) or not (this partition's own generation, rebuilt).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from flux_pipeline.store.layout import image_partition, ledger_dir, ledger_path
 from flux_pipeline.store.lineage import LineageRow
-from flux_pipeline.store.provenance import backend_slug
 from flux_pipeline.store.storage import ObjectStore
 
-LEDGER_DIR: Final = "_ledger"
 SUBMITTED: Final = "SUBMITTED"
-_KEY = re.compile(r"[0-9a-f]{64}")
-_IMAGE_PARTITION = re.compile(r"images/partition=([^/]+)/")
 
 State = Literal["SUBMITTED", "COMPLETED", "FAILED"]
 
@@ -55,8 +51,7 @@ class LedgerEntry:
         of ``image_path``; None when neither says."""
         if self.partition is not None:
             return self.partition
-        found = _IMAGE_PARTITION.match(self.image_path or "")
-        return found.group(1) if found else None
+        return image_partition(self.image_path or "")
 
 
 class Ledger:
@@ -65,7 +60,7 @@ class Ledger:
     def __init__(self, store: ObjectStore, backend: str) -> None:
         self.store = store
         self.backend = backend
-        self.folder = f"{LEDGER_DIR}/{backend_slug(backend)}"
+        self.folder = ledger_dir(backend)
 
     def record_submitted(
         self, request_key: str, request_id: str, submitted_at: datetime | None = None
@@ -121,9 +116,7 @@ class Ledger:
         return {paths[p]: _entry(paths[p], data) for p, data in found.items()}
 
     def _path(self, request_key: str) -> str:
-        if not _KEY.fullmatch(request_key):
-            raise ValueError(f"not a request key (sha256 hex): {request_key!r}")
-        return f"{self.folder}/{request_key}.json"
+        return ledger_path(self.backend, request_key)
 
     def _write(self, request_key: str, body: dict[str, object]) -> None:
         payload = {"request_key": request_key, "backend": self.backend, **body}

@@ -18,10 +18,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from flux_pipeline.store.layout import LINEAGE_DIR, partition_dir
+from flux_pipeline.store.layout import LINEAGE_DIR, lineage_path
 from flux_pipeline.store.storage import ObjectStore
-
-LINEAGE_FILE: Final = "lineage.parquet"
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -142,7 +140,7 @@ def write_partition_lineage(store: ObjectStore, partition: str, rows: list[Linea
     """Replace the partition's lineage file atomically with ``rows``; return its URI."""
     buffer = io.BytesIO()
     pq.write_table(lineage_table(rows), buffer, compression="zstd")
-    return store.write_atomic(f"{partition_dir(partition)}/{LINEAGE_FILE}", buffer.getvalue())
+    return store.write_atomic(lineage_path(partition), buffer.getvalue())
 
 
 def read_lineage(store: ObjectStore, columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -19,19 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from flux_pipeline.store.claims import process_gone, this_process
+from flux_pipeline.store.layout import heartbeat_path
 from flux_pipeline.store.storage import ObjectStore
 
-RUNS_DIR: Final = "_runs"
 #: Seconds a heartbeat stays fresh without renewal (``FLUX_RUN_LEASE`` overrides it).
 DEFAULT_LEASE: Final = 120.0
-_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +68,6 @@ class Heartbeat:
             renewed_at=datetime.fromisoformat(body["renewed_at"]),
             lease_s=float(body["lease_s"]),
         )
-
-
-def heartbeat_path(run_id: str) -> str:
-    """``_runs/{run_id}.json``."""
-    if not _RUN_ID.fullmatch(run_id):
-        raise ValueError(f"not a run id: {run_id!r}")
-    return f"{RUNS_DIR}/{run_id}.json"
 
 
 def lease_from_env() -> float:

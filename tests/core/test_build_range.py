@@ -20,7 +20,8 @@ from flux_pipeline.build.planning import plan_partitions
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import MODEL, GenerationRequest
 from flux_pipeline.report.metrics import generation_metrics
-from flux_pipeline.store.claims import OWNERS_DIR, Claims, claim_path
+from flux_pipeline.store.claims import Claims
+from flux_pipeline.store.layout import OWNERS_DIR, claim_path
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import service_backend

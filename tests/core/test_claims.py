@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from flux_pipeline.store.claims import UNREADABLE, ClaimInfo, Claims, claim_path
+from flux_pipeline.store.claims import UNREADABLE, ClaimInfo, Claims
+from flux_pipeline.store.layout import claim_path
 from flux_pipeline.store.storage import ObjectStore
 
 #: Spawned workers: the parent runs threads (the moto server, s3fs's loop) that fork would copy.

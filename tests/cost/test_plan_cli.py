@@ -12,7 +12,8 @@ from cost_support import DAYS, plan, plan_json
 
 from flux_pipeline.build import BuildReport
 from flux_pipeline.commands.plan import daily_keys
-from flux_pipeline.prompts import PROMPT_TABLE_PATH, partition_requests
+from flux_pipeline.prompts import partition_requests
+from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.storage import ObjectStore
 

@@ -30,7 +30,7 @@ from loopback import free_port
 
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import GenerationRequest
-from flux_pipeline.store.ledger import LEDGER_DIR
+from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.storage import ObjectStore
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]

@@ -13,7 +13,8 @@ import fsspec
 import pytest
 from dataset_builds import DAYS
 
-from flux_pipeline.store.imagefolder import METADATA_FIELDS, METADATA_FILE
+from flux_pipeline.store.imagefolder import METADATA_FIELDS
+from flux_pipeline.store.layout import METADATA_FILE
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
 

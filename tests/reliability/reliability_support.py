@@ -30,7 +30,7 @@ from PIL import Image
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, GenerationRequest
 from flux_pipeline.segmind import EngineConfig
-from flux_pipeline.store.ledger import LEDGER_DIR
+from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
 

@@ -1,0 +1,105 @@
+"""What one kind of filesystem does for an :class:`~flux_pipeline.store.storage.ObjectStore`.
+
+A :class:`StorageBackend` (where objects are kept; not the generation backend of
+:mod:`.provenance`) holds the primitives whose local and S3 behaviours differ: atomic write,
+exclusive create, tagged read, compare-and-swap, copy, sha256, URIs and staging cleanup. Its
+paths are filesystem paths under its root (no protocol), already checked by the store, which adds
+retries, request counts of the operations shared by every filesystem, and listing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+#: Bytes read at a time when an object is hashed.
+HASH_CHUNK: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """An object's bytes with a tag that changes whenever the object is replaced.
+
+    The tag is the S3 ``ETag``, or locally the sha256 of the bytes: two versions with the same
+    bytes share a tag, so objects swapped with :meth:`ObjectStore.replace_if` should never repeat
+    their bytes (claims carry an owner id and a timestamp).
+    """
+
+    data: bytes
+    tag: str
+    #: When this version was written, by the store's clock (file mtime, S3 ``LastModified``).
+    modified: datetime
+
+
+class RequestCounter:
+    """Requests by verb, safe to count from many threads."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, verb: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[verb] += n
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, by verb."""
+        with self._lock:
+            return dict(self._counts)
+
+
+class StorageBackend(Protocol):
+    """The primitives of one kind of filesystem (local folder, S3, any other fsspec one)."""
+
+    #: The fsspec filesystem, for the operations every kind shares.
+    fs: Any
+    #: The root's filesystem path, without a trailing ``/``.
+    root: str
+    #: Requests made through this backend, by verb.
+    requests: RequestCounter
+    #: Read options that fetch an object in one request (one version, never torn).
+    one_get: Mapping[str, Any]
+
+    def count(self, verb: str, n: int = 1) -> None:
+        """Count a request the filesystem does not count itself (a local stand-in)."""
+
+    def uri(self, path: str) -> str:
+        """The full URI of a filesystem path."""
+
+    def strip(self, uri: str) -> str:
+        """The filesystem path of a URI."""
+
+    def write(self, path: str, data: bytes) -> None:
+        """Write ``data`` so that readers never see a partial object."""
+
+    def create(self, path: str, data: bytes) -> bool:
+        """Create the object only if it does not exist: True if this call created it."""
+
+    def read_tagged(self, path: str) -> Tagged | None:
+        """The object's bytes and tag, or None if it does not exist."""
+
+    def replace_if(self, path: str, data: bytes, tag: str) -> bool:
+        """Replace the object only if it still has ``tag``: True if this call replaced it."""
+
+    def copy(self, src: str, dest: str) -> None:
+        """Copy one object atomically; a missing source raises FileNotFoundError."""
+
+    def sha256(self, path: str) -> str:
+        """The sha256 hex digest of one object, read in chunks."""
+
+    def clean_staging(self, older_than: float) -> int:
+        """Remove staging files older than ``older_than`` seconds; return how many."""
+
+
+def fs_sha256(fs: Any, path: str) -> str:
+    """The sha256 hex digest of a file of an fsspec filesystem, read in chunks."""
+    digest = hashlib.sha256()
+    with fs.open(path, "rb", block_size=HASH_CHUNK) as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
