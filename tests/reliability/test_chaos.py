@@ -41,7 +41,7 @@ def test_a_partition_survives_faults_429_bursts_slow_answers_and_slow_jobs(
     emulator_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     emu = emulator_factory(
-        workers=6, step_time=0.03, fault_rate=0.15, latency=LATENCY, rate_limit=25.0, seed=7
+        workers=6, step_time=0.03, fault_rate=0.15, latency=LATENCY, rate_limit=15.0, seed=7
     )
     requests = table_requests(write_table(tmp_path / "t.csv", PROMPTS, nsfw=BLOCKED, max_steps=8))
     store = ObjectStore.from_uri(str(tmp_path / "root"))
