@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
-from flux_pipeline.segmind import EngineConfig, SegmindEngine, SubmittedHook
+from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.provenance import configured_backend
 
 log = logging.getLogger("flux_pipeline.resources.segmind")
@@ -229,7 +229,3 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             max_cost=self.max_cost,
             price_per_image=self.price_per_image,
         )
-
-    def engine(self, on_submitted: SubmittedHook | None = None) -> SegmindEngine:
-        """A new engine (use it as ``async with``)."""
-        return SegmindEngine(self.engine_config(), on_submitted=on_submitted)
