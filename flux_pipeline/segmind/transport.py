@@ -39,16 +39,10 @@ _KEEPALIVE_EXPIRY = 2.0
 _JSON_LIMIT = 1024 * 1024
 #: An image body is kept in memory up to this size, then spooled to a temporary file.
 _SPOOL_IN_MEMORY = 4 * 1024 * 1024
-#: Memory the image bodies read at once may hold, which sets how many are read at once (at
-#: least :data:`_LEAST_BODY_READERS`, at most ``max_concurrency``). The network layer buffers
-#: ahead of the reader without limit (anyio's asyncio stream never pauses reading), up to
-#: about 3x what the reader took by the time it stops at the cap, so each read may hold
-#: ~4 x max_image_bytes: 8 reads at the default 32 MiB cap. A download takes its turn before
-#: it is sent, so the readers also bound downloads in flight: 3 would cap them at 3 per media
-#: host latency (30/s at 100 ms). Measured with 400 MB bodies, 8 in flight: peak RSS 87 MB
-#: with 8 readers, 65 MB with 3.
-_BODY_MEMORY = 1 << 30
-_LEAST_BODY_READERS = 3
+#: Image bodies read at once. The network layer buffers ahead of the reader without limit
+#: (anyio's asyncio stream never pauses reading), up to about 3x what the reader took by
+#: the time it stops at the cap, so each read may hold ~4 x max_image_bytes: bound the reads.
+_BODY_READERS = 3
 #: Headers of a body that no longer apply once it has been read (and decoded) here.
 _BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
@@ -194,12 +188,6 @@ def _seconds_until(value: str | None, *, relative: bool) -> float | None:
     return None
 
 
-def body_readers(config: EngineConfig) -> int:
-    """Image bodies read at once: as many as :data:`_BODY_MEMORY` holds at the cap."""
-    fit = _BODY_MEMORY // (4 * config.max_image_bytes)
-    return max(_LEAST_BODY_READERS, min(config.max_concurrency, fit))
-
-
 class Transport:
     """Sends every request of the engine: paced, retried, classified, key kept private."""
 
@@ -221,7 +209,7 @@ class Transport:
         self._window = window
         self._pacer = pacer
         self._trusted = {_origin(self.base)}
-        self._body_readers = asyncio.Semaphore(body_readers(config))
+        self._body_readers = asyncio.Semaphore(_BODY_READERS)
         pool = config.max_concurrency + 4
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.request_timeout, connect=min(config.request_timeout, 10)),
