@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import ExitStack
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
 
 from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
-from flux_pipeline.segmind import EngineConfig, SegmindEngine, SubmittedHook
+from flux_pipeline.segmind import EngineConfig
+from flux_pipeline.segmind.config import BOUNDS
 from flux_pipeline.store.provenance import configured_backend
 
 log = logging.getLogger("flux_pipeline.resources.segmind")
@@ -22,6 +23,11 @@ EMULATOR_KEY = "SG_0000000000000000"
 #: The account's quota from the environment, read when each run starts (like the key).
 RPM_VARIABLE = "SEGMIND_REQUESTS_PER_MINUTE"
 _DEFAULTS = EngineConfig(api_key="")
+
+
+def _bound(name: str) -> Any:
+    """The engine's bound of setting ``name`` (:data:`BOUNDS`) as field metadata."""
+    return Field(**BOUNDS[name])
 
 
 def environment_quota() -> float | None:
@@ -73,60 +79,56 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             "switching to v1 while a quota binds (1 request per image instead of 2 or more)."
         ),
     )
-    max_concurrency: int = Field(
-        default=_DEFAULTS.max_concurrency, ge=1, description="Images in flight at once."
+    max_concurrency: Annotated[int, _bound("max_concurrency")] = Field(
+        default=_DEFAULTS.max_concurrency,
+        description="Images in flight at once.",
     )
-    requests_per_minute: float | None = Field(
+    requests_per_minute: Annotated[float | None, _bound("requests_per_minute")] = Field(
         default=None,
-        gt=0,
         description=(
             "Your plan's quota in API requests per minute (submit, status, result, v1 POST; "
             f"never media downloads). Unset: {RPM_VARIABLE} at run time, else no fixed cap, "
             "only AIMD on 429 answers."
         ),
     )
-    max_requests_per_second: float | None = Field(
-        default=None, gt=0, description="Deprecated: requests_per_minute / 60."
+    max_requests_per_second: Annotated[float | None, _bound("max_requests_per_second")] = Field(
+        default=None,
+        description="Deprecated: requests_per_minute / 60.",
     )
-    request_timeout: float = Field(
-        default=_DEFAULTS.request_timeout, gt=0, description="Seconds one HTTP request may take."
+    request_timeout: Annotated[float, _bound("request_timeout")] = Field(
+        default=_DEFAULTS.request_timeout,
+        description="Seconds one HTTP request may take.",
     )
-    deadline: float = Field(
+    deadline: Annotated[float, _bound("deadline")] = Field(
         default=_DEFAULTS.deadline,
-        gt=0,
         description="Seconds one image may take, retries included.",
     )
-    max_retries: int = Field(
+    max_retries: Annotated[int, _bound("max_retries")] = Field(
         default=_DEFAULTS.max_retries,
-        ge=0,
         description="Retries of one step after transport errors, 429, 500, 502, 504.",
     )
-    backoff_base: float = Field(
+    backoff_base: Annotated[float, _bound("backoff_base")] = Field(
         default=_DEFAULTS.backoff_base,
-        ge=0,
         description="First retry backoff cap, seconds (doubles).",
     )
-    backoff_max: float = Field(
+    backoff_max: Annotated[float, _bound("backoff_max")] = Field(
         default=_DEFAULTS.backoff_max,
-        ge=0,
         description="Largest backoff between retries, seconds (>= backoff_base).",
     )
-    max_new_images: int | None = Field(
+    max_new_images: Annotated[int | None, _bound("max_new_images")] = Field(
         default=None,
-        ge=0,
         description="Budget of one run: new images submitted (re-attached jobs never count).",
     )
-    max_cost: float | None = Field(
+    max_cost: Annotated[float | None, _bound("max_cost")] = Field(
         default=None,
-        ge=0,
         description="Budget of one run in the service's cost unit (needs price_per_image).",
     )
-    price_per_image: float | None = Field(
-        default=None, ge=0, description="Cost of one image assumed until the service reports one."
+    price_per_image: Annotated[float | None, _bound("price_per_image")] = Field(
+        default=None,
+        description="Cost of one image assumed until the service reports one.",
     )
-    max_image_bytes: int = Field(
+    max_image_bytes: Annotated[int, _bound("max_image_bytes")] = Field(
         default=_DEFAULTS.max_image_bytes,
-        ge=1024,
         description=(
             "Largest image body read (download, v1 answer, base64 output); past it reading "
             "stops and the image is asked again, then fails."
@@ -229,7 +231,3 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"]):
             max_cost=self.max_cost,
             price_per_image=self.price_per_image,
         )
-
-    def engine(self, on_submitted: SubmittedHook | None = None) -> SegmindEngine:
-        """A new engine (use it as ``async with``)."""
-        return SegmindEngine(self.engine_config(), on_submitted=on_submitted)

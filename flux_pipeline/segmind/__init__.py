@@ -1,12 +1,9 @@
-"""Segmind client: the asyncio engine, its settings and results, and a sync facade."""
+"""Segmind client: the asyncio engine, its settings, its results and its errors."""
 
-from flux_pipeline.segmind.client import Job, SegmindClient
 from flux_pipeline.segmind.config import EngineConfig, Mode
 from flux_pipeline.segmind.engine import SegmindEngine, SubmittedHook
 from flux_pipeline.segmind.errors import (
     AuthenticationError,
-    InferenceFailed,
-    InferenceTimeout,
     InsufficientCredits,
     ModelNotFound,
     SegmindError,
@@ -19,13 +16,9 @@ __all__ = [
     "EngineConfig",
     "EngineStats",
     "GenerationResult",
-    "InferenceFailed",
-    "InferenceTimeout",
     "InsufficientCredits",
-    "Job",
     "Mode",
     "ModelNotFound",
-    "SegmindClient",
     "SegmindEngine",
     "SegmindError",
     "SubmittedHook",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Final, Literal, TypedDict, get_args
 
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
 from flux_pipeline.segmind.errors import AuthenticationError
@@ -15,11 +16,38 @@ Mode = Literal["async", "sync", "auto"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 
+class Bound(TypedDict, total=False):
+    """A lower bound as pydantic's ``Field`` takes it: above ``gt``, or at least ``ge``."""
+
+    gt: float
+    ge: float
+
+
+#: The lower bound of every numeric setting, stated once: :class:`EngineConfig` checks them
+#: and the Dagster resource declares its pydantic ``Field`` s with them (``Field(**bound)``).
+BOUNDS: Final[Mapping[str, Bound]] = {
+    "max_concurrency": {"ge": 1},
+    "requests_per_minute": {"gt": 0},
+    "max_requests_per_second": {"gt": 0},
+    "request_timeout": {"gt": 0},
+    "deadline": {"gt": 0},
+    "max_retries": {"ge": 0},
+    "backoff_base": {"ge": 0},
+    "backoff_max": {"ge": 0},
+    "prior_step_time": {"ge": 0},
+    "max_new_images": {"ge": 0},
+    "max_cost": {"ge": 0},
+    "price_per_image": {"ge": 0},
+    "max_image_bytes": {"ge": 1024},
+}
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How the engine talks to Segmind. The key is kept out of ``repr``.
 
-    Impossible values raise :class:`ValueError` naming the field.
+    Impossible values raise :class:`ValueError` naming the field: one past its bound in
+    :data:`BOUNDS`, or one that breaks a rule across fields (see :meth:`_check`).
     """
 
     api_key: str = field(repr=False)
@@ -78,7 +106,7 @@ class EngineConfig:
         per_second = self.max_requests_per_second
         if per_second is None:
             return
-        _positive("max_requests_per_second", per_second)
+        _within("max_requests_per_second", per_second)
         per_minute = per_second * 60
         if self.requests_per_minute is not None and self.requests_per_minute != per_minute:
             raise ValueError(
@@ -95,30 +123,18 @@ class EngineConfig:
         object.__setattr__(self, "max_requests_per_second", None)
 
     def _check(self) -> None:
+        """Each field within its bound, then the rules across fields."""
         if self.mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency: must be >= 1, got {self.max_concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries: must be >= 0, got {self.max_retries}")
-        for name in ("request_timeout", "deadline"):
-            _positive(name, getattr(self, name))
-        if self.requests_per_minute is not None:
-            _positive("requests_per_minute", self.requests_per_minute)
-        for name in ("backoff_base", "prior_step_time"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}: must be >= 0 seconds, got {getattr(self, name)}")
+        for name in BOUNDS:
+            value = getattr(self, name)
+            if value is not None:
+                _within(name, value)
         if self.backoff_max < self.backoff_base:
             raise ValueError(
                 f"backoff_max: must be >= backoff_base ({self.backoff_base}), "
                 f"got {self.backoff_max}"
             )
-        if self.max_image_bytes < 1024:
-            raise ValueError(f"max_image_bytes: must be >= 1024, got {self.max_image_bytes}")
-        for name in ("max_new_images", "max_cost", "price_per_image"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name}: must be >= 0, got {value}")
         if self.max_cost is not None and self.price_per_image is None:
             raise ValueError(
                 "max_cost: needs price_per_image too (the cost of one image assumed until the "
@@ -126,6 +142,10 @@ class EngineConfig:
             )
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:  # also refuses NaN
-        raise ValueError(f"{name}: must be > 0, got {value}")
+def _within(name: str, value: float) -> None:
+    """Raise :class:`ValueError` naming ``name`` when ``value`` is past its bound (or NaN)."""
+    bound = BOUNDS[name]
+    if "gt" in bound and not value > bound["gt"]:
+        raise ValueError(f"{name}: must be > {bound['gt']:g}, got {value}")
+    if "ge" in bound and not value >= bound["ge"]:
+        raise ValueError(f"{name}: must be >= {bound['ge']:g}, got {value}")

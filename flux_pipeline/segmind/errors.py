@@ -17,20 +17,3 @@ class ModelNotFound(AuthenticationError):
 
 class InsufficientCredits(SegmindError):
     """406: the account has no credits left. Stops submitting; in-flight jobs finish first."""
-
-
-class InferenceFailed(SegmindError):
-    """A request ended FAILED (422) or was refused (400); ``detail`` is Segmind's error text."""
-
-    def __init__(self, detail: str, *, request_id: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.request_id = request_id
-
-
-class InferenceTimeout(SegmindError):
-    """A request did not finish before its deadline; it may still complete server-side."""
-
-    def __init__(self, message: str, *, request_id: str | None = None) -> None:
-        super().__init__(message)
-        self.request_id = request_id

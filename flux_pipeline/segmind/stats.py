@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 RequestKind = Literal["submit", "status", "result", "download", "sync"]
 REQUEST_KINDS: tuple[RequestKind, ...] = ("submit", "status", "result", "download", "sync")
@@ -74,14 +74,3 @@ class EngineStats:
     def requests_per_image(self) -> float | None:
         """API requests per completed image (what a quota counting every request pays)."""
         return self.api_requests / self.completed if self.completed else None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Flat, JSON-friendly view (e.g. for Dagster metadata)."""
-        nested = ("requests", "completed_by_mode")
-        flat = {k: v for k, v in asdict(self).items() if k not in nested}
-        flat.update({f"requests_{kind}": n for kind, n in self.requests.items()})
-        flat.update({f"completed_{name}": n for name, n in self.completed_by_mode.items()})
-        flat["api_requests"] = self.api_requests
-        flat["requests_per_image"] = self.requests_per_image
-        flat["mode_used"] = self.mode_used
-        return flat

@@ -98,8 +98,6 @@ def test_auto_switches_to_one_request_per_image_while_the_quota_binds(
     assert stats.mode_switches >= 1
     assert stats.mode_used == "async+sync"
     assert served["requests"]["sync"] == stats.completed_by_mode["sync"] > 0
-    assert stats.as_dict()["mode_used"] == "async+sync"
-    assert stats.as_dict()["completed_sync"] == stats.completed_by_mode["sync"]
 
 
 def test_auto_stays_async_when_no_quota_binds(emulator: Any) -> None:

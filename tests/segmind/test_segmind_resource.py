@@ -13,6 +13,7 @@ from loopback import TEST_KEY
 from segmind_support import batch, run_engine
 
 from flux_pipeline.resources import SegmindResource
+from flux_pipeline.segmind.config import BOUNDS
 
 
 def test_configured_fields_become_the_engine_config() -> None:
@@ -107,7 +108,7 @@ def test_without_key_or_url_a_run_uses_the_embedded_emulator_and_says_so(
         config = segmind.engine_config()
         _results, stats = run_engine(config, batch(3))
         seen["url"] = config.base_url
-        return dg.MaterializeResult(metadata={"completed": stats.completed, **stats.as_dict()})
+        return dg.MaterializeResult(metadata={"completed": stats.completed})
 
     instance = dg.DagsterInstance.ephemeral()
     outcome = dg.materialize(
@@ -175,3 +176,17 @@ def test_an_invalid_environment_quota_fails_naming_the_variable(
     assert "SEGMIND_REQUESTS_PER_MINUTE must be a positive number" in message
     assert repr(value) in message
     assert TEST_KEY not in message
+
+
+def test_the_resource_fields_declare_the_engine_bounds() -> None:
+    """One statement of each limit: the resource's Fields carry EngineConfig's BOUNDS."""
+    fields = SegmindResource.model_fields
+    assert set(BOUNDS) - set(fields) == {"prior_step_time"}  # not a resource setting
+    for name in set(BOUNDS) & set(fields):
+        declared = {
+            kind: getattr(limit, kind)
+            for limit in fields[name].metadata
+            for kind in ("gt", "ge")
+            if hasattr(limit, kind)
+        }
+        assert declared == BOUNDS[name], name
