@@ -28,10 +28,10 @@ from typing import Any, Final, Literal
 
 import pandas as pd
 
-from flux_pipeline.store.ledger import Ledger, LedgerEntry
-from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.build.planning import PartitionPlan, plan_partitions
 from flux_pipeline.protocol import COMPLETED, GenerationRequest
+from flux_pipeline.store.ledger import Ledger, LedgerEntry
+from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
 
 Basis = Literal["reported", "price_per_image", "unknown"]

@@ -16,11 +16,11 @@ from typing import Any, Final
 
 from PIL import Image
 
-from flux_pipeline.store.ledger import Ledger, LedgerEntry
-from flux_pipeline.store.lineage import LineageRow
-from flux_pipeline.store.layout import image_path
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.segmind import GenerationResult
+from flux_pipeline.store.layout import image_path
+from flux_pipeline.store.ledger import Ledger, LedgerEntry
+from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore
 
 _EXTENSIONS: Final = {

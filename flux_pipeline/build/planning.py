@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
-from flux_pipeline.store.layout import image_path, images_dir
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
+from flux_pipeline.store.layout import image_path, images_dir
+from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.store.storage import ObjectStore
 
 log = logging.getLogger(__name__)
