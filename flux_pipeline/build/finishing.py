@@ -1,0 +1,97 @@
+"""Finishing a partition once all its outcomes are known: its rows, its images, its files.
+
+:meth:`Finishing.finish` waits for every key of the partition, builds one lineage row per
+request (copying into the partition's folder the images it shares with other partitions, with
+``copiers`` threads), writes ``metadata.jsonl`` and then the lineage file atomically, and emits
+the partition's :class:`~flux_pipeline.build.reports.BuildReport`. The keys it sent whose
+outcome is final are then dropped from
+:attr:`RangeState.sent <flux_pipeline.build.range_state.RangeState.sent>`: later partitions find
+them in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from flux_pipeline.build.outcomes import Outcome, prompt_rows
+from flux_pipeline.build.planning import KeyPlan, PartitionPlan
+from flux_pipeline.build.range_state import RangeState, Sent
+from flux_pipeline.build.reports import BuildReport
+from flux_pipeline.build.worker_loop import Emit
+from flux_pipeline.protocol import COMPLETED, FAILED
+from flux_pipeline.store.imagefolder import write_imagefolder_metadata
+from flux_pipeline.store.layout import images_dir
+from flux_pipeline.store.lineage import LineageRow, write_partition_lineage
+
+__all__ = ["Finishing"]
+
+
+class Finishing:
+    """Finishes partitions and keeps their reports, by partition key."""
+
+    def __init__(self, state: RangeState, emit: Emit, *, copiers: int) -> None:
+        self.state = state
+        self.emit = emit
+        #: Threads copying reused images into a partition's folder.
+        self.copiers = copiers
+        self.reports: dict[str, BuildReport] = {}
+
+    async def finish(
+        self, plan: PartitionPlan, reused: dict[str, Outcome], waits: dict[str, Sent]
+    ) -> None:
+        """Wait for every key of the partition (``waits``: those not reused), copy its images,
+        write its lineage, report; then forget the keys it sent whose outcome is final (later
+        partitions find them in the ledger)."""
+        state = self.state
+        outcomes = dict(reused)
+        for key in plan.keys:
+            if key.request_key not in outcomes:
+                outcome = await waits[key.request_key].outcome
+                state.tally.count(len(key.prompts), outcome, plan.partition)
+                outcomes[key.request_key] = outcome
+        rows = await asyncio.to_thread(self._rows, plan, outcomes)
+        await asyncio.to_thread(write_imagefolder_metadata, state.store, plan.partition, rows)
+        lineage_uri = await asyncio.to_thread(
+            write_partition_lineage, state.store, plan.partition, rows
+        )
+        own = [sent for sent in waits.values() if sent.partition == plan.partition]
+        report = self._report(plan, rows, lineage_uri, own)
+        self.reports[plan.partition] = report
+        for request_key, sent in waits.items():
+            if sent.partition == plan.partition and outcomes[request_key].final:
+                del state.sent[request_key]
+        self.emit(report)
+
+    def _rows(self, plan: PartitionPlan, outcomes: dict[str, Outcome]) -> list[LineageRow]:
+        """One row per request of the partition, in the order given."""
+        stored = dict(plan.stored)
+
+        def rows_of(key: KeyPlan) -> list[LineageRow]:
+            outcome = outcomes[key.request_key]
+            return prompt_rows(self.state.store, outcome, key.prompts, plan.partition, stored)
+
+        with ThreadPoolExecutor(self.copiers) as pool:
+            by_prompt = {
+                row.prompt_id: row for rows in pool.map(rows_of, plan.keys) for row in rows
+            }
+        return [by_prompt[prompt_id] for prompt_id in plan.order]
+
+    def _report(
+        self, plan: PartitionPlan, rows: list[LineageRow], lineage_uri: str, own: list[Sent]
+    ) -> BuildReport:
+        """The partition's report; ``own``: the keys this run sent for it."""
+        return BuildReport(
+            partition=plan.partition,
+            total=len(rows),
+            completed=sum(r.status == COMPLETED for r in rows),
+            failed=sum(r.status == FAILED for r in rows),
+            cached=sum(r.cached for r in rows),
+            api_requests=sum(sent.attempts for sent in own),
+            elapsed_s=time.monotonic() - self.state.started,
+            images_prefix_uri=self.state.store.uri(images_dir(plan.partition)),
+            lineage_uri=lineage_uri,
+            reused=plan.prompts("reuse") + plan.prompts("failed"),
+            from_other_runs=sum(sent.from_other_run for sent in own),
+        )
