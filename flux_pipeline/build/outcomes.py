@@ -9,12 +9,9 @@ key all get the generation's row, ``cached`` false, each with its own copy of th
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
-
-from PIL import Image
 
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.segmind import GenerationResult
@@ -29,7 +26,6 @@ _EXTENSIONS: Final = {
     "image/png": "png",
     "image/webp": "webp",
 }
-_PIL_TYPES: Final = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 @dataclass(frozen=True)
@@ -112,15 +108,10 @@ def _store_image(
     *,
     backend: str,
 ) -> tuple[LineageRow, str | None]:
-    try:
-        with Image.open(io.BytesIO(content)) as image:
-            width, height = image.size
-            content_type = _PIL_TYPES.get(str(image.format)) or _media_type(result)
-    except Exception as exc:  # Pillow raises several types for content that is not an image
-        message = f"the service returned content that is not a readable image ({exc})"
-        return _failed_row(result, message, submitted_at, backend), None
+    # The engine decoded the body fully before handing it back: its type and size are known.
+    content_type = _media_type(result)
     ext = _EXTENSIONS.get(content_type)
-    if ext is None:
+    if ext is None or result.width is None or result.height is None:
         unsupported = f"unsupported image type {content_type!r}"
         return _failed_row(result, unsupported, submitted_at, backend), None
     path = image_path(partition, result.request, ext, backend)
@@ -136,8 +127,8 @@ def _store_image(
         image_sha256=hashlib.sha256(content).hexdigest(),
         image_bytes=len(content),
         content_type=content_type,
-        width=width,
-        height=height,
+        width=result.width,
+        height=result.height,
     )
     return row, path
 

@@ -22,6 +22,9 @@ class GenerationResult:
     #: The image bytes exactly as served, and their content type (a PNG stays PNG).
     content: bytes | None = field(default=None, repr=False)
     content_type: str | None = None
+    #: Pixel size of ``content``, as decoded when the engine checked it.
+    width: int | None = None
+    height: int | None = None
     #: ``metrics.inference_time`` (or ``x-generation-time``) exactly as reported.
     inference_time: float | None = None
     queue_time: float | None = None

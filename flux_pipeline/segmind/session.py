@@ -177,6 +177,8 @@ class Session:
             request_id=job.request_id,
             content=image.content,
             content_type=image.content_type,
+            width=image.width,
+            height=image.height,
             inference_time=inference_time,
             queue_time=queue_time,
             cost=cost,
