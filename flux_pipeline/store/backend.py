@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
 #: Bytes read at a time when an object is hashed.
 HASH_CHUNK: Final = 1 << 20
+#: Names one listing request returns at most (S3's ``ListObjectsV2`` page).
+PAGE_NAMES: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,18 @@ class StorageBackend(Protocol):
     def sha256(self, path: str) -> str:
         """The sha256 hex digest of one object, read in chunks."""
 
+    def name_pages(self, folder: str) -> Iterator[list[str]]:
+        """Names of the objects directly in ``folder``, sorted, one listing request (up to
+        :data:`PAGE_NAMES` names) at a time; a missing folder lists as one empty page."""
+
     def clean_staging(self, older_than: float) -> int:
         """Remove staging files older than ``older_than`` seconds; return how many."""
+
+
+def pages_of(names: list[str]) -> Iterator[list[str]]:
+    """``names`` (sorted) in pages of :data:`PAGE_NAMES`; no names are one empty page."""
+    for start in range(0, max(len(names), 1), PAGE_NAMES):
+        yield names[start : start + PAGE_NAMES]
 
 
 def fs_sha256(fs: Any, path: str) -> str:

@@ -6,6 +6,12 @@ restarted run re-attaches instead of paying again) then ``COMPLETED`` (the image
 the entry carries its lineage fields) or ``FAILED`` (a non-retryable failure, reused as is).
 Every write is one atomic object write, durable when the method returns.
 
+Reading many entries (a partition's plan) first lists the folder, a page of 1,000 names per
+``LIST``, so a key with no entry costs no read: a new partition's keys are settled by a few
+listing requests instead of a ``GET`` each. The listing goes on only while each page spares at
+least :data:`SPARED_PER_PAGE` reads; in a folder far larger than the keys asked for (a bucket
+of many months), the keys it has not reached are read one by one, as before.
+
 A ledger reads and writes one backend's folder (``backend_slug``): a job another backend
 submitted is never attached to, and its images are never reused. Entries written before
 backends were recorded (``_ledger/{request_key}.json``) belong to no backend and are not read.
@@ -24,11 +30,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from flux_pipeline.store.backend import PAGE_NAMES
 from flux_pipeline.store.layout import image_partition, ledger_dir, ledger_path
 from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore
 
 SUBMITTED: Final = "SUBMITTED"
+#: Reads of missing entries a listing page must spare for the listing to go on: on AWS S3 a
+#: ``LIST`` is priced like 12.5 ``GET``s, so listing never costs more than the reads it saves.
+SPARED_PER_PAGE: Final = 12
+#: Keys asked for at once from which the folder is listed first.
+LIST_FROM: Final = 2 * SPARED_PER_PAGE
 
 State = Literal["SUBMITTED", "COMPLETED", "FAILED"]
 
@@ -110,10 +122,32 @@ class Ledger:
         return self.get_many([request_key]).get(request_key)
 
     def get_many(self, request_keys: Iterable[str]) -> dict[str, LedgerEntry]:
-        """The entries that exist among ``request_keys`` (read concurrently on S3)."""
-        paths = {self._path(k): k for k in request_keys}
+        """The entries that exist among ``request_keys`` (read concurrently on S3); from
+        :data:`LIST_FROM` keys on, only those a listing names or did not reach are read."""
+        keys = sorted(set(request_keys))
+        if len(keys) >= LIST_FROM:
+            keys = self._listed(keys)
+        paths = {self._path(k): k for k in keys}
         found = self.store.read_many(paths)
         return {paths[p]: _entry(paths[p], data) for p, data in found.items()}
+
+    def _listed(self, keys: list[str]) -> list[str]:
+        """The keys of ``keys`` (sorted) that may have an entry: those the folder's listing
+        names, and those it did not reach before it stopped paying for itself."""
+        may_exist: list[str] = []
+        settled = spared = 0
+        for pages, page in enumerate(self.store.name_pages(self.folder), start=1):
+            names = set(page)
+            last = page[-1] if page else ""
+            while settled < len(keys) and f"{keys[settled]}.json" <= last:
+                if f"{keys[settled]}.json" in names:
+                    may_exist.append(keys[settled])
+                else:
+                    spared += 1
+                settled += 1
+            if len(page) >= PAGE_NAMES and spared < pages * SPARED_PER_PAGE:
+                return may_exist + keys[settled:]
+        return may_exist  # the whole folder was listed: an unnamed key has no entry
 
     def _path(self, request_key: str) -> str:
         return ledger_path(self.backend, request_key)

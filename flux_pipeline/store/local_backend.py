@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from flux_pipeline.store.backend import RequestCounter, Tagged, fs_sha256
+from flux_pipeline.store.backend import RequestCounter, Tagged, fs_sha256, pages_of
 from flux_pipeline.store.layout import CAS_LOCK, TMP_DIR
 
 #: flock excludes other processes; this excludes other threads when flock is emulated with
@@ -105,6 +105,17 @@ class LocalBackend:
 
     def sha256(self, path: str) -> str:
         return fs_sha256(self.fs, path)
+
+    def name_pages(self, folder: str) -> Iterator[list[str]]:
+        """One directory scan, handed out (and counted as ``LIST`` requests) page by page."""
+        try:
+            with os.scandir(folder) as entries:
+                names = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
+        except FileNotFoundError:
+            names = []
+        for page in pages_of(names):
+            self.count("LIST")
+            yield page
 
     def clean_staging(self, older_than: float) -> int:
         """Safe while other runs write under the same root: a live writer's staging file exists

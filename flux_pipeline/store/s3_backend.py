@@ -12,13 +12,20 @@ has neither exclusive create, tagged read nor compare-and-swap; its requests are
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
 
 from fsspec.asyn import sync
 
-from flux_pipeline.store.backend import HASH_CHUNK, RequestCounter, Tagged, fs_sha256
+from flux_pipeline.store.backend import (
+    HASH_CHUNK,
+    PAGE_NAMES,
+    RequestCounter,
+    Tagged,
+    fs_sha256,
+    pages_of,
+)
 
 #: The verb counted for each S3 API call s3fs makes (others count under their own name).
 _S3_VERBS = {
@@ -83,6 +90,16 @@ class FsspecBackend:
     def _unsupported(self, what: str) -> NoReturn:
         raise NotImplementedError(f"{what} needs a local folder or S3, not {self.uri(self.root)}")
 
+    def name_pages(self, folder: str) -> Iterator[list[str]]:
+        """One ``ls`` of the folder, handed out page by page (not counted)."""
+        try:
+            listed = self.fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            listed = []
+        yield from pages_of(
+            sorted(str(i["name"]).rsplit("/", 1)[-1] for i in listed if i["type"] == "file")
+        )
+
 
 class S3Backend(FsspecBackend):
     """Objects under ``bucket/prefix`` of an s3fs filesystem (this store's own instance)."""
@@ -131,6 +148,17 @@ class S3Backend(FsspecBackend):
         hexdigest: str = sync(self.fs.loop, _sha256, self.fs, path)
         return hexdigest
 
+    def name_pages(self, folder: str) -> Iterator[list[str]]:
+        """One ``ListObjectsV2`` per page, asked for only when the caller wants the next one."""
+        bucket, key, _ = self.fs.split_path(folder)
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        token: str | None = None
+        while True:
+            names, token = sync(self.fs.loop, _list_page, self.fs, bucket, prefix, token)
+            yield names
+            if token is None:
+                return
+
 
 def _precondition_failed(exc: BaseException) -> bool:
     """Whether an S3 error is a ``412 Precondition Failed`` (s3fs maps only some of them)."""
@@ -139,6 +167,24 @@ def _precondition_failed(exc: BaseException) -> bool:
     response: dict[str, Any] = getattr(exc.__cause__, "response", None) or {}
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return bool(status == 412 or response.get("Error", {}).get("Code") == "PreconditionFailed")
+
+
+async def _list_page(
+    fs: Any, bucket: str, prefix: str, token: str | None
+) -> tuple[list[str], str | None]:
+    """One page of object names directly under ``prefix`` (sorted, as S3 lists them) and the
+    token of the next page (None: this was the last)."""
+    more = {"ContinuationToken": token} if token else {}
+    response = await fs._call_s3(
+        "list_objects_v2",
+        Bucket=bucket,
+        Prefix=prefix,
+        Delimiter="/",
+        MaxKeys=PAGE_NAMES,
+        **more,
+    )
+    names = [str(o["Key"])[len(prefix) :] for o in response.get("Contents", [])]
+    return names, response.get("NextContinuationToken") if response.get("IsTruncated") else None
 
 
 async def _get(fs: Any, path: str) -> Tagged:

@@ -21,7 +21,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +38,8 @@ __all__ = ["DEFAULT_ROOT", "ObjectStore", "StorageError", "Tagged", "WriteRetry"
 DEFAULT_ROOT = "./data"
 
 T = TypeVar("T")
+#: One page of a listing: object names, sorted (``ObjectStore.list`` shadows ``list`` below).
+Page = list[str]
 
 
 class StorageError(OSError):
@@ -244,6 +246,11 @@ class ObjectStore:
         if whole_root:
             found = {p: n for p, n in found.items() if not p.startswith(f"{TMP_DIR}/")}
         return found
+
+    def name_pages(self, prefix: str) -> Iterator[Page]:
+        """Names of the objects directly under ``prefix``, sorted, one page (one ``LIST``, up
+        to 1,000 names) at a time, each asked for only when the caller wants it."""
+        return self._backend.name_pages(self.path(prefix.rstrip("/")))
 
     def clean_tmp(self, older_than: float = 3600.0) -> int:
         """Remove local staging files older than ``older_than`` seconds; return how many.

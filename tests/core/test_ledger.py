@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from flux_pipeline.store.ledger import Ledger
+from flux_pipeline.store.backend import PAGE_NAMES
+from flux_pipeline.store.ledger import LIST_FROM, SPARED_PER_PAGE, Ledger
 from flux_pipeline.store.storage import ObjectStore
 
 from .rows import BACKEND, make_row
@@ -94,3 +97,63 @@ def test_each_backend_reads_only_its_own_entries(local_store: ObjectStore) -> No
     )
     assert service.get(legacy.request_key) is None
     assert emulator.get(legacy.request_key) is None
+
+
+def _keys(n: int, tag: str) -> list[str]:
+    return [hashlib.sha256(f"{tag}-{i}".encode()).hexdigest() for i in range(n)]
+
+
+def _put_entries(store: ObjectStore, ledger: Ledger, keys: list[str]) -> None:
+    """Entries written in one batch (as many runs would have left them), not one by one."""
+    body = {"state": "SUBMITTED", "request_id": "r", "submitted_at": None}
+    files = {f"{ledger.folder}/{k}.json": json.dumps({"request_key": k, **body}) for k in keys}
+    if store.is_local:
+        for path, text in files.items():
+            target = Path(store.path(path))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    else:
+        store.fs.pipe({store.path(p): t.encode() for p, t in files.items()})
+
+
+def test_a_plan_reads_only_the_entries_a_listing_names(store: ObjectStore) -> None:
+    """Many keys: one LIST settles the missing ones, and only the existing ones are read."""
+    ledger = Ledger(store, BACKEND)
+    present, missing = _keys(40, "present"), _keys(200, "missing")
+    _put_entries(store, ledger, present)
+
+    before = store.requests.snapshot()
+    found = ledger.get_many(present + missing)
+    after = store.requests.snapshot()
+
+    assert sorted(found) == sorted(present)
+    assert after.get("LIST", 0) - before.get("LIST", 0) == 1
+    assert after.get("GET", 0) - before.get("GET", 0) == len(present)
+    assert ledger.get_many(missing) == {}  # an empty listing settles every key too
+
+
+def test_a_listing_stops_once_it_spares_less_than_it_costs(store: ObjectStore) -> None:
+    """A folder much larger than the keys asked for is listed only while each page spares
+    SPARED_PER_PAGE reads; the keys it did not reach are read one by one. Either way the
+    answer is exactly the entries that exist (pages past the first are asked for by token)."""
+    ledger = Ledger(store, BACKEND)
+    stored = _keys(2 * PAGE_NAMES + 500, "stored")
+    _put_entries(store, ledger, stored)
+    asked_present = stored[::100]  # 25 of them
+    # Past the first page (which ends near "66..."): that page spares nothing, so it stops.
+    few_missing = ["ff" + k[2:] for k in _keys(LIST_FROM, "few")]
+    many_missing = _keys(50 * SPARED_PER_PAGE, "many")  # ~200 per page: it goes on
+
+    before = store.requests.snapshot()
+    assert sorted(ledger.get_many(asked_present + few_missing)) == sorted(asked_present)
+    middle = store.requests.snapshot()
+    assert sorted(ledger.get_many(asked_present + many_missing)) == sorted(asked_present)
+    after = store.requests.snapshot()
+
+    def spent(a: dict[str, int], b: dict[str, int], verb: str) -> int:
+        return b.get(verb, 0) - a.get(verb, 0)
+
+    assert spent(before, middle, "LIST") == 1
+    assert spent(before, middle, "GET") == len(asked_present) + len(few_missing)
+    assert spent(middle, after, "LIST") == 3  # the whole folder: three pages
+    assert spent(middle, after, "GET") == len(asked_present)
