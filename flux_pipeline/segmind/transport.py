@@ -15,11 +15,13 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import IO, Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 import httpx
 
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.errors import AuthenticationError, InsufficientCredits
+from flux_pipeline.segmind.network import PooledTransport
 from flux_pipeline.segmind.pacing import AdaptiveWindow, RequestPacer
 from flux_pipeline.segmind.stats import EngineStats, RequestKind
 
@@ -211,13 +213,14 @@ class Transport:
         self._trusted = {_origin(self.base)}
         self._body_readers = asyncio.Semaphore(_BODY_READERS)
         pool = config.max_concurrency + 4
+        limits = httpx.Limits(
+            max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=_KEEPALIVE_EXPIRY
+        )
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.request_timeout, connect=min(config.request_timeout, 10)),
-            limits=httpx.Limits(
-                max_connections=pool,
-                max_keepalive_connections=pool,
-                keepalive_expiry=_KEEPALIVE_EXPIRY,
-            ),
+            limits=limits,
+            # A proxy from the environment: httpx's own transport, which goes through it.
+            transport=None if getproxies() else PooledTransport(limits),
             headers={"user-agent": "flux-pipeline"},
         )
 
