@@ -10,7 +10,10 @@ step per image), on a local root and on S3 (moto's server in a subprocess). Repo
   read from ``getrusage(RUSAGE_CHILDREN)`` in a small wrapper process that runs nothing else;
 - peak RSS of that process tree (the largest of its processes, same source);
 - storage requests per generated image, by verb, as the run's metadata counts them
-  (``run_storage_requests``: S3 API calls on S3, their local stand-ins on a folder);
+  (``run_storage_requests``: the build's S3 API calls on S3, their local stand-ins on a folder);
+- on S3, also every request the S3 server served during the run (the whole command: the prompt
+  table, the build, the checks reading each image back, ``generation_metrics``), counted by the
+  server itself (:mod:`bench.counting_s3`);
 - images/s over the whole command, start-up included.
 
 ``python -m bench scale`` runs every case; ``FLUX_BENCH_SCALE=1k,10k`` picks some (names as in
@@ -33,6 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import httpx
 
 from bench.support import KEY, emulator, free_port
 
@@ -80,17 +84,21 @@ class Outcome:
     rss_mb: float
     wall_s: float
     storage: dict[str, int]
+    #: Requests the S3 server served during the run (None: a local root).
+    served: dict[str, int] | None = None
 
     def row(self) -> str:
-        per_verb = ", ".join(
-            f"{verb} {n / self.case.images:.2f}" for verb, n in sorted(self.storage.items())
-        )
-        total = sum(self.storage.values()) / self.case.images
+        served = self._per_image(self.served) if self.served is not None else "-"
         return (
             f"| {self.case.name} | {self.case.partitions} x {self.case.prompts} | "
             f"{1000 * self.cpu_s / self.case.images:.2f} | {self.rss_mb:.0f} | "
-            f"{total:.2f} ({per_verb}) | {self.case.images / self.wall_s:.1f} |"
+            f"{self._per_image(self.storage)} | {served} | {self.case.images / self.wall_s:.1f} |"
         )
+
+    def _per_image(self, counts: dict[str, int]) -> str:
+        images = self.case.images
+        per_verb = ", ".join(f"{verb} {n / images:.2f}" for verb, n in sorted(counts.items()) if n)
+        return f"{sum(counts.values()) / images:.2f} ({per_verb})"
 
 
 def _table(path: Path, prompts: int) -> None:
@@ -101,10 +109,12 @@ def _table(path: Path, prompts: int) -> None:
 
 @contextlib.contextmanager
 def _moto() -> Iterator[dict[str, str]]:
-    """moto's S3 server in a subprocess; yields the AWS variables that reach it."""
+    """moto's S3 server in a subprocess, counting what it serves (:mod:`bench.counting_s3`);
+    yields the AWS variables that reach it."""
     port = free_port()
     server = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "bench.counting_s3", str(port)],
+        cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -178,6 +188,8 @@ def run_case(case: Case, url: str, aws: dict[str, str]) -> Outcome:
             *(str(BIN / "dagster"), "job", "execute", "-m", "flux_pipeline.definitions"),
             *("-j", "synthetic_build", "--tags", json.dumps(range_tags)),
         ]
+        if case.s3:
+            httpx.post(f"{aws['AWS_ENDPOINT_URL']}/_bench/reset").raise_for_status()
         started = time.monotonic()
         measured = subprocess.run(
             [sys.executable, "-c", MEASURE, *command],
@@ -190,7 +202,11 @@ def run_case(case: Case, url: str, aws: dict[str, str]) -> Outcome:
         usage = json.loads(measured.stdout)
         if usage["code"] != 0:
             raise RuntimeError(f"{case.name}: dagster asset materialize failed:\n{usage['tail']}")
-        return Outcome(case, usage["cpu"], usage["rss_kb"] / 1024, wall, _storage_requests(home))
+        served = None
+        if case.s3:
+            served = httpx.get(f"{aws['AWS_ENDPOINT_URL']}/_bench/counts").json()
+        storage = _storage_requests(home)
+        return Outcome(case, usage["cpu"], usage["rss_kb"] / 1024, wall, storage, served)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -212,9 +228,10 @@ def main() -> None:
     print(f"\nscale, {datetime.now(UTC).date()} (emulator {WORKERS} x {STEP_TIME} s, 1 step)")
     print(
         "| case | partitions x prompts | client CPU ms/image | peak RSS MB "
-        "| storage requests/image | images/s |"
+        "| storage requests/image (the build) | S3 requests/image (the whole run, as served) "
+        "| images/s |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for outcome in outcomes:
         print(outcome.row())
     small = next((o for o in outcomes if o.case.name == "1k"), None)
