@@ -2,7 +2,9 @@
 
 :meth:`Finishing.finish` waits for every key of the partition, builds one lineage row per
 request (copying into the partition's folder the images it shares with other partitions, with
-``copiers`` threads), writes ``metadata.jsonl`` and then the lineage file atomically, and emits
+``copiers`` threads), writes ``metadata.jsonl``, the receipts of the images this build wrote
+for it (:mod:`flux_pipeline.store.receipts`, where the store tags them) and then the lineage
+file atomically, and emits
 the partition's :class:`~flux_pipeline.build.reports.BuildReport`. The keys it sent whose
 outcome is final are then dropped from
 :attr:`RangeState.sent <flux_pipeline.build.range_state.RangeState.sent>`: later partitions find
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from flux_pipeline.build.outcomes import Outcome, prompt_rows
@@ -24,6 +27,7 @@ from flux_pipeline.protocol import COMPLETED, FAILED
 from flux_pipeline.store.imagefolder import write_imagefolder_metadata
 from flux_pipeline.store.layout import images_dir
 from flux_pipeline.store.lineage import LineageRow, write_partition_lineage
+from flux_pipeline.store.receipts import Receipt, keep_receipts
 
 __all__ = ["Finishing"]
 
@@ -53,6 +57,8 @@ class Finishing:
                 outcomes[key.request_key] = outcome
         rows = await asyncio.to_thread(self._rows, plan, outcomes)
         await asyncio.to_thread(write_imagefolder_metadata, state.store, plan.partition, rows)
+        written = _receipts(plan.partition, outcomes.values())
+        await asyncio.to_thread(keep_receipts, state.store, plan.partition, written)
         lineage_uri = await asyncio.to_thread(
             write_partition_lineage, state.store, plan.partition, rows
         )
@@ -95,3 +101,12 @@ class Finishing:
             reused=plan.prompts("reuse") + plan.prompts("failed"),
             from_other_runs=sum(sent.from_other_run for sent in own),
         )
+
+
+def _receipts(partition: str, outcomes: Iterable[Outcome]) -> dict[str, Receipt]:
+    """The receipts of the images this build wrote into ``partition`` (tagged by the store)."""
+    return {
+        o.path: Receipt(o.etag, o.row.image_sha256)
+        for o in outcomes
+        if o.partition == partition and o.path and o.etag and o.row.image_sha256
+    }

@@ -38,6 +38,8 @@ class Outcome:
     path: str | None
     partition: str | None
     final: bool = True
+    #: The store's tag of the image this build wrote at ``path`` (S3 ``ETag``; else None).
+    etag: str | None = None
 
 
 def entry_outcome(entry: LedgerEntry, source: str | None) -> Outcome:
@@ -63,15 +65,18 @@ def store_result(
     request = result.request
     when = result.submitted_at or submitted_at
     backend = ledger.backend
+    etag = None
     if result.status == COMPLETED and result.content is not None:
-        row, path = _store_image(store, partition, result, result.content, when, backend=backend)
+        row, path, etag = _store_image(
+            store, partition, result, result.content, when, backend=backend
+        )
     else:
         row = _failed_row(result, result.error or "no image in the result", when, backend)
         path = None
     final = path is not None or not result.retryable
     if final:
         ledger.record_finished(request.request_key, row, path, partition)
-    return Outcome(row, path, partition, final)
+    return Outcome(row, path, partition, final, etag)
 
 
 def prompt_rows(
@@ -107,15 +112,15 @@ def _store_image(
     submitted_at: datetime | None,
     *,
     backend: str,
-) -> tuple[LineageRow, str | None]:
+) -> tuple[LineageRow, str | None, str | None]:
     # The engine decoded the body fully before handing it back: its type and size are known.
     content_type = _media_type(result)
     ext = _EXTENSIONS.get(content_type)
     if ext is None or result.width is None or result.height is None:
         unsupported = f"unsupported image type {content_type!r}"
-        return _failed_row(result, unsupported, submitted_at, backend), None
+        return _failed_row(result, unsupported, submitted_at, backend), None, None
     path = image_path(partition, result.request, ext, backend)
-    uri = store.write_atomic(path, content)
+    uri, etag = store.write_tagged(path, content)
     row = _row(
         result,
         submitted_at,
@@ -130,7 +135,7 @@ def _store_image(
         width=result.width,
         height=result.height,
     )
-    return row, path
+    return row, path, etag
 
 
 def _failed_row(

@@ -76,8 +76,9 @@ class StorageBackend(Protocol):
     def strip(self, uri: str) -> str:
         """The filesystem path of a URI."""
 
-    def write(self, path: str, data: bytes) -> None:
-        """Write ``data`` so that readers never see a partial object."""
+    def write(self, path: str, data: bytes) -> str | None:
+        """Write ``data`` so that readers never see a partial object; return the tag the
+        filesystem gave this version (the S3 ``ETag``), or None where it names none."""
 
     def create(self, path: str, data: bytes) -> bool:
         """Create the object only if it does not exist: True if this call created it."""

@@ -8,6 +8,7 @@
     prompt_table/prompt_table.parquet                   the validated prompt table
     metrics/generation_metrics.parquet                  generation_metrics
     _ledger/{backend}/{request_key}.json                resume and cache, per backend
+    _receipts/partition=KEY.json                        the store's tag of each image written
     _claims/{request_key}.json, _claims/_owners/        claims and their owners' heartbeats
     _runs/{run_id}.json                                 run heartbeats
     _tmp/                                               local atomic-write staging
@@ -34,6 +35,7 @@ METADATA_FILE: Final = "metadata.jsonl"
 PROMPT_TABLE_PATH: Final = "prompt_table/prompt_table.parquet"
 METRICS_PATH: Final = "metrics/generation_metrics.parquet"
 LEDGER_DIR: Final = "_ledger"
+RECEIPTS_DIR: Final = "_receipts"
 CLAIMS_DIR: Final = "_claims"
 #: Owners' heartbeats: ``_claims/_owners/{owner}.json``.
 OWNERS_DIR: Final = f"{CLAIMS_DIR}/_owners"
@@ -92,6 +94,12 @@ def image_partition(relpath: str) -> str | None:
     """The partition folder key of an image's path, else None."""
     found = _IMAGE_PARTITION.match(relpath)
     return found.group(1) if found else None
+
+
+def receipts_path(partition: str) -> str:
+    """``_receipts/partition=KEY.json`` (the key checked as in :func:`partition_dir`)."""
+    partition_dir(partition)
+    return f"{RECEIPTS_DIR}/{_PARTITION}{partition}.json"
 
 
 def metadata_path(partition: str) -> str:

@@ -53,6 +53,7 @@ class LocalBackend:
         return os.path.abspath(uri)
 
     def write(self, path: str, data: bytes) -> None:
+        """A file has no tag of its own."""
         self._replace(path, lambda f: f.write(data))
 
     def create(self, path: str, data: bytes) -> bool:

@@ -65,8 +65,10 @@ class FsspecBackend:
         path: str = self.fs._strip_protocol(uri)
         return path
 
-    def write(self, path: str, data: bytes) -> None:
-        self.fs.pipe_file(path, data)
+    def write(self, path: str, data: bytes) -> str | None:
+        answer = self.fs.pipe_file(path, data)
+        etag = answer.get("ETag") if isinstance(answer, dict) else None
+        return str(etag).strip('"') if etag else None
 
     def create(self, path: str, data: bytes) -> bool:
         self._unsupported("an exclusive create")

@@ -55,6 +55,11 @@ class WriteRetry:
     cap: float = 5.0
 
 
+def _etag(info: dict[str, Any]) -> str | None:
+    etag = info.get("ETag") or info.get("etag")
+    return str(etag).strip('"') if etag else None
+
+
 def _check_relpath(relpath: str) -> str:
     if any(part in ("", ".", "..") or "\\" in part for part in relpath.split("/")):
         raise ValueError(f"not a safe relative storage path: {relpath!r}")
@@ -133,6 +138,14 @@ class ObjectStore:
         self._backend.count("PUT")
         self._retrying(relpath, lambda: self._backend.write(dest, data))
         return self.uri(relpath)
+
+    def write_tagged(self, relpath: str, data: bytes) -> tuple[str, str | None]:
+        """:meth:`write_atomic`, also returning the tag the store gave this version (the S3
+        ``ETag``, as a listing shows it; None on a local folder)."""
+        dest = self.path(relpath)
+        self._backend.count("PUT")
+        tag = self._retrying(relpath, lambda: self._backend.write(dest, data))
+        return self.uri(relpath), tag
 
     def create_exclusive(self, relpath: str, data: bytes) -> bool:
         """Create the object only if it does not exist: True if this call created it.
@@ -234,6 +247,11 @@ class ObjectStore:
         Staging files (``_tmp/``) are not objects and are left out of a listing of the root;
         an object removed while the listing runs is left out too, never an error.
         """
+        return {path: size for path, (size, _) in self.listing(prefix).items()}
+
+    def listing(self, prefix: str = "") -> dict[str, tuple[int, str | None]]:
+        """``{relative path: (size, tag)}`` of every object under ``prefix``, as
+        :meth:`sizes` lists them; the tag is the S3 ``ETag`` (None on a local folder)."""
         whole_root = not prefix.strip("/")
         base = self.root if whole_root else self.path(prefix.rstrip("/"))
         self._backend.count("LIST")
@@ -242,7 +260,7 @@ class ObjectStore:
         except FileNotFoundError:
             return {}
         start = len(self.root) + 1
-        found = {p[start:]: int(info["size"]) for p, info in listed.items()}
+        found = {p[start:]: (int(info["size"]), _etag(info)) for p, info in listed.items()}
         if whole_root:
             found = {p: n for p, n in found.items() if not p.startswith(f"{TMP_DIR}/")}
         return found
