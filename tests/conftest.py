@@ -10,6 +10,25 @@ from typing import Any
 import pytest
 from loopback import TEST_KEY
 
+#: Folders whose slow tests mostly wait on dagster-daemon's fixed 30 s backfill loop (idle).
+DAEMON_SUITES = ("daemon", "postgres")
+
+
+def _start_rank(item: pytest.Item) -> int:
+    """0: a slow test of :data:`DAEMON_SUITES`; 1: another slow test; 2: the rest."""
+    if item.get_closest_marker("slow") is None:
+        return 2
+    return 0 if item.path.parent.name in DAEMON_SUITES else 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``--dist load --maxschedchunk 1`` hands a worker its
+    next test when it is nearly done), the longest tests start first, so that the workers end
+    together instead of one starting a 2-minute daemon test when the others are done. The order
+    is the same in every worker (xdist requires it); a run without xdist keeps pytest's own."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=_start_rank)  # stable: collection order within a rank
+
 
 @pytest.fixture
 def emulator_factory() -> Iterator[Callable[..., Any]]:
