@@ -3,6 +3,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# pytest in PYTEST_WORKERS parallel processes (pytest-xdist), each handed its next test when it
+# is nearly done (--maxschedchunk 1), the slowest first (tests/conftest.py orders them): those
+# mostly wait on dagster-daemon's fixed 30 s backfill loop, so 3 workers keep 2 cores busy.
+# `make test PYTEST_WORKERS=0` runs serially, in pytest's own order.
+PYTEST_WORKERS ?= 3
+PYTEST_XDIST := -n $(PYTEST_WORKERS) $(if $(filter 0,$(PYTEST_WORKERS)),,--dist load --maxschedchunk 1)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 # uv, pinned, bootstrapped from PyPI into the venv itself: nothing is installed system-wide
@@ -81,7 +87,7 @@ typecheck: $(DEV_STAMP)
 	status=$$?; rm -rf $(CURDIR)/$$dir; exit $$status
 
 pytest: $(DEV_STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench

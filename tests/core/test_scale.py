@@ -56,6 +56,7 @@ def _build(tmp_path: Path, emulator: Any, partitions: int) -> tuple[SortingStore
     return store, build_partitions(requests, store=store, engine_config=config)
 
 
+@pytest.mark.quiet
 def test_claim_renewals_and_storage_requests_do_not_grow_with_the_range(
     emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,7 @@ def _build_span(root: Path, partitions: list[str]) -> tuple[float, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.quiet
 def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
     tmp_path: Path, emulator_factory: Callable[..., Any]
 ) -> None:

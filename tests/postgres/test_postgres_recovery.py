@@ -42,6 +42,7 @@ BUCKET = "flux-recovery"
 
 
 @pytest.mark.slow
+@pytest.mark.quiet
 def test_a_killed_code_server_on_postgres_and_s3_finishes_its_backfill_by_itself(
     pg_home: PostgresHome,
     tmp_path: Path,
