@@ -134,13 +134,14 @@ class Ledger:
     def _listed(self, keys: list[str]) -> list[str]:
         """The keys of ``keys`` (sorted) that may have an entry: those the folder's listing
         names, and those it did not reach before it stopped paying for itself."""
+        files = [self._path(k).rsplit("/", 1)[1] for k in keys]  # sorted as the keys are
         may_exist: list[str] = []
         settled = spared = 0
         for pages, page in enumerate(self.store.name_pages(self.folder), start=1):
             names = set(page)
             last = page[-1] if page else ""
-            while settled < len(keys) and f"{keys[settled]}.json" <= last:
-                if f"{keys[settled]}.json" in names:
+            while settled < len(keys) and files[settled] <= last:
+                if files[settled] in names:
                     may_exist.append(keys[settled])
                 else:
                     spared += 1

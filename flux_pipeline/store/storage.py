@@ -134,10 +134,7 @@ class ObjectStore:
         Locally the file is fsynced before the rename and the directory after it, so the write
         is durable when this returns.
         """
-        dest = self.path(relpath)
-        self._backend.count("PUT")
-        self._retrying(relpath, lambda: self._backend.write(dest, data))
-        return self.uri(relpath)
+        return self.write_tagged(relpath, data)[0]
 
     def write_tagged(self, relpath: str, data: bytes) -> tuple[str, str | None]:
         """:meth:`write_atomic`, also returning the tag the store gave this version (the S3
