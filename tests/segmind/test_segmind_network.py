@@ -1,10 +1,22 @@
-"""The pooled transport over real sockets: an idle connection the server closed is never reused."""
+"""The engine's connection pool over real sockets (plain TCP and TLS on loopback): connections
+are reused only when the previous answer was read whole and the server did not close them;
+every failure surfaces as the httpx error callers classify."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from flux_pipeline.segmind.network import PooledTransport
 
@@ -67,3 +79,207 @@ def test_a_live_idle_connection_is_reused() -> None:
         return connections
 
     assert asyncio.run(scenario()) == 1
+
+
+async def _serve(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+def _client(max_connections: int = 4, **timeouts: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=4)
+    return httpx.AsyncClient(
+        transport=PooledTransport(limits), timeout=httpx.Timeout(5, **timeouts)
+    )
+
+
+def test_a_server_that_hangs_up_without_answering_is_a_protocol_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async def scenario() -> None:
+        server, url = await _serve(hang_up)
+        async with server, _client() as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await client.post(url, json={"a": 1})
+
+    asyncio.run(scenario())
+
+
+def test_a_body_cut_short_by_the_server_is_an_error() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server, url = await _serve(cut)
+        async with server, _client() as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(url)
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_answer_times_out_and_its_connection_is_not_reused() -> None:
+    connections = 0
+
+    async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        mine = connections
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            if mine == 1:
+                await asyncio.sleep(1)  # past the client's read timeout
+            writer.write(_ANSWER)
+            await writer.drain()
+
+    async def scenario() -> str:
+        server, url = await _serve(slow_first)
+        async with server, _client(read=0.2) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get(url)
+            return (await client.get(url)).text
+
+    assert asyncio.run(scenario()) == "ok"
+    assert connections == 2  # the timed-out connection was closed, not asked again
+
+
+def test_a_connection_whose_body_was_not_read_to_the_end_is_closed() -> None:
+    connections = 0
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            body = b"x" * 1_000_000
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    async def scenario() -> int:
+        server, url = await _serve(big)
+        async with server, _client() as client:
+            async with client.stream("GET", url) as response:
+                async for _ in response.aiter_bytes():
+                    break  # stop reading: the rest of the body is still on the wire
+            whole = await client.get(url)
+        return len(whole.content)
+
+    assert asyncio.run(scenario()) == 1_000_000
+    assert connections == 2
+
+
+def test_requests_over_the_limit_wait_for_a_connection_or_time_out() -> None:
+    live = most = 0
+
+    async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal live, most
+        live += 1
+        most = max(most, live)
+        try:
+            while True:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                await asyncio.sleep(0.1)
+                writer.write(_ANSWER)
+                await writer.drain()
+        finally:
+            live -= 1
+
+    async def scenario() -> tuple[list[int], int, type[BaseException]]:
+        server, url = await _serve(counted)
+        async with server, _client(max_connections=2) as client:
+            answers = await asyncio.gather(*(client.get(url) for _ in range(6)))
+            at_once = most
+            async with _client(max_connections=1, pool=0.05) as tight:
+                first = asyncio.create_task(tight.get(url))
+                await asyncio.sleep(0.02)
+                with pytest.raises(httpx.PoolTimeout) as waited:
+                    await tight.get(url)
+                await first
+        return [a.status_code for a in answers], at_once, waited.type
+
+    statuses, at_once, error = asyncio.run(scenario())
+    assert statuses == [200] * 6
+    assert at_once == 2  # six requests over two connections, one at a time on each
+    assert error is httpx.PoolTimeout
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (and its key), as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(_ANSWER)
+            await writer.drain()
+
+    async def scenario() -> list[str]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        limits = httpx.Limits(max_connections=2)
+        trusting = PooledTransport(limits, ssl_context=ssl.create_default_context(cafile=cert))
+        async with server:
+            async with httpx.AsyncClient(transport=trusting) as client:
+                texts = [(await client.get(url)).text for _ in range(3)]
+            async with httpx.AsyncClient(transport=PooledTransport(limits)) as default:
+                with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+                    await default.get(url)
+        return texts
+
+    assert asyncio.run(scenario()) == ["ok"] * 3
+    assert connections == 1  # kept alive for the three requests; the untrusting client never got in
