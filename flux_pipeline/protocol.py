@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 MODEL: Final = "fast-flux-schnell"
@@ -46,6 +46,12 @@ class GenerationRequest:
     steps: int = DEFAULT_STEPS
     aspect_ratio: str = DEFAULT_ASPECT_RATIO
     model: str = MODEL
+    #: The idempotency key: equal keys mean byte-identical requests (computed once, when made).
+    request_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = request_key(self.model, self.prompt, self.seed, self.steps, self.aspect_ratio)
+        object.__setattr__(self, "request_key", key)
 
     def payload(self, *, base64: bool = False) -> dict[str, Any]:
         """The JSON body Segmind expects for this request."""
@@ -58,11 +64,6 @@ class GenerationRequest:
         if base64:
             body["base64"] = True
         return body
-
-    @property
-    def request_key(self) -> str:
-        """The idempotency key: equal keys mean byte-identical requests."""
-        return request_key(self.model, self.prompt, self.seed, self.steps, self.aspect_ratio)
 
 
 def request_key(model: str, prompt: str, seed: int, steps: int, aspect_ratio: str) -> str:

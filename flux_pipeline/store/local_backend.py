@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem
 
@@ -31,6 +31,8 @@ from flux_pipeline.store.layout import CAS_LOCK, TMP_DIR
 #: flock excludes other processes; this excludes other threads when flock is emulated with
 #: POSIX record locks (NFS), which do not exclude threads of one process.
 _CAS_THREADS = threading.Lock()
+
+T = TypeVar("T")
 
 
 class LocalBackend:
@@ -59,7 +61,7 @@ class LocalBackend:
     def create(self, path: str, data: bytes) -> bool:
         tmp = self._stage(path, lambda f: f.write(data))
         try:
-            os.link(tmp, path)
+            _in_folder(os.path.dirname(path), lambda: os.link(tmp, path))
         except FileExistsError:
             return False
         finally:
@@ -138,11 +140,9 @@ class LocalBackend:
     def _stage(self, dest: str, fill: Callable[[IO[bytes]], object]) -> str:
         """Write a durable staging file for ``dest`` under ``_tmp/``; return its path."""
         tmp_dir = os.path.join(self.root, TMP_DIR)
-        os.makedirs(tmp_dir, exist_ok=True)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
         tmp = os.path.join(tmp_dir, f"{uuid.uuid4().hex}-{os.path.basename(dest)}")
         try:
-            with open(tmp, "wb") as f:
+            with _in_folder(tmp_dir, lambda: open(tmp, "wb")) as f:
                 fill(f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -155,12 +155,23 @@ class LocalBackend:
     def _replace(self, dest: str, fill: Callable[[IO[bytes]], object]) -> None:
         tmp = self._stage(dest, fill)
         try:
-            os.replace(tmp, dest)
+            _in_folder(os.path.dirname(dest), lambda: os.replace(tmp, dest))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
         _fsync_dir(os.path.dirname(dest))
+
+
+def _in_folder(folder: str, action: Callable[[], T]) -> T:
+    """``action()``, which puts a file in ``folder``; again once ``folder`` is made, if it failed
+    for want of it. A folder is made once, not asked for on every write (each ``mkdir`` of one
+    that exists takes its parent's lock: writer threads queued on the root's)."""
+    try:
+        return action()
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return action()
 
 
 @contextlib.contextmanager
