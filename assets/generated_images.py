@@ -31,6 +31,16 @@ PROGRESS_INTERVAL = 5.0
 CONTACT_SHEET_LIMIT = 24
 CONTACT_SHEET_COLUMNS = 6
 CONTACT_SHEET_THUMB = 128
+#: The lineage columns a partition's metadata reads (the counts, `cost`, the contact sheet).
+METADATA_INPUTS = (
+    "prompt_id",
+    "status",
+    "cached",
+    "request_key",
+    "inference_time",
+    "cost",
+    "image_uri",
+)
 
 
 with warnings.catch_warnings():
@@ -156,8 +166,9 @@ with warnings.catch_warnings():
 
 
 def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str) -> dict[str, Any]:
-    """One partition's materialization metadata, from its report and its lineage file."""
-    lineage = read_partition_lineage(store, report.partition)
+    """One partition's materialization metadata, from its report and its lineage file (only
+    :data:`METADATA_INPUTS`: a projection)."""
+    lineage = read_partition_lineage(store, report.partition, columns=METADATA_INPUTS)
     if lineage is None:
         raise dg.Failure(description=f"the build wrote no lineage for partition {report.partition}")
     completed = lineage[lineage["status"] == "COMPLETED"]

@@ -87,11 +87,16 @@ def prompt_rows(
     stored: dict[str, int],
 ) -> list[LineageRow]:
     """The rows of ``prompts`` of ``partition`` from ``outcome``, copying the image into the
-    partition's folder where its copy (of the recorded size, per ``stored``) is missing."""
+    partition's folder where its copy (of the recorded size, per ``stored``) is missing.
+
+    A row equal to the outcome's own (its leader, generated here) is that row, not a copy: a
+    partition's rows and its outcomes are not held twice while its lineage is written."""
     cached = outcome.partition != partition
     rows = []
     for prompt in prompts:
-        row = replace(outcome.row, prompt_id=prompt.key, cached=cached)
+        row = outcome.row
+        if (row.prompt_id, row.cached) != (prompt.key, cached):
+            row = replace(row, prompt_id=prompt.key, cached=cached)
         if outcome.path is not None:
             if outcome.row.backend is None:
                 raise ValueError(f"the stored image of {prompt.key} names no backend")
@@ -99,7 +104,9 @@ def prompt_rows(
             target = image_path(partition, prompt, ext, outcome.row.backend)
             if target != outcome.path and stored.get(target) != outcome.row.image_bytes:
                 store.copy(outcome.path, target)
-            row = replace(row, image_uri=store.uri(target))
+            uri = store.uri(target)
+            if row.image_uri != uri:
+                row = replace(row, image_uri=uri)
         rows.append(row)
     return rows
 

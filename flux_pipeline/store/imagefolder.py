@@ -11,6 +11,7 @@ is one ``train`` split. Image file names can: ``datasets`` guesses splits from f
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -65,9 +66,16 @@ def write_imagefolder_metadata(
     no image and no line. (A build lists every row it made; ``flux-pipeline export imagefolder``
     passes only the rows a service made unless asked for synthetic ones.)
     """
-    records = [metadata_record(partition, r) for r in rows if r.status == COMPLETED]
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    split_like = [r["file_name"] for r in records if _SPLIT_WORD.search(r["file_name"])]
+    # Line by line into one buffer: no list of records, no joined text beside its bytes.
+    body = io.BytesIO()
+    split_like = []
+    for row in rows:
+        if row.status != COMPLETED:
+            continue
+        record = metadata_record(partition, row)
+        body.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        if _SPLIT_WORD.search(record["file_name"]):
+            split_like.append(record["file_name"])
     if split_like:
         log.warning(
             "partition %s: %d image names (e.g. %s) hold a split word (train, test, val, ...): "
@@ -77,4 +85,4 @@ def write_imagefolder_metadata(
             len(split_like),
             split_like[0],
         )
-    return store.write_atomic(metadata_path(partition), lines.encode())
+    return store.write_atomic(metadata_path(partition), body.getvalue())

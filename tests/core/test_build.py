@@ -17,6 +17,7 @@ import pytest
 from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.build import BuildProgress, BuildReport, build_partition
+from flux_pipeline.build.outcomes import Outcome, prompt_rows
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, MODEL, GenerationRequest
 from flux_pipeline.segmind import AuthenticationError, EngineConfig
@@ -25,6 +26,8 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import image_id, service_backend
 from flux_pipeline.store.storage import ObjectStore, WriteRetry
+
+from .rows import BACKEND, make_row
 
 DAY = "2026-11-20"
 TABLE = """prompt_id,prompt,seed,steps,aspect_ratio
@@ -297,3 +300,30 @@ def test_a_build_removes_staging_files_killed_processes_left(
 
     assert not old.exists()
     assert recent.exists()
+
+
+def test_rows_generated_here_are_the_outcomes_own_not_copies(tmp_path: Path) -> None:
+    """A partition's rows and its outcomes are held once while its lineage is written: a row
+    generated for the partition is its outcome's row object; a prompt sharing the key, or a
+    row cached from another partition, gets its own."""
+    store = ObjectStore.from_uri(str(tmp_path))
+    leader = GenerationRequest(key="p1", prompt="a lighthouse at dusk")
+    twin = replace(leader, key="p2")
+    row = replace(
+        make_row("p1"),
+        request_key=leader.request_key,
+        backend=BACKEND,
+        image_uri=store.uri(image_path("2026-01-01", leader, "jpg", BACKEND)),
+    )
+    path = store.relpath(row.image_uri or "")
+    assert path is not None
+    store.write_atomic(path, b"jpeg")
+    outcome = Outcome(row, path, "2026-01-01")
+    here = prompt_rows(store, outcome, (leader, twin), "2026-01-01", {})
+    assert here[0] is row
+    assert here[1] is not row
+    assert here[1].prompt_id == "p2"
+    assert store.exists(image_path("2026-01-01", twin, "jpg", BACKEND))
+    cached = prompt_rows(store, outcome, (leader,), "2026-01-02", {})
+    assert cached[0] is not row
+    assert cached[0].cached
