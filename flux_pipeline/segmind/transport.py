@@ -37,6 +37,8 @@ _REFUSED_LOCALLY = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
 #: Seconds an idle pooled connection is kept: below uvicorn's/nginx's usual 5 s, so we do not
 #: reuse a connection the server is closing (a POST on it would end "answer never arrived").
 _KEEPALIVE_EXPIRY = 2.0
+#: Seconds to wait for a connection (at most: never more than the request's own timeout).
+_CONNECT = 10.0
 #: Bytes of a JSON answer read when outputs come as URLs (status bodies are under 1 KB).
 _JSON_LIMIT = 1024 * 1024
 #: An image body is kept in memory up to this size, then spooled to a temporary file.
@@ -216,16 +218,14 @@ class Transport:
         limits = httpx.Limits(
             max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=_KEEPALIVE_EXPIRY
         )
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(config.request_timeout, connect=min(config.request_timeout, 10)),
-            limits=limits,
-            # A proxy from the environment: httpx's own transport, which goes through it.
-            transport=None if getproxies() else PooledTransport(limits),
-            headers={"user-agent": "flux-pipeline"},
+        # Requests go straight to the engine's pool. Behind a proxy from the environment they
+        # go through httpx's client instead, which routes them through it.
+        self._http: httpx.AsyncBaseTransport | httpx.AsyncClient = (
+            httpx.AsyncClient(limits=limits) if getproxies() else PooledTransport(limits)
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def trust(self, url: str) -> bool:
         """Send the key to ``url``'s origin too, if :func:`may_receive_key` allows it.
@@ -421,11 +421,22 @@ class Transport:
         async with contextlib.AsyncExitStack() as held:
             if kind == "download":
                 await held.enter_async_context(self._body_readers)
-            key = {"x-api-key": self._config.api_key} if self._sends_key(kind, url) else {}
-            request = self._client.build_request(
-                method, url, json=json, headers=key, timeout=read_timeout
+            headers = {"user-agent": "flux-pipeline"}
+            if self._sends_key(kind, url):
+                headers["x-api-key"] = self._config.api_key
+            timeouts = {"read": read_timeout, "write": read_timeout, "pool": read_timeout}
+            request = httpx.Request(
+                method,
+                url,
+                json=json,
+                headers=headers,
+                extensions={"timeout": {**timeouts, "connect": min(read_timeout, _CONNECT)}},
             )
-            response = await self._client.send(request, stream=True)
+            if isinstance(self._http, httpx.AsyncClient):
+                response = await self._http.send(request, stream=True)
+            else:
+                response = await self._http.handle_async_request(request)
+                response.request = request
             held.push_async_callback(response.aclose)
             is_json = response.headers.get("content-type", "").startswith("application/json")
             if media and response.status_code == 200 and not is_json:

@@ -5,11 +5,14 @@ every failure surfaces as the httpx error callers classify."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from loopback import fast_config
+from segmind_support import batch, run_engine
 
 from flux_pipeline.segmind.network import PooledTransport
 
@@ -283,3 +288,73 @@ def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path: Path)
 
     assert asyncio.run(scenario()) == ["ok"] * 3
     assert connections == 1  # kept alive for the three requests; the untrusting client never got in
+
+
+@contextlib.contextmanager
+def _forward_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A plain HTTP forward proxy on loopback (in its own thread); yields its URL and the
+    absolute URLs it was asked for."""
+    asked: list[str] = []
+    started = threading.Event()
+    loop = asyncio.new_event_loop()
+    port: list[int] = []
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with httpx.AsyncClient(trust_env=False) as upstream:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                line, *fields = head.decode().split("\r\n")[:-2]
+                method, url, _ = line.split(" ")
+                headers = dict(f.split(": ", 1) for f in fields)
+                length = int(headers.get("content-length", headers.get("Content-Length", "0")))
+                body = await reader.readexactly(length)
+                asked.append(url)
+                answer = await upstream.request(method, url, headers=headers, content=body)
+                kept = [
+                    f"{k}: {v}"
+                    for k, v in answer.headers.items()
+                    if k not in ("content-length", "transfer-encoding", "content-encoding")
+                ]
+                kept.append(f"content-length: {len(answer.content)}")
+                status = f"HTTP/1.1 {answer.status_code} {answer.reason_phrase}"
+                writer.write(("\r\n".join([status, *kept]) + "\r\n\r\n").encode() + answer.content)
+                await writer.drain()
+        writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(forward, "127.0.0.1", 0)
+        port.append(server.sockets[0].getsockname()[1])
+        started.set()
+        async with server:
+            with contextlib.suppress(asyncio.CancelledError):
+                await server.serve_forever()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port[0]}", asked
+    finally:
+        for task in asyncio.all_tasks(loop):
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join(10)
+        loop.close()
+
+
+def test_behind_a_proxy_from_the_environment_every_request_goes_through_it(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = emulator_factory(workers=8, step_time=0.02)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with _forward_proxy() as (proxy, asked):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("http_proxy", proxy)
+        results, stats = run_engine(fast_config(emu.url, mode="async"), batch(6))
+
+    assert [r.status for r in results] == ["COMPLETED"] * 6
+    assert len(asked) == sum(stats.requests.values())  # submits, polls, results, downloads
+    assert all(url.startswith(emu.url) for url in asked)
