@@ -28,7 +28,7 @@ _EXTENSIONS: Final = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The row as generated (its leader prompt's), the stored image's path (None: FAILED), the
     partition the generation was made for, and whether the ledger holds it (False: a retryable

@@ -40,7 +40,7 @@ ACTIONS: Final[tuple[Action, ...]] = ("reuse", "failed", "attach", "submit", "sh
 _CHECKERS: Final = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyPlan:
     """One request key of a partition: its prompts (leader first) and what will be done."""
 

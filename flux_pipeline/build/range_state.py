@@ -39,7 +39,7 @@ class Tally:
         self.cached += rows if outcome.partition != partition else 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Sent:
     """A request key this run attaches or submits: for which partition, and its outcome."""
 

@@ -11,7 +11,7 @@ from flux_pipeline.protocol import GenerationRequest
 Status = Literal["COMPLETED", "FAILED"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GenerationResult:
     """The outcome of one :class:`GenerationRequest`: everything lineage needs."""
 

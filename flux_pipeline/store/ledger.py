@@ -45,7 +45,7 @@ LIST_FROM: Final = 2 * SPARED_PER_PAGE
 State = Literal["SUBMITTED", "COMPLETED", "FAILED"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     request_key: str
     state: State

@@ -88,7 +88,7 @@ PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), f
 LINEAGE_COLUMNS: Final = ("partition", *LINEAGE_SCHEMA.names)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineageRow:
     """One prompt's outcome in one partition; field for field the file columns."""
 
