@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
@@ -83,7 +83,7 @@ class ClaimInfo:
         return self.renewed_at + timedelta(seconds=self.lease_s)
 
     def to_json(self) -> bytes:
-        body = asdict(self)
+        body: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         body["acquired_at"] = self.acquired_at.isoformat()
         body["renewed_at"] = self.renewed_at.isoformat()
         return json.dumps(body).encode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final
 
@@ -119,8 +119,12 @@ class LineageRow:
     backend: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (timestamps as ISO 8601)."""
-        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+        """A JSON-ready dict (timestamps as ISO 8601). Every field is a scalar: read as is, not
+        deep-copied as ``asdict`` would."""
+        return {
+            f.name: v.isoformat() if isinstance(v := getattr(self, f.name), datetime) else v
+            for f in fields(self)
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LineageRow:
