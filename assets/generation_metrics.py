@@ -6,11 +6,15 @@ import dagster as dg
 
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.metadata import frame_schema, histogram_markdown, preview_table
-from flux_pipeline.report.metrics import METRIC_DESCRIPTIONS, METRIC_INPUTS
-from flux_pipeline.report.metrics import generation_metrics as aggregate_metrics
+from flux_pipeline.report.metrics import (
+    METRIC_DESCRIPTIONS,
+    METRIC_INPUTS,
+    metrics_frame,
+    partition_metrics,
+)
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.store.layout import METRICS_PATH
-from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.lineage import each_partition_lineage
 
 #: Partitions shown in the metadata table (the Parquet file holds all of them).
 TABLE_ROWS = 60
@@ -26,17 +30,21 @@ def generation_metrics(
     Counts (completed, failed, cached, bytes) cover every row of a partition; inference time,
     latency, HTTP requests and throughput cover only the images generated in that partition
     (`cached` false), since reused rows keep the timings of the build that made them. Each
-    column is described in the column schema. Refreshed by every `synthetic_build` run.
+    column is described in the column schema. Refreshed by every `synthetic_build` run. The
+    lineage is read one partition at a time: memory follows a partition's size, not the store's.
     """
     store = storage.store()
-    lineage = read_lineage(store, columns=METRIC_INPUTS)
-    metrics = aggregate_metrics(lineage)
+    rows, lineage_rows, latencies = [], 0, []
+    for partition, lineage in each_partition_lineage(store, columns=METRIC_INPUTS):
+        rows.append(partition_metrics(partition, lineage))
+        lineage_rows += len(lineage)
+        generated = lineage[(lineage["status"] == "COMPLETED") & ~lineage["cached"].astype(bool)]
+        latencies += [float(v) for v in generated["inference_time"].dropna()]
+    metrics = metrics_frame(rows)
     buffer = io.BytesIO()
     metrics.to_parquet(buffer, index=False)
     store.write_atomic(METRICS_PATH, buffer.getvalue())
-    context.log.info(f"{len(metrics)} partitions, {len(lineage)} lineage rows aggregated")
-    generated = lineage[(lineage["status"] == "COMPLETED") & ~lineage["cached"].astype(bool)]
-    latencies = [float(v) for v in generated["inference_time"].dropna()]
+    context.log.info(f"{len(metrics)} partitions, {lineage_rows} lineage rows aggregated")
     newest_first = metrics.sort_values("partition", ascending=False)
     shown = min(len(metrics), TABLE_ROWS)
     return dg.MaterializeResult(
@@ -44,7 +52,7 @@ def generation_metrics(
             "dagster/row_count": len(metrics),
             "dagster/column_schema": frame_schema(metrics, METRIC_DESCRIPTIONS),
             "dagster/uri": store.uri(METRICS_PATH),
-            "lineage_rows": len(lineage),
+            "lineage_rows": lineage_rows,
             "metrics_shown": f"newest {shown} of {len(metrics)} partitions",
             "metrics": preview_table(
                 newest_first, rows=TABLE_ROWS, descriptions=METRIC_DESCRIPTIONS

@@ -16,6 +16,7 @@ milliseconds, throughput to 0.01 image/s, ``failure_rate`` to 4 places.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import pandas as pd
@@ -70,8 +71,12 @@ COST_DECIMALS: Final = 6
 
 def generation_metrics(lineage: pd.DataFrame) -> pd.DataFrame:
     """Per-partition counts, percentiles, requests, throughput and bytes (see the module)."""
-    rows = [_partition_metrics(str(key), group) for key, group in _by_partition(lineage)]
-    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    return metrics_frame([partition_metrics(str(key), g) for key, g in _by_partition(lineage)])
+
+
+def metrics_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
+    """The metrics table of :func:`partition_metrics` rows, in partition order."""
+    frame = pd.DataFrame(list(rows), columns=list(METRIC_COLUMNS))
     frame["cost_to_date"] = frame["cost"].fillna(0.0).cumsum().round(COST_DECIMALS)
     for column in ("first_submitted_at", "last_completed_at"):  # all-null columns come naive
         frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -113,7 +118,8 @@ def _made(generations: pd.DataFrame) -> pd.DataFrame:
     return generations[generations["status"] == "COMPLETED"]
 
 
-def _partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
+def partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
+    """One partition's row of the metrics table, from its ``rows`` (:data:`METRIC_INPUTS`)."""
     completed = rows[rows["status"] == "COMPLETED"]
     generated = _generations(rows)
     made = _made(generated)

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final
@@ -149,22 +149,50 @@ def write_partition_lineage(store: ObjectStore, partition: str, rows: list[Linea
     return store.write_atomic(lineage_path(partition), buffer.getvalue())
 
 
+#: The lineage dataset's schema: the Hive folder's ``partition`` first.
+_SCHEMA: Final = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])
+
+
 def read_lineage(store: ObjectStore, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Every partition's lineage as one frame, ``partition`` (a string) first; ``columns``
     reads only those (a projection: the other columns are never decoded)."""
-    schema = pa.schema([pa.field("partition", pa.string()), *LINEAGE_SCHEMA])
     names = list(columns) if columns is not None else None
+    dataset = _dataset(store)
+    if dataset is None:
+        return _to_pandas(_SCHEMA.empty_table().select(names or _SCHEMA.names))
+    return _to_pandas(dataset.to_table(columns=names))
+
+
+def each_partition_lineage(
+    store: ObjectStore, columns: Sequence[str] | None = None
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each partition's lineage in turn, sorted by partition, as :func:`read_lineage` reads it:
+    one partition's rows in memory at a time, however many partitions the store holds."""
+    dataset = _dataset(store)
+    if dataset is None:
+        return
+    names = list(columns) if columns is not None else None
+    keys = {
+        str(ds.get_partition_keys(fragment.partition_expression)["partition"])
+        for fragment in dataset.get_fragments()
+    }
+    for key in sorted(keys):
+        rows = dataset.to_table(columns=names, filter=ds.field("partition") == key)
+        yield key, _to_pandas(rows)
+
+
+def _dataset(store: ObjectStore) -> ds.Dataset | None:
+    """The lineage folder as a Hive-partitioned dataset; None while it holds no file."""
     if not store.list(LINEAGE_DIR):
-        return _to_pandas(schema.empty_table().select(names or schema.names))
-    dataset = ds.dataset(
+        return None
+    return ds.dataset(
         store.path(LINEAGE_DIR),
         filesystem=store.fs,
         format="parquet",
         partitioning=PARTITIONING,
-        schema=schema,
+        schema=_SCHEMA,
         exclude_invalid_files=False,
     )
-    return _to_pandas(dataset.to_table(columns=names))
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from flux_pipeline.store.lineage import (
     LINEAGE_COLUMNS,
     LINEAGE_SCHEMA,
     LineageRow,
+    each_partition_lineage,
     read_lineage,
     write_partition_lineage,
 )
@@ -45,6 +46,27 @@ def test_lineage_reads_as_one_table_with_every_reader(local_store: ObjectStore) 
     assert failed["error"] == "blocked by the safety filter"
     assert pd.isna(failed["image_uri"])
     assert ours["completed_at"].dt.tz is not None
+
+
+def test_partitions_read_one_at_a_time_as_the_whole_table_reads_them(
+    local_store: ObjectStore,
+) -> None:
+    assert list(each_partition_lineage(local_store)) == []
+    days = ["2026-11-22", "2026-11-20", "2026-11-21"]
+    for n, day in enumerate(days):
+        write_partition_lineage(local_store, day, [make_row(f"{day}-{i}") for i in range(n + 1)])
+    columns = ["partition", "prompt_id", "status"]
+    whole = read_lineage(local_store, columns=columns)
+
+    read = list(each_partition_lineage(local_store, columns=columns))
+
+    assert [key for key, _ in read] == sorted(days)
+    for key, frame in read:
+        assert list(frame.columns) == columns
+        assert set(frame["partition"].astype(str)) == {key}  # only its own rows in memory
+        mine = whole[whole["partition"].astype(str) == key]
+        assert sorted(frame["prompt_id"]) == sorted(mine["prompt_id"])
+    assert sum(len(frame) for _, frame in read) == len(whole) == 6
 
 
 def test_files_carry_the_explicit_schema_without_partition(local_store: ObjectStore) -> None:
