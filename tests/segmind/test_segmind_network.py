@@ -9,7 +9,7 @@ import contextlib
 import ipaddress
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,29 @@ from segmind_support import batch, run_engine
 from flux_pipeline.segmind.network import PooledTransport
 
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def _heads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each request head a client sends on one connection, until it closes the connection."""
+    while True:
+        try:
+            yield await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+
+async def _serve(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+def _client(max_connections: int = 4, **timeouts: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=4)
+    return httpx.AsyncClient(
+        transport=PooledTransport(limits), timeout=httpx.Timeout(5, **timeouts)
+    )
 
 
 async def _closing_server() -> tuple[asyncio.Server, list[int]]:
@@ -67,37 +90,17 @@ def test_a_live_idle_connection_is_reused() -> None:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             nonlocal connections
             connections += 1
-            while True:
-                try:
-                    await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return
+            async for _ in _heads(reader):
                 writer.write(_ANSWER)
                 await writer.drain()
 
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
-        async with server, httpx.AsyncClient(transport=PooledTransport(limits)) as client:
+        server, url = await _serve(serve)
+        async with server, _client() as client:
             for _ in range(3):
-                assert (await client.get(f"http://127.0.0.1:{port}/")).text == "ok"
+                assert (await client.get(url)).text == "ok"
         return connections
 
     assert asyncio.run(scenario()) == 1
-
-
-async def _serve(
-    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-
-
-def _client(max_connections: int = 4, **timeouts: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=4)
-    return httpx.AsyncClient(
-        transport=PooledTransport(limits), timeout=httpx.Timeout(5, **timeouts)
-    )
 
 
 def test_a_server_that_hangs_up_without_answering_is_a_protocol_error() -> None:
@@ -137,11 +140,7 @@ def test_a_slow_answer_times_out_and_its_connection_is_not_reused() -> None:
         nonlocal connections
         connections += 1
         mine = connections
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
+        async for _ in _heads(reader):
             if mine == 1:
                 await asyncio.sleep(1)  # past the client's read timeout
             writer.write(_ANSWER)
@@ -164,11 +163,7 @@ def test_a_connection_whose_body_was_not_read_to_the_end_is_closed() -> None:
     async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
+        async for _ in _heads(reader):
             body = b"x" * 1_000_000
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
             await writer.drain()
@@ -194,11 +189,7 @@ def test_requests_over_the_limit_wait_for_a_connection_or_time_out() -> None:
         live += 1
         most = max(most, live)
         try:
-            while True:
-                try:
-                    await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return
+            async for _ in _heads(reader):
                 await asyncio.sleep(0.1)
                 writer.write(_ANSWER)
                 await writer.drain()
@@ -265,11 +256,7 @@ def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path: Path)
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for _ in _heads(reader):
             writer.write(_ANSWER)
             await writer.drain()
 
@@ -301,11 +288,7 @@ def _forward_proxy() -> Iterator[tuple[str, list[str]]]:
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with httpx.AsyncClient(trust_env=False) as upstream:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
+            async for head in _heads(reader):
                 line, *fields = head.decode().split("\r\n")[:-2]
                 method, url, _ = line.split(" ")
                 headers = dict(f.split(": ", 1) for f in fields)
