@@ -2,9 +2,10 @@
 
 A :class:`StorageBackend` (where objects are kept; not the generation backend of
 :mod:`.provenance`) holds the primitives whose local and S3 behaviours differ: atomic write,
-exclusive create, tagged read, compare-and-swap, copy, sha256, URIs and staging cleanup. Its
-paths are filesystem paths under its root (no protocol), already checked by the store, which adds
-retries, request counts of the operations shared by every filesystem, and listing.
+exclusive create, in-place append, tagged read, compare-and-swap, copy, sha256, URIs and staging
+cleanup. Its paths are filesystem paths under its root (no protocol), already checked by the
+store, which adds retries, request counts of the operations shared by every filesystem, and
+listing.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class StorageBackend(Protocol):
 
     def create(self, path: str, data: bytes) -> bool:
         """Create the object only if it does not exist: True if this call created it."""
+
+    def append(self, path: str, line: bytes) -> bool:
+        """Append ``line`` (newline-terminated) to the existing object in place, durably: True
+        if it was appended; False where it cannot be (the caller then writes it whole)."""
 
     def read_tagged(self, path: str) -> Tagged | None:
         """The object's bytes and tag, or None if it does not exist."""

@@ -4,7 +4,9 @@ partitions, kept per backend (:mod:`flux_pipeline.store.provenance`).
 An entry goes ``SUBMITTED`` (the service accepted the job: its ``request_id`` is kept so a
 restarted run re-attaches instead of paying again) then ``COMPLETED`` (the image is stored:
 the entry carries its lineage fields) or ``FAILED`` (a non-retryable failure, reused as is).
-Every write is one atomic object write, durable when the method returns.
+Every write is durable when the method returns, and readers see the entry before it or after it,
+never a torn one: the entry is a record of :meth:`ObjectStore.write_record`, so in a local
+folder a new state is a line appended to the entry's file (no new file per state change).
 
 Reading many entries (a partition's plan) first lists the folder, a page of 1,000 names per
 ``LIST``, so a key with no entry costs no read: a new partition's keys are settled by a few
@@ -33,7 +35,7 @@ from typing import Final, Literal
 from flux_pipeline.store.backend import PAGE_NAMES
 from flux_pipeline.store.layout import image_partition, ledger_dir, ledger_path
 from flux_pipeline.store.lineage import LineageRow
-from flux_pipeline.store.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore, last_record
 
 SUBMITTED: Final = "SUBMITTED"
 #: Reads of missing entries a listing page must spare for the listing to go on: on AWS S3 a
@@ -155,11 +157,11 @@ class Ledger:
 
     def _write(self, request_key: str, body: dict[str, object]) -> None:
         payload = {"request_key": request_key, "backend": self.backend, **body}
-        self.store.write_atomic(self._path(request_key), json.dumps(payload).encode())
+        self.store.write_record(self._path(request_key), json.dumps(payload).encode())
 
 
 def _entry(request_key: str, data: bytes) -> LedgerEntry:
-    body = json.loads(data)
+    body = json.loads(last_record(data))
     submitted = body.get("submitted_at")
     lineage = body.get("lineage")
     return LedgerEntry(

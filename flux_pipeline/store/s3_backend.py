@@ -73,6 +73,10 @@ class FsspecBackend:
     def create(self, path: str, data: bytes) -> bool:
         self._unsupported("an exclusive create")
 
+    def append(self, path: str, line: bytes) -> bool:
+        """An object is replaced whole, never appended to."""
+        return False
+
     def read_tagged(self, path: str) -> Tagged | None:
         self._unsupported("a tagged read")
 

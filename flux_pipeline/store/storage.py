@@ -33,7 +33,7 @@ from flux_pipeline.store.layout import TMP_DIR
 from flux_pipeline.store.local_backend import LocalBackend
 from flux_pipeline.store.s3_backend import FsspecBackend, S3Backend
 
-__all__ = ["DEFAULT_ROOT", "ObjectStore", "StorageError", "Tagged", "WriteRetry"]
+__all__ = ["DEFAULT_ROOT", "ObjectStore", "StorageError", "Tagged", "WriteRetry", "last_record"]
 
 DEFAULT_ROOT = "./data"
 
@@ -53,6 +53,19 @@ class WriteRetry:
     attempts: int = 5
     base: float = 0.25
     cap: float = 5.0
+
+
+def last_record(data: bytes) -> bytes:
+    """The newest whole record of an object written by :meth:`ObjectStore.write_record`: its
+    last newline-terminated line (a tail without a newline is an append torn by a crash); an
+    object without a newline (written whole, before records were appended) is one record."""
+    if not data.endswith(b"\n"):
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            return data
+        data = data[:cut]
+    data = data.rstrip(b"\n")
+    return data[data.rfind(b"\n") + 1 :]
 
 
 def _etag(info: dict[str, Any]) -> str | None:
@@ -143,6 +156,23 @@ class ObjectStore:
         self._backend.count("PUT")
         tag = self._retrying(relpath, lambda: self._backend.write(dest, data))
         return self.uri(relpath), tag
+
+    def write_record(self, relpath: str, record: bytes) -> None:
+        """Make ``record`` (one line, no newline) the object's newest record, durably; a reader
+        takes it with :func:`last_record`.
+
+        Locally the line is appended to the existing file (one write and fsync: no new file, no
+        rename); a new object, one grown past ``APPEND_MAX``, or one on S3 is written atomically
+        with this record alone. A reader never sees a torn record: it sees this one or the one
+        before, and an append torn by a crash reads as the record before it.
+        """
+        if b"\n" in record:
+            raise ValueError("a record is one line")
+        dest, line = self.path(relpath), record + b"\n"
+        self._backend.count("PUT")
+        self._retrying(
+            relpath, lambda: self._backend.append(dest, line) or self._backend.write(dest, line)
+        )
 
     def create_exclusive(self, relpath: str, data: bytes) -> bool:
         """Create the object only if it does not exist: True if this call created it.

@@ -10,7 +10,7 @@ import pytest
 
 from flux_pipeline.store.backend import PAGE_NAMES
 from flux_pipeline.store.ledger import LIST_FROM, SPARED_PER_PAGE, Ledger
-from flux_pipeline.store.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore, last_record
 
 from .rows import BACKEND, make_row
 
@@ -42,6 +42,26 @@ def test_submitted_then_finished(store: ObjectStore) -> None:
     assert entry.state == "COMPLETED"
     assert entry.lineage == row
     assert entry.image_path == "images/partition=p/a-7.jpg"
+
+
+def test_a_local_entry_keeps_one_file_and_a_torn_state_reads_as_the_one_before(
+    local_store: ObjectStore,
+) -> None:
+    ledger = Ledger(local_store, BACKEND)
+    row = make_row("a", status="FAILED")
+    key = row.request_key
+    ledger.record_submitted(key, "req-1")
+    entry_file = Path(local_store.path(f"{ledger.folder}/{key}.json"))
+    inode = entry_file.stat().st_ino
+    with entry_file.open("ab") as f:
+        f.write(b'{"request_key": "')  # a run killed while it wrote the next state
+    assert ledger.get(key).state == "SUBMITTED"  # type: ignore[union-attr]
+
+    ledger.record_finished(key, row)
+    assert entry_file.stat().st_ino == inode  # the state changed without a new file
+    entry = ledger.get(key)
+    assert entry is not None
+    assert (entry.state, entry.request_id, entry.lineage) == ("FAILED", row.request_id, row)
 
 
 def test_failed_entries_and_the_hook_signature(local_store: ObjectStore) -> None:
@@ -84,9 +104,8 @@ def test_each_backend_reads_only_its_own_entries(local_store: ObjectStore) -> No
     )
     assert service.get(key) is None
     assert emulator.get(key).state == "COMPLETED"  # type: ignore[union-attr]
-    assert json.loads(local_store.read_bytes(f"{emulator.folder}/{key}.json"))["backend"] == (
-        "embedded-emulator"
-    )
+    stored = last_record(local_store.read_bytes(f"{emulator.folder}/{key}.json"))
+    assert json.loads(stored)["backend"] == "embedded-emulator"
 
     legacy = make_row("b")
     local_store.write_atomic(

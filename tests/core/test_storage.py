@@ -10,7 +10,8 @@ from typing import Any
 import fsspec
 import pytest
 
-from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry
+from flux_pipeline.store.local_backend import APPEND_MAX
+from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry, last_record
 
 #: Spawned workers: the parent runs threads (the moto server, s3fs's loop) that fork would copy.
 MP = multiprocessing.get_context("spawn")
@@ -155,6 +156,67 @@ def test_replace_if_swaps_only_the_version_that_was_read(store: ObjectStore) -> 
     assert second.tag != first.tag
     assert not store.replace_if("_claims/k.json", b"three", first.tag)  # stale tag
     assert store.read_bytes("_claims/k.json") == b"two"
+
+
+@pytest.mark.parametrize(
+    ("data", "record"),
+    [
+        (b"whole", b"whole"),  # written whole, before records were appended
+        (b"one\n", b"one"),
+        (b"one\ntwo\n", b"two"),
+        (b"one\ntw", b"one"),  # an append torn by a crash
+        (b"one\n\x00\x00\x00", b"one"),  # torn, the file grown but its data never written
+        (b"one\n\x00\x00\ntwo\n", b"two"),  # the next append after a torn one
+        (b"one\n\n", b"one"),
+    ],
+)
+def test_last_record_is_the_last_whole_line(data: bytes, record: bytes) -> None:
+    assert last_record(data) == record
+
+
+def test_write_record_keeps_the_newest_record(store: ObjectStore) -> None:
+    store.write_record("_ledger/b/k.json", b'{"state": "SUBMITTED"}')
+    store.write_record("_ledger/b/k.json", b'{"state": "COMPLETED"}')
+    assert last_record(store.read_bytes("_ledger/b/k.json")) == b'{"state": "COMPLETED"}'
+    assert store.read_many(["_ledger/b/k.json"]).keys() == {"_ledger/b/k.json"}
+    assert store.list("_ledger") == ["_ledger/b/k.json"]
+    assert store.requests.snapshot().get("PUT") == 2
+    with pytest.raises(ValueError, match="one line"):
+        store.write_record("_ledger/b/k.json", b"two\nlines")
+
+
+def test_a_local_record_is_appended_in_place(local_store: ObjectStore) -> None:
+    path = Path(local_store.path("_ledger/b/k.json"))
+    local_store.write_record("_ledger/b/k.json", b"one")
+    inode = path.stat().st_ino
+    local_store.write_record("_ledger/b/k.json", b"two")
+    assert path.stat().st_ino == inode  # no new file: the same one, grown
+    assert path.read_bytes() == b"one\ntwo\n"
+    assert local_store.list("_tmp") == []
+
+
+def test_a_torn_local_append_reads_as_the_record_before_it_and_the_next_one_heals_it(
+    local_store: ObjectStore,
+) -> None:
+    path = Path(local_store.path("_ledger/b/k.json"))
+    local_store.write_record("_ledger/b/k.json", b"one")
+    with path.open("ab") as f:
+        f.write(b'{"sta')  # a process killed in mid-append
+    assert last_record(local_store.read_bytes("_ledger/b/k.json")) == b"one"
+    local_store.write_record("_ledger/b/k.json", b"two")
+    assert path.read_bytes() == b'one\n{"sta\ntwo\n'
+    assert last_record(local_store.read_bytes("_ledger/b/k.json")) == b"two"
+
+
+def test_a_local_record_file_grown_past_its_limit_is_written_whole(
+    local_store: ObjectStore,
+) -> None:
+    path = Path(local_store.path("_ledger/b/k.json"))
+    local_store.write_record("_ledger/b/k.json", b"x" * (APPEND_MAX - 1))
+    local_store.write_record("_ledger/b/k.json", b"two")  # appended: the file was at the limit
+    assert path.read_bytes() == b"x" * (APPEND_MAX - 1) + b"\ntwo\n"
+    local_store.write_record("_ledger/b/k.json", b"three")
+    assert path.read_bytes() == b"three\n"
 
 
 def test_copying_a_missing_source_raises_file_not_found(store: ObjectStore) -> None:

@@ -31,7 +31,7 @@ from loopback import free_port
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.layout import LEDGER_DIR
-from flux_pipeline.store.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore, last_record
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
 PER_RUN = 2
@@ -80,7 +80,7 @@ def scenario_env(
 
 def ledger_states(store: ObjectStore) -> dict[str, dict[str, Any]]:
     found = store.read_many(store.list(LEDGER_DIR))
-    return {(body := json.loads(data))["request_key"]: body for data in found.values()}
+    return {(body := json.loads(last_record(data)))["request_key"]: body for data in found.values()}
 
 
 def wait_for_mid_build(

@@ -32,7 +32,7 @@ from flux_pipeline.protocol import ASPECT_RATIOS, GenerationRequest
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.lineage import read_lineage
-from flux_pipeline.store.storage import ObjectStore
+from flux_pipeline.store.storage import ObjectStore, last_record
 
 PARTITION = "2026-11-20"
 #: Every file name a reader may see under ``images/`` (``{prompt_id}-{image_id}.jpg``).
@@ -68,7 +68,7 @@ def engine_config(base_url: str, **overrides: Any) -> EngineConfig:
 def ledger_entries(store: ObjectStore) -> dict[str, dict[str, Any]]:
     """Every ledger entry as stored, by request key."""
     found = store.read_many(store.list(LEDGER_DIR))
-    return {(body := json.loads(data))["request_key"]: body for data in found.values()}
+    return {(body := json.loads(last_record(data)))["request_key"]: body for data in found.values()}
 
 
 def assert_whole_image(data: bytes, where: str) -> tuple[int, int]:
