@@ -106,16 +106,17 @@ def derive_seed(prompt_id: str, partition: str) -> int:
 
 class RangeRequests(Mapping[str, list[GenerationRequest]]):
     """The requests of each partition of a range, made when one is asked for: a month of a
-    large table is never held in memory at once."""
+    large table is never held in memory at once. The table's values are read out once, so the
+    partitions' requests share their prompt strings."""
 
     def __init__(self, table: pd.DataFrame, partitions: Sequence[str]) -> None:
-        self._table = table
+        self._rows = _prompt_rows(table)
         self._partitions = list(dict.fromkeys(partitions))
 
     def __getitem__(self, partition: str) -> list[GenerationRequest]:
         if partition not in self._partitions:
             raise KeyError(partition)
-        return partition_requests(self._table, partition)
+        return _requests(self._rows, partition)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._partitions)
@@ -126,20 +127,37 @@ class RangeRequests(Mapping[str, list[GenerationRequest]]):
 
 def partition_requests(table: pd.DataFrame, partition: str) -> list[GenerationRequest]:
     """One request per row: the pinned seed, or the seed derived for this partition."""
-    requests = []
-    for row in table.to_dict("records"):
-        prompt_id = str(row["prompt_id"])
-        pinned = row["seed"]
-        requests.append(
-            GenerationRequest(
-                key=prompt_id,
-                prompt=str(row["prompt"]),
-                seed=derive_seed(prompt_id, partition) if pd.isna(pinned) else int(pinned),
-                steps=int(row["steps"]),
-                aspect_ratio=str(row["aspect_ratio"]),
-            )
+    return _requests(_prompt_rows(table), partition)
+
+
+#: One row of a validated table as Python values: prompt_id, prompt, pinned seed, steps, ratio.
+_PromptRow = tuple[str, str, int | None, int, str]
+
+
+def _prompt_rows(table: pd.DataFrame) -> list[_PromptRow]:
+    return [
+        (
+            str(row["prompt_id"]),
+            str(row["prompt"]),
+            None if pd.isna(row["seed"]) else int(row["seed"]),
+            int(row["steps"]),
+            str(row["aspect_ratio"]),
         )
-    return requests
+        for row in table.to_dict("records")
+    ]
+
+
+def _requests(rows: list[_PromptRow], partition: str) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            key=prompt_id,
+            prompt=prompt,
+            seed=derive_seed(prompt_id, partition) if pinned is None else pinned,
+            steps=steps,
+            aspect_ratio=aspect_ratio,
+        )
+        for prompt_id, prompt, pinned, steps, aspect_ratio in rows
+    ]
 
 
 def _read_table(uri: str | None, source: str) -> pd.DataFrame:

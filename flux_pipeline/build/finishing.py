@@ -4,11 +4,11 @@
 request (copying into the partition's folder the images it shares with other partitions, with
 ``copiers`` threads), writes ``metadata.jsonl``, the receipts of the images this build wrote
 for it (:mod:`flux_pipeline.store.receipts`, where the store tags them) and then the lineage
-file atomically, and emits
-the partition's :class:`~flux_pipeline.build.reports.BuildReport`. The keys it sent whose
-outcome is final are then dropped from
-:attr:`RangeState.sent <flux_pipeline.build.range_state.RangeState.sent>`: later partitions find
-them in the ledger.
+file atomically, hands the native memory it freed back to the system
+(:mod:`.native_heap`) and emits the partition's
+:class:`~flux_pipeline.build.reports.BuildReport`. The keys it sent whose outcome is final are
+then dropped from :attr:`RangeState.sent <flux_pipeline.build.range_state.RangeState.sent>`:
+later partitions find them in the ledger.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
+from flux_pipeline.build import native_heap
 from flux_pipeline.build.outcomes import Outcome, prompt_rows
 from flux_pipeline.build.planning import KeyPlan, PartitionPlan
 from flux_pipeline.build.range_state import RangeState, Sent
 from flux_pipeline.build.reports import BuildReport
+from flux_pipeline.build.sliced_map import sliced_map
 from flux_pipeline.build.worker_loop import Emit
 from flux_pipeline.protocol import COMPLETED, FAILED
 from flux_pipeline.store.imagefolder import write_imagefolder_metadata
@@ -62,6 +63,7 @@ class Finishing:
         lineage_uri = await asyncio.to_thread(
             write_partition_lineage, state.store, plan.partition, rows
         )
+        native_heap.trim()
         own = [sent for sent in waits.values() if sent.partition == plan.partition]
         report = self._report(plan, rows, lineage_uri, own)
         self.reports[plan.partition] = report
@@ -78,10 +80,11 @@ class Finishing:
             outcome = outcomes[key.request_key]
             return prompt_rows(self.state.store, outcome, key.prompts, plan.partition, stored)
 
-        with ThreadPoolExecutor(self.copiers) as pool:
-            by_prompt = {
-                row.prompt_id: row for rows in pool.map(rows_of, plan.keys) for row in rows
-            }
+        by_prompt = {
+            row.prompt_id: row
+            for rows in sliced_map(rows_of, plan.keys, threads=self.copiers)
+            for row in rows
+        }
         return [by_prompt[prompt_id] for prompt_id in plan.order]
 
     def _report(

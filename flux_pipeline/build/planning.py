@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from flux_pipeline.build.sliced_map import sliced_map
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.store.layout import image_path, images_dir
 from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
@@ -115,8 +115,7 @@ def plan_partition(
         entry = entries.get(group[0].request_key)
         return _classify(store, partition, group, entry, stored=stored, shared=earlier)
 
-    with ThreadPoolExecutor(_CHECKERS) as pool:
-        keys = tuple(pool.map(classify, groups))
+    keys = tuple(sliced_map(classify, groups, threads=_CHECKERS))
     order = tuple(r.key for r in requests)
     return PartitionPlan(partition=partition, keys=keys, stored=stored, order=order)
 

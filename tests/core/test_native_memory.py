@@ -77,3 +77,29 @@ def test_threads_share_two_arenas_once_the_package_is_imported() -> None:
 @glibc
 def test_arenas_the_user_chose_are_kept() -> None:
     assert int(_run(_ARENAS, "package", MALLOC_ARENA_MAX="6")) > 2
+
+
+#: 40 MB of small blocks from glibc, all freed but the last (the heap cannot shrink from its
+#: top), then RSS (kB) before and after the build's trim.
+_TRIM = """
+import ctypes, mmap
+from flux_pipeline.build import native_heap
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+blocks = [libc.malloc(1024) for _ in range(40_000)]
+for block in blocks:
+    ctypes.memset(block, 1, 1024)
+for block in blocks[:-1]:
+    libc.free(ctypes.c_void_p(block))
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * mmap.PAGESIZE // 1024
+before = rss()
+native_heap.trim()
+print(before, rss())
+"""
+
+
+@glibc
+def test_a_finished_partition_s_freed_heap_goes_back_to_the_system() -> None:
+    before, after = map(int, _run(_TRIM).split())
+    assert before - after > 30_000  # kB: most of the 40 MB freed

@@ -11,6 +11,7 @@ from flux_pipeline.prompts import (
     MAX_PROMPT_CHARS,
     Problem,
     PromptTableError,
+    RangeRequests,
     derive_seed,
     load_prompt_table,
     partition_requests,
@@ -190,6 +191,20 @@ def test_seeds_are_derived_per_partition_unless_pinned(tmp_path: Path) -> None:
     assert other[1].seed == 99
     assert derive_seed("a", "2026-11-20") == 1254364835  # stable across versions and machines
     assert all(0 <= derive_seed(str(i), "p") < 2**31 for i in range(200))
+
+
+def test_a_range_makes_each_partition_s_requests_and_they_share_the_prompt_strings(
+    tmp_path: Path,
+) -> None:
+    table = load_prompt_table(write_csv(tmp_path, "prompt_id,prompt,seed\na,x,\nb,y,99\n"))
+    days = RangeRequests(table, ["2026-11-20", "2026-11-21"])
+    assert list(days) == ["2026-11-20", "2026-11-21"]
+    first, second = days["2026-11-20"], days["2026-11-21"]
+    assert first == partition_requests(table, "2026-11-20")
+    assert second == partition_requests(table, "2026-11-21")
+    assert first[0].prompt is second[0].prompt  # read out of the table once, not per partition
+    with pytest.raises(KeyError):
+        days["2026-11-22"]
 
 
 cells = st.one_of(
