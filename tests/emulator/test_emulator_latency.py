@@ -12,8 +12,6 @@ from emulator_http import POLL_LIMIT, SUBMIT_PATH, SYNC_PATH, TEST_KEY
 from flux_pipeline.emulator.limits import LatencyInjector
 
 LATENCY = 0.2
-#: Room for serving, rendering and a busy machine on top of the drawn delay.
-MARGIN = 0.4
 
 
 class TimedClient:
@@ -62,9 +60,9 @@ def test_every_api_answer_is_late_within_the_latency(
     assert stats["slow"]["answers"] == len(took) == sum(stats["requests"].values())
     assert 0 < stats["slow"]["seconds"] <= LATENCY * len(took)
     assert sum(took) >= stats["slow"]["seconds"]
-    # spread over 0..latency, never beyond it
+    # spread over 0..latency (that no draw exceeds it is checked on the injector itself, below:
+    # a wall-clock bound here failed on a loaded machine, 0.9 s for a 0.2 s latency)
     assert sum(t > LATENCY / 4 for t in took) >= 5, took
-    assert max(took) < LATENCY + MARGIN, took
 
 
 def test_health_and_stats_are_never_late(emulator_factory: Callable[..., Any]) -> None:
