@@ -39,9 +39,24 @@ async def _heads(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
 
 async def _serve(
     answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls else "http"
+    return server, f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+class _KeepAlive:
+    """A server that answers every request of a connection ``ok``, counting connections."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        async for _ in _heads(reader):
+            writer.write(_ANSWER)
+            await writer.drain()
 
 
 def _client(max_connections: int = 4, **timeouts: float) -> httpx.AsyncClient:
@@ -84,23 +99,16 @@ def test_a_connection_the_server_closed_is_not_reused() -> None:
 
 
 def test_a_live_idle_connection_is_reused() -> None:
-    async def scenario() -> int:
-        connections = 0
+    answer = _KeepAlive()
 
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal connections
-            connections += 1
-            async for _ in _heads(reader):
-                writer.write(_ANSWER)
-                await writer.drain()
-
-        server, url = await _serve(serve)
+    async def scenario() -> None:
+        server, url = await _serve(answer)
         async with server, _client() as client:
             for _ in range(3):
                 assert (await client.get(url)).text == "ok"
-        return connections
 
-    assert asyncio.run(scenario()) == 1
+    asyncio.run(scenario())
+    assert answer.connections == 1
 
 
 def test_a_server_that_hangs_up_without_answering_is_a_protocol_error() -> None:
@@ -251,18 +259,10 @@ def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path: Path)
     cert, key = _certificate(tmp_path)
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
-    connections = 0
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        async for _ in _heads(reader):
-            writer.write(_ANSWER)
-            await writer.drain()
+    answer = _KeepAlive()
 
     async def scenario() -> list[str]:
-        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
-        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        server, url = await _serve(answer, served)
         limits = httpx.Limits(max_connections=2)
         trusting = PooledTransport(limits, ssl_context=ssl.create_default_context(cafile=cert))
         async with server:
@@ -274,7 +274,7 @@ def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path: Path)
         return texts
 
     assert asyncio.run(scenario()) == ["ok"] * 3
-    assert connections == 1  # kept alive for the three requests; the untrusting client never got in
+    assert answer.connections == 1  # kept alive for the three; the untrusting one never got in
 
 
 @contextlib.contextmanager
