@@ -145,6 +145,12 @@ def test_the_compose_file_runs_postgres_storage_the_code_server_webserver_and_da
         assert postgres[server] == services["daemon"]["environment"][client]
 
 
+def test_the_daemon_skips_backfill_passes_while_the_code_server_restarts() -> None:
+    # Without it, a pass made while the code location cannot load fails the backfill for good.
+    daemon = compose()["services"]["daemon"]["environment"]
+    assert daemon["DAGSTER_BACKFILL_RETRY_DEFINITION_CHANGED_ERROR"] == "1"
+
+
 def test_the_code_server_gets_the_segmind_key_and_an_s3_root_from_the_environment() -> None:
     services = compose()["services"]
     code = services["code"]["environment"]

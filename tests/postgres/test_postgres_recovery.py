@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 from daemon_support import DaemonHome
 from loopback import TEST_KEY, free_port
 from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
@@ -39,6 +40,13 @@ from recovery_support import (
 from flux_pipeline.store.storage import ObjectStore
 
 BUCKET = "flux-recovery"
+COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yaml"
+
+
+def _compose_daemon_env() -> dict[str, str]:
+    """The daemon service's environment in compose, but its Postgres settings (the test's)."""
+    environment = yaml.safe_load(COMPOSE.read_text())["services"]["daemon"]["environment"]
+    return {k: str(v) for k, v in environment.items() if not k.startswith("DAGSTER_PG_")}
 
 
 @pytest.mark.slow
@@ -64,12 +72,14 @@ def test_a_killed_code_server_on_postgres_and_s3_finishes_its_backfill_by_itself
         store = ObjectStore.from_uri(root)
         store.fs.mkdir(BUCKET)
         pg = {name: value for name, value in pg_home.env.items() if name.startswith("DAGSTER_PG_")}
-        # The webserver and the daemon of compose hold neither Segmind nor S3 settings.
+        # The webserver and the daemon of compose hold neither Segmind nor S3 settings; the
+        # daemon holds the rest of its compose environment.
         bare = {
             name: value
             for name, value in os.environ.items()
             if not name.startswith(("AWS_", "SEGMIND_", "FLUX_"))
         }
+        bare |= _compose_daemon_env()
         port = free_port()
         home = DaemonHome(
             tmp_path / "home",
