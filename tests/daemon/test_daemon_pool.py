@@ -67,7 +67,9 @@ def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
     emulator = emulator_factory(
         workers=2, step_time=0.25, quota_per_minute=QUOTA, quota_counts="all", quota_window=WINDOW
     )
-    table = write_table(tmp_path / "prompts.csv", prompts=12)
+    # 24 prompts: a run builds for about 20 s at the quota, longer than a shell run's start-up
+    # on a loaded machine (13 s seen with 12 prompts, when it started after the first run ended).
+    table = write_table(tmp_path / "prompts.csv", prompts=24)
     root = tmp_path / "data"
     env = {
         "SEGMIND_API_KEY": TEST_KEY,
