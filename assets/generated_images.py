@@ -13,7 +13,7 @@ from flux_pipeline.assets.partition_lineage import LINEAGE_READ_SCHEMA, read_par
 from flux_pipeline.assets.partitions import backfill_policy, daily_partitions
 from flux_pipeline.assets.prompt_table import prompt_table, read_prompt_table
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL, PoolShare, paced_for_pool, pool_share
-from flux_pipeline.build import BuildProgress, BuildReport, RangeReport, build_partitions
+from flux_pipeline.builder import BuildProgress, BuildReport, RangeReport, build_partitions
 from flux_pipeline.prompts import RangeRequests
 from flux_pipeline.report.contact_sheet import render_contact_sheet
 from flux_pipeline.report.metrics import generated_cost

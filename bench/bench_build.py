@@ -42,7 +42,7 @@ import httpx
 
 from bench.bench_engine import CONCURRENCY, STEP_TIME, STEPS, WORKERS
 from bench.support import KEY, api_requests, emulator, free_port
-from flux_pipeline.build import BuildReport, build_partition
+from flux_pipeline.builder import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, COMPLETED, GenerationRequest
 from flux_pipeline.segmind import EngineConfig, SegmindEngine

@@ -17,7 +17,7 @@ RANK = {
     "prompts": 2,
     "segmind": 2,
     "emulator": 2,
-    "build": 3,
+    "builder": 3,
     "dataset": 4,
     "report": 4,
     "commands": 5,

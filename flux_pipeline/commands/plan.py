@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flux_pipeline.build.cost import CostPlan, PartitionCost
+    from flux_pipeline.builder.cost import CostPlan, PartitionCost
     from flux_pipeline.store.storage import ObjectStore
 
 #: ``START...END``, as Dagster's CLI writes a partition range.
@@ -219,7 +219,7 @@ def _partitions(args: argparse.Namespace) -> list[str]:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from flux_pipeline.build.cost import plan_cost
+    from flux_pipeline.builder.cost import plan_cost
     from flux_pipeline.prompts import partition_requests
     from flux_pipeline.store.provenance import configured_backend
     from flux_pipeline.store.storage import DEFAULT_ROOT, ObjectStore

@@ -30,7 +30,7 @@ __all__ = ["AccountSlot", "holding", "slot_key"]
 
 T = TypeVar("T")
 #: The build's logger: slot waits belong to the build's log (e.g. a Dagster run's).
-log = logging.getLogger("flux_pipeline.build")
+log = logging.getLogger("flux_pipeline.builder")
 #: Seconds before a waiting build looks at the slots again (then doubling).
 FIRST_POLL: Final = 1.0
 

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from loopback import TEST_KEY, fast_config
 
-from flux_pipeline.build import BuildProgress, BuildReport, build_partition
-from flux_pipeline.build.outcomes import Outcome, prompt_rows
+from flux_pipeline.builder import BuildProgress, BuildReport, build_partition
+from flux_pipeline.builder.outcomes import Outcome, prompt_rows
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import ASPECT_RATIOS, MODEL, GenerationRequest
 from flux_pipeline.segmind import AuthenticationError, EngineConfig

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from loopback import TEST_KEY, fast_config
 
-from flux_pipeline.build import BuildReport, build_partition, build_partitions
-from flux_pipeline.build import range_build as build_module
-from flux_pipeline.build.planning import plan_partitions
+from flux_pipeline.builder import BuildReport, build_partition, build_partitions
+from flux_pipeline.builder import range_build as build_module
+from flux_pipeline.builder.planning import plan_partitions
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import MODEL, GenerationRequest
 from flux_pipeline.report.metrics import generation_metrics

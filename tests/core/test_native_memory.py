@@ -83,7 +83,7 @@ def test_arenas_the_user_chose_are_kept() -> None:
 #: top), then RSS (kB) before and after the build's trim.
 _TRIM = """
 import ctypes, mmap
-from flux_pipeline.build import native_heap
+from flux_pipeline.builder import native_heap
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 blocks = [libc.malloc(1024) for _ in range(40_000)]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from loopback import fast_config
 
-from flux_pipeline.build import build_partition
+from flux_pipeline.builder import build_partition
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import LINEAGE_SCHEMA, read_lineage

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from loopback import fast_config
 
-from flux_pipeline.build import RangeReport, build_partitions
-from flux_pipeline.build import range_build as build_module
+from flux_pipeline.builder import RangeReport, build_partitions
+from flux_pipeline.builder import range_build as build_module
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.layout import CLAIMS_DIR, OWNERS_DIR
 from flux_pipeline.store.storage import ObjectStore, Tagged

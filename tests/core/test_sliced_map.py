@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flux_pipeline.build.sliced_map import SLICES_PER_THREAD, sliced_map
+from flux_pipeline.builder.sliced_map import SLICES_PER_THREAD, sliced_map
 
 
 @pytest.mark.parametrize("items", [0, 1, 7, 4000])

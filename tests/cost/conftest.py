@@ -12,7 +12,7 @@ import pytest
 from cost_support import TABLE
 from loopback import TEST_KEY, fast_config
 
-from flux_pipeline.build import BuildReport, build_partition
+from flux_pipeline.builder import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore

@@ -12,7 +12,7 @@ import pytest
 from dagster_support import PARTITION, Runner, failure_message
 from loopback import TEST_KEY
 
-from flux_pipeline.build.cost import plan_cost
+from flux_pipeline.builder.cost import plan_cost
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
 from flux_pipeline.store.lineage import read_lineage

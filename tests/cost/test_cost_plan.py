@@ -1,4 +1,4 @@
-"""The plan (``flux_pipeline.build.cost``) against real builds on the emulator over HTTP."""
+"""The plan (``flux_pipeline.builder.cost``) against real builds on the emulator over HTTP."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from cost_support import DAYS
 from loopback import fast_config
 
-from flux_pipeline.build import BuildReport, build_partition
-from flux_pipeline.build.cost import CostPlan, PartitionCost, plan_cost, unit_cost
+from flux_pipeline.builder import BuildReport, build_partition
+from flux_pipeline.builder.cost import CostPlan, PartitionCost, plan_cost, unit_cost
 from flux_pipeline.emulator.settings import COST_PER_JOB
 from flux_pipeline.prompts import partition_requests
 from flux_pipeline.store.ledger import Ledger

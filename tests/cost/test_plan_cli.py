@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from cost_support import DAYS, plan, plan_json
 
-from flux_pipeline.build import BuildReport
+from flux_pipeline.builder import BuildReport
 from flux_pipeline.commands.plan import daily_keys
 from flux_pipeline.prompts import partition_requests
 from flux_pipeline.store.layout import PROMPT_TABLE_PATH

@@ -24,7 +24,7 @@ DAGSTER = Path(sys.executable).with_name("dagster")
 PROMPTS = 40
 #: Each instance captures the build's log lines into its runs' event logs.
 INSTANCE_YAML = """python_logs:
-  managed_python_loggers: [flux_pipeline.build]
+  managed_python_loggers: [flux_pipeline.builder]
   python_log_level: INFO
 """
 

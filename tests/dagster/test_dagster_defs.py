@@ -123,7 +123,7 @@ def test_core_modules_do_not_import_dagster() -> None:
     code = (
         "import sys, flux_pipeline.store.storage, flux_pipeline.prompts, "
         "flux_pipeline.store.lineage, "
-        "flux_pipeline.build, flux_pipeline.report.metrics, flux_pipeline.report.contact_sheet, "
+        "flux_pipeline.builder, flux_pipeline.report.metrics, flux_pipeline.report.contact_sheet, "
         "flux_pipeline.commands.demo; "
         "assert 'dagster' not in sys.modules, 'the core imported dagster'"
     )

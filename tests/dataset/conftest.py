@@ -11,7 +11,7 @@ import pytest
 from dataset_builds import DAYS, TABLE
 from loopback import fast_config
 
-from flux_pipeline.build import build_partition
+from flux_pipeline.builder import build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.store.storage import ObjectStore
 

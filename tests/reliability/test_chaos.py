@@ -27,7 +27,7 @@ from reliability_support import (
     write_table,
 )
 
-from flux_pipeline.build import build_partition
+from flux_pipeline.builder import build_partition
 from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore

@@ -32,7 +32,7 @@ from reliability_support import (
     write_table,
 )
 
-from flux_pipeline.build import build_partition
+from flux_pipeline.builder import build_partition
 from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS = 48

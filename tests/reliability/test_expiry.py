@@ -12,7 +12,7 @@ import httpx
 from loopback import TEST_KEY
 from reliability_support import PARTITION, engine_config, table_requests, write_table
 
-from flux_pipeline.build import build_partition
+from flux_pipeline.builder import build_partition
 from flux_pipeline.protocol import MODEL
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage

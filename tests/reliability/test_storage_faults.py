@@ -26,7 +26,7 @@ from reliability_support import (
     write_table,
 )
 
-from flux_pipeline.build import build_partition
+from flux_pipeline.builder import build_partition
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry
 

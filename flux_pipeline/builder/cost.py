@@ -1,6 +1,6 @@
 """What building some partitions will cost, read from storage alone (no API call, no write).
 
-Each partition is classified by :func:`flux_pipeline.build.planning.plan_partitions`, the same
+Each partition is classified by :func:`flux_pipeline.builder.planning.plan_partitions`, the same
 classification the build acts on, so the plan and the build cannot disagree on what is paid:
 
 - ``reusable``: prompts whose image is already stored (copied, no API call);
@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 import pandas as pd
 
-from flux_pipeline.build.planning import PartitionPlan, plan_partitions
+from flux_pipeline.builder.planning import PartitionPlan, plan_partitions
 from flux_pipeline.protocol import COMPLETED, GenerationRequest
 from flux_pipeline.store.ledger import Ledger, LedgerEntry
 from flux_pipeline.store.lineage import read_lineage

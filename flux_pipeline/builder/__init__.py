@@ -6,7 +6,7 @@ May import :mod:`flux_pipeline.store`, :mod:`flux_pipeline.segmind` and
 :mod:`flux_pipeline.protocol`; never the dataset, report or command layers above it.
 """
 
-from flux_pipeline.build.range_build import (
+from flux_pipeline.builder.range_build import (
     BuildProgress,
     BuildReport,
     RangeReport,

@@ -14,7 +14,7 @@ group gets one action:
 The ledger read is the one of the build's backend (:mod:`flux_pipeline.store.provenance`): what
 another backend generated or has in flight is ``submit`` here.
 
-The build (:mod:`flux_pipeline.build`) acts on exactly this classification, so a ``plan``
+The build (:mod:`flux_pipeline.builder`) acts on exactly this classification, so a ``plan``
 command built on :func:`plan_partitions` and the build cannot disagree on what will be paid.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from flux_pipeline.build.sliced_map import sliced_map
+from flux_pipeline.builder.sliced_map import sliced_map
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.store.layout import image_path, images_dir
 from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry

@@ -2,9 +2,9 @@
 
 Claims (:mod:`flux_pipeline.store.claims`) make every request key submitted once across
 concurrent runs. :meth:`Routing.route` registers the keys a partition attaches or submits (in
-:attr:`RangeState.sent <flux_pipeline.build.range_state.RangeState.sent>`) and claims them: a key
+:attr:`RangeState.sent <flux_pipeline.builder.range_state.RangeState.sent>`) and claims them: a key
 whose claim another live run holds is not sent but waited on
-(:mod:`flux_pipeline.build.waiting`). :meth:`Routing.confirm` then reads the ledger again for the
+(:mod:`flux_pipeline.builder.waiting`). :meth:`Routing.confirm` then reads the ledger again for the
 keys just claimed (another run may have finished one in between: reused, not paid) and returns
 what is left to send, with the request id to attach to where one is recorded.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from flux_pipeline.build.outcomes import Outcome, entry_outcome
-from flux_pipeline.build.planning import PartitionPlan
-from flux_pipeline.build.range_state import RangeState, Sent
+from flux_pipeline.builder.outcomes import Outcome, entry_outcome
+from flux_pipeline.builder.planning import PartitionPlan
+from flux_pipeline.builder.range_state import RangeState, Sent
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.store.ledger import SUBMITTED, LedgerEntry
 

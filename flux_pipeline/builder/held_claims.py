@@ -31,7 +31,7 @@ from flux_pipeline.store.storage import ObjectStore, StorageError
 __all__ = ["HeldClaims"]
 
 #: The build's logger: claim warnings belong to the build's log (e.g. a Dagster run's).
-log = logging.getLogger("flux_pipeline.build")
+log = logging.getLogger("flux_pipeline.builder")
 
 #: Claim owners of the builds of this process that have ended (their claims are dead even
 #: when a release could not be written, e.g. during a storage outage).

@@ -4,7 +4,7 @@
 over before it reaches the engine is not sent but waited on. Each result is kept as it arrives
 (at most ``writers`` at once, bounding the image bytes held in memory): its image is written
 atomically to ``images/partition=KEY/{prompt_id}-{image_id}.{ext}`` of the partition the job was
-sent for, then the ledger records it (:func:`~flux_pipeline.build.outcomes.store_result`), and
+sent for, then the ledger records it (:func:`~flux_pipeline.builder.outcomes.store_result`), and
 the key's claim is let go: forgotten when its outcome is final, else released so another run may
 try it at once.
 """
@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import aclosing
 
-from flux_pipeline.build.outcomes import store_result
-from flux_pipeline.build.range_state import RangeState
-from flux_pipeline.build.task_groups import BoundedTasks
+from flux_pipeline.builder.outcomes import store_result
+from flux_pipeline.builder.range_state import RangeState
+from flux_pipeline.builder.task_groups import BoundedTasks
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import GenerationResult, SegmindEngine
 

@@ -12,9 +12,9 @@ from collections import deque
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 
-from flux_pipeline.build.held_claims import HeldClaims
-from flux_pipeline.build.outcomes import Outcome
-from flux_pipeline.build.task_groups import WatchedTasks
+from flux_pipeline.builder.held_claims import HeldClaims
+from flux_pipeline.builder.outcomes import Outcome
+from flux_pipeline.builder.task_groups import WatchedTasks
 from flux_pipeline.protocol import FAILED, GenerationRequest
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.ledger import Ledger, LedgerEntry
@@ -71,7 +71,7 @@ class RangeState:
     sent: dict[str, Sent] = field(default_factory=dict)
     #: Requests of the batches being fed, not yet handed to the engine, in order.
     queues: list[deque[GenerationRequest]] = field(default_factory=list)
-    #: Keys another live run holds, waited on by :class:`~flux_pipeline.build.waiting.Waiting`.
+    #: Keys another live run holds, waited on by :class:`~flux_pipeline.builder.waiting.Waiting`.
     waiting: dict[str, GenerationRequest] = field(default_factory=dict)
     #: Set when keys join ``waiting`` (their first look comes ``WAIT_POLL`` s later).
     joined: asyncio.Event = field(default_factory=asyncio.Event)

@@ -3,10 +3,10 @@
 :func:`build_partitions` builds a range of partitions with one :class:`SegmindEngine` (one
 pacer, one in-flight window); :func:`build_partition` is its one-partition form. This module
 owns that public API and the orchestration of a range (:class:`_RangeBuild`): each partition in
-turn is planned (:func:`~flux_pipeline.build.planning.plan_partition`), its stored outcomes are
+turn is planned (:func:`~flux_pipeline.builder.planning.plan_partition`), its stored outcomes are
 reused, its other keys are routed (:mod:`.routing`: claimed, or waited on while another run
 holds them, :mod:`.waiting`), fed to the engine (:mod:`.feeding`) and the partition is finished
-(:mod:`.finishing`); the units share one :class:`~flux_pipeline.build.range_state.RangeState`.
+(:mod:`.finishing`); the units share one :class:`~flux_pipeline.builder.range_state.RangeState`.
 The reports are :mod:`.reports`' and the tunables (``WRITERS``, ``COPIERS``, ``WAIT_POLL``,
 ``CLAIM_LEASE``) are read from here when a build starts.
 
@@ -29,7 +29,7 @@ reused. A partition's lineage file is written atomically, one row per request, a
 its rows are known, then ``on_partition_done(report)`` runs on the calling thread.
 
 Claims (:mod:`flux_pipeline.store.claims`) make every request key submitted once across
-concurrent runs. Own claims (:mod:`flux_pipeline.build.held_claims`) are renewed every quarter
+concurrent runs. Own claims (:mod:`flux_pipeline.builder.held_claims`) are renewed every quarter
 of the lease while their jobs are in flight and released once each outcome is stored (and all of
 them when the build ends, however it ends). A key whose claim is found taken over at renewal
 (its lease ran out: a stalled process, skewed clocks) and that is not yet handed to the engine
@@ -61,15 +61,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Final
 
-from flux_pipeline.build.feeding import Feeding
-from flux_pipeline.build.finishing import Finishing
-from flux_pipeline.build.outcomes import Outcome, entry_outcome
-from flux_pipeline.build.planning import PartitionPlan, group_by_key, plan_partition
-from flux_pipeline.build.range_state import RangeState, Tally
-from flux_pipeline.build.reports import BuildProgress, BuildReport, RangeReport
-from flux_pipeline.build.routing import Routing
-from flux_pipeline.build.waiting import Waiting
-from flux_pipeline.build.worker_loop import Emit, run_on_worker_loop
+from flux_pipeline.builder.feeding import Feeding
+from flux_pipeline.builder.finishing import Finishing
+from flux_pipeline.builder.outcomes import Outcome, entry_outcome
+from flux_pipeline.builder.planning import PartitionPlan, group_by_key, plan_partition
+from flux_pipeline.builder.range_state import RangeState, Tally
+from flux_pipeline.builder.reports import BuildProgress, BuildReport, RangeReport
+from flux_pipeline.builder.routing import Routing
+from flux_pipeline.builder.waiting import Waiting
+from flux_pipeline.builder.worker_loop import Emit, run_on_worker_loop
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import EngineConfig, SegmindEngine
 from flux_pipeline.store.account_slot import AccountSlot, holding

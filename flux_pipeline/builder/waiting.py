@@ -1,7 +1,7 @@
 """Waiting on the keys other live runs hold, and taking over the claims of dead ones.
 
 A key whose claim another live run holds is not sent but put in
-:attr:`RangeState.waiting <flux_pipeline.build.range_state.RangeState.waiting>`. One background
+:attr:`RangeState.waiting <flux_pipeline.builder.range_state.RangeState.waiting>`. One background
 task (:meth:`Waiting.watch_forever`) reads the ledger for those keys ``poll`` seconds after they
 join, then at intervals doubling up to a quarter of the lease while nothing changes; it reuses
 what the other run finished without paying, and only for the keys still unfinished reads their
@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 
-from flux_pipeline.build.feeding import Feeding
-from flux_pipeline.build.range_state import RangeState
-from flux_pipeline.build.routing import Routing, finished_since
+from flux_pipeline.builder.feeding import Feeding
+from flux_pipeline.builder.range_state import RangeState
+from flux_pipeline.builder.routing import Routing, finished_since
 from flux_pipeline.store.storage import StorageError
 
 __all__ = ["Waiting"]

@@ -1,6 +1,6 @@
 """What a build reports: per partition (:class:`BuildReport`), per range
 (:class:`RangeReport`) and while it runs (:class:`BuildProgress`). Plain values, re-exported by
-:mod:`flux_pipeline.build`."""
+:mod:`flux_pipeline.builder`."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class BuildReport:
     produced while this build ran (it held their claim, or finished them since the plan): taken
     from the ledger, not paid.
 
-    In :func:`~flux_pipeline.build.build_partition`, ``api_requests`` and ``engine`` are the
+    In :func:`~flux_pipeline.builder.build_partition`, ``api_requests`` and ``engine`` are the
     engine's exact counts. In a range, ``api_requests`` sums the ``attempts`` of the results
     made for this partition (every HTTP request spent on each image: submit, polls, result,
     media download, retries), and ``engine`` is None: the shared engine's counters are

@@ -6,8 +6,8 @@ request (copying into the partition's folder the images it shares with other par
 for it (:mod:`flux_pipeline.store.receipts`, where the store tags them) and then the lineage
 file atomically, hands the native memory it freed back to the system
 (:mod:`.native_heap`) and emits the partition's
-:class:`~flux_pipeline.build.reports.BuildReport`. The keys it sent whose outcome is final are
-then dropped from :attr:`RangeState.sent <flux_pipeline.build.range_state.RangeState.sent>`:
+:class:`~flux_pipeline.builder.reports.BuildReport`. The keys it sent whose outcome is final are
+then dropped from :attr:`RangeState.sent <flux_pipeline.builder.range_state.RangeState.sent>`:
 later partitions find them in the ledger.
 """
 
@@ -17,13 +17,13 @@ import asyncio
 import time
 from collections.abc import Iterable
 
-from flux_pipeline.build import native_heap
-from flux_pipeline.build.outcomes import Outcome, prompt_rows
-from flux_pipeline.build.planning import KeyPlan, PartitionPlan
-from flux_pipeline.build.range_state import RangeState, Sent
-from flux_pipeline.build.reports import BuildReport
-from flux_pipeline.build.sliced_map import sliced_map
-from flux_pipeline.build.worker_loop import Emit
+from flux_pipeline.builder import native_heap
+from flux_pipeline.builder.outcomes import Outcome, prompt_rows
+from flux_pipeline.builder.planning import KeyPlan, PartitionPlan
+from flux_pipeline.builder.range_state import RangeState, Sent
+from flux_pipeline.builder.reports import BuildReport
+from flux_pipeline.builder.sliced_map import sliced_map
+from flux_pipeline.builder.worker_loop import Emit
 from flux_pipeline.protocol import COMPLETED, FAILED
 from flux_pipeline.store.imagefolder import write_imagefolder_metadata
 from flux_pipeline.store.layout import images_dir
