@@ -60,43 +60,11 @@ with warnings.catch_warnings():
         segmind: SegmindResource,
         storage: ObjectStoreResource,
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        """Every prompt of the stored table rendered by Fast Flux.1 Schnell for each day's
-        partition of the run: one partition, or a range of them in a backfill run.
+        """Every prompt of the stored table rendered by Fast Flux.1 Schnell, per daily partition.
 
-        Images land at `images/partition=KEY/` and one lineage row per prompt at
-        `lineage/partition=KEY/lineage.parquet` (columns described in the column schema). Images
-        already stored under the same request key are reused without an API call; a FAILED image
-        is a lineage row, not a failed run. A backfill packs up to `FLUX_MAX_PARTITIONS_PER_RUN`
-        (31) consecutive partitions in one run, built by one engine; each partition's lineage is
-        written as soon as it is complete. The run holds one slot of the pool `segmind` (in the
-        run queue, and as a leased account slot in the store, taken before its first request
-        however the run was launched) and paces its API requests at `requests_per_minute` / the
-        pool's slots.
-
-        Each partition gets its own materialization and metadata: `backend` (the Segmind API URL, or
-        the embedded emulator, whose images are synthetic); `completed`, `failed`, `cached` count
-        rows (`cached`: reused from a generation made for another partition); `reused` counts the
-        rows this build took from storage without an API call; `api_requests` counts submits, status
-        polls and result fetches (v1 sync POSTs in sync mode), retries included, media downloads
-        excluded; `media_downloads` the image downloads; `http_requests` the HTTP requests this
-        build spent on the partition's images, downloads included (their lineage `attempts`, which
-        `generation_metrics` sums); `retried_requests` the requests re-sent after a 429, 5xx or
-        transport error; `reported_cost` the sum of the per-image cost the service reported, in its
-        units; `cost` the reported cost of the images generated for the partition; `run_new_images`
-        / `run_max_new_images` and `run_cost` / `run_max_cost` the run's running total against its
-        budget (a run the budget stopped fails, naming it, once every lineage file is written);
-        `inference_time_p50_s` / `_p95_s` cover the images generated for the partition (null
-        when none was generated for it); `run_partitions` the range its run built; `quota_share` the
-        pace of the run's API requests; `mode` the configured protocol and `mode_used` the one(s)
-        its images went through (`auto` moves new images to v1 while a quota binds:
-        `completed_async` / `completed_sync` / `mode_switches` say how), `requests_per_image` the
-        API requests per completed image, `storage_requests` the object-store requests of the
-        build by verb (S3 API calls on an S3 root) and `storage_requests_per_image` those per
-        generated image. The engine's counters (`api_requests`,
-        `media_downloads`, `retried_requests`, `reported_cost`, the mode fields) are exact for
-        the run: in a run of several partitions,
-        which share one engine, they are the run's totals, named `run_api_requests` and so on.
-        """
+        A run builds one partition, or a backfill's range of up to `FLUX_MAX_PARTITIONS_PER_RUN`
+        with one engine. Stored images are reused without an API call; a FAILED image is a lineage
+        row, not a failed run. Each metadata key is described in docs/OUTPUTS.md."""
         partitions = list(context.partition_keys)
         store = storage.store()
         table = read_prompt_table(store)
@@ -105,8 +73,11 @@ with warnings.catch_warnings():
         configured = segmind.engine_config()
         config = paced_for_pool(configured, share)
         shared = {
+            # The Segmind API URL, or the embedded emulator (whose images are synthetic).
             "backend": _backend(segmind),
+            # The range this run builds: `KEY` or `FIRST...LAST (N partitions)`.
             "run_partitions": _describe(partitions),
+            # The pace of the run's API requests: `requests_per_minute` / the pool's slots.
             "quota_share": _quota_share(configured, config, share),
         }
         context.add_asset_metadata(shared)
@@ -152,6 +123,8 @@ with warnings.catch_warnings():
             )
         except (AuthenticationError, InsufficientCredits) as err:
             raise dg.Failure(description=str(err), allow_retries=False) from err
+        # The engine's counters are the run's totals: in a range run, whose partitions share one
+        # engine, they are named `run_api_requests` and so on.
         prefix = "" if len(partitions) == 1 else "run_"
         context.add_asset_metadata({prefix + k: v for k, v in _engine_metadata(report).items()})
         budget = _budget_metadata(config, report)
@@ -176,13 +149,19 @@ def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str)
     metadata: dict[str, Any] = {
         "dagster/row_count": len(lineage),
         "dagster/column_schema": arrow_schema(LINEAGE_READ_SCHEMA, LINEAGE_DESCRIPTIONS),
+        # Row counts; `cached`: reused from a generation made for another partition.
         "completed": report.completed,
         "failed": report.failed,
         "cached": report.cached,
+        # Rows this build took from storage without an API call.
         "reused": report.reused,
+        # Over the images generated for this partition; None when none was.
         "inference_time_p50_s": _quantile(inference, 0.5),
         "inference_time_p95_s": _quantile(inference, 0.95),
+        # HTTP requests spent on this partition's images, downloads included (lineage `attempts`,
+        # which `generation_metrics` sums).
         "http_requests": report.api_requests,
+        # The reported cost of the images generated for this partition.
         "cost": generated_cost(lineage),
         "elapsed_s": round(report.elapsed_s, 2),
         "images": dg.MetadataValue.path(report.images_prefix_uri),
@@ -197,16 +176,25 @@ def _engine_metadata(report: RangeReport) -> dict[str, Any]:
     """The engine's exact counters over the run (one partition's own in a one-partition run)."""
     engine = report.engine
     return {
+        # Submits, status polls and result fetches (v1 POSTs in sync mode), retries included,
+        # media downloads excluded.
         "api_requests": engine.api_requests,
         "media_downloads": engine.requests["download"],
+        # Requests re-sent after a 429, 5xx or transport error.
         "retried_requests": engine.retries,
+        # The sum of the per-image cost the service reported, in its units.
         "reported_cost": engine.cost,
+        # The configured protocol, and the one(s) the images went through (`auto` moves new
+        # images to v1 while a quota binds; the next three say how).
         "mode": engine.mode,
         "mode_used": engine.mode_used,
         "completed_async": engine.completed_by_mode.get("async", 0),
         "completed_sync": engine.completed_by_mode.get("sync", 0),
         "mode_switches": engine.mode_switches,
+        # API requests per completed image.
         "requests_per_image": _rounded(engine.requests_per_image),
+        # Object-store requests of the build by verb (S3 API calls on an S3 root), and per
+        # generated image.
         "storage_requests": dict(sorted(report.storage_requests.items())),
         "storage_requests_per_image": _rounded(report.storage_requests_per_image),
     }
@@ -225,6 +213,7 @@ def _budget_metadata(config: EngineConfig, report: RangeReport) -> dict[str, Any
         "run_max_new_images": config.max_new_images,
         "run_cost": round(engine.budget_spent_cost, 6),
         "run_max_cost": config.max_cost,
+        # Requests the budget refused: FAILED rows, not final, that a re-run submits.
         "run_left_by_budget": engine.budget_refused,
     }
 

@@ -24,17 +24,14 @@ TABLE_ROWS = 60
 def generation_metrics(
     context: dg.AssetExecutionContext, storage: ObjectStoreResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """One row per partition of `generated_images`, over every partition's lineage, written to
-    `metrics/generation_metrics.parquet`.
+    """One row per partition of `generated_images`, in `metrics/generation_metrics.parquet`.
 
-    Counts (completed, failed, cached, bytes) cover every row of a partition; inference time,
-    latency, HTTP requests and throughput cover only the images generated in that partition
-    (`cached` false), since reused rows keep the timings of the build that made them. Each
-    column is described in the column schema. Refreshed by every `synthetic_build` run. The
-    lineage is read one partition at a time: memory follows a partition's size, not the store's.
-    """
+    Counts cover every row of a partition; timings, requests and throughput only the images
+    generated for it (`cached` false), since reused rows keep the timings of the build that made
+    them. Each column is described in the column schema."""
     store = storage.store()
     rows, lineage_rows, latencies = [], 0, []
+    # One partition's lineage at a time: memory follows a partition's size, not the store's.
     for partition, lineage in each_partition_lineage(store, columns=METRIC_INPUTS):
         rows.append(partition_metrics(partition, lineage))
         lineage_rows += len(lineage)
@@ -52,6 +49,7 @@ def generation_metrics(
             "dagster/row_count": len(metrics),
             "dagster/column_schema": frame_schema(metrics, METRIC_DESCRIPTIONS),
             "dagster/uri": store.uri(METRICS_PATH),
+            # Lineage rows aggregated, over every partition.
             "lineage_rows": lineage_rows,
             "metrics_shown": f"newest {shown} of {len(metrics)} partitions",
             "metrics": preview_table(

@@ -33,11 +33,8 @@ def prompt_table(
     """The prompt table named by `FLUX_PROMPTS` (or the bundled sample), validated.
 
     Every bad row is reported by id and field before any credit is spent; the valid table is
-    written to `prompt_table/prompt_table.parquet` under the storage root. Its data version is
-    the sha256 of the validated content, so an unchanged table leaves the partitions of
-    `generated_images` in sync. An empty `seed` is derived from `(prompt_id, partition)` in each
-    partition, so the preview shows it blank.
-    """
+    written to `prompt_table/prompt_table.parquet`. Its data version is the sha256 of the
+    validated content, so an unchanged table leaves the built partitions in sync."""
     source = os.environ.get("FLUX_PROMPTS") or None
     context.log.info(f"loading prompt table from {source or 'the bundled sample'}")
     try:
@@ -59,6 +56,8 @@ def prompt_table(
             "dagster/column_schema": frame_schema(table, PROMPT_DESCRIPTIONS),
             "dagster/uri": store.uri(PROMPT_TABLE_PATH),
             "source": source or "bundled sample",
+            # An empty `seed` is derived from `(prompt_id, partition)` in each partition, so the
+            # preview shows it blank.
             "seeds": f"{pinned} pinned, {len(table) - pinned} {SEED_RULE}",
             "preview_rows": f"first {min(PREVIEW_ROWS, len(table))} of {len(table)}",
             "preview": preview_table(table, rows=PREVIEW_ROWS, descriptions=PROMPT_DESCRIPTIONS),

@@ -1,24 +1,13 @@
 """``flux_dead_runs``: a sensor of this code location that fails the runs whose worker is dead.
 
-Dagster's run monitoring asks the run launcher whether a run's worker lives, and the
-``DefaultRunLauncher`` (``dagster dev``, a code server launching runs as its own processes, as in
-``deploy/docker-compose.yaml``) cannot tell: a run whose process tree was killed stays
-``STARTED`` for ever, and its backfill with it. The evidence this sensor uses instead is the run's
-heartbeat in the store (:mod:`flux_pipeline.store.run_heartbeat`), written by the run's worker from
-the moment its resources are set up. Every ``FLUX_RUN_MONITOR_INTERVAL`` seconds (30) it reads
-the heartbeat of each ``STARTED`` run of this code location and fails the run, saying why, when
-
-- the heartbeat was written on this machine by a process that no longer exists (found at the
-  next tick: one machine, or the code server's container that also runs its runs), or
-- the heartbeat's lease (``FLUX_RUN_LEASE``, 120 s) ran out: a lost pod or machine, or
-- the run has been ``STARTED`` for two leases (at least a minute) without ever writing one
-  (killed before its resources were set up).
-
-A run that is slow but alive keeps renewing its heartbeat and is never failed. The failure is a
-run failure, not a step failure, so the instance's ``run_retries`` launch a retry, which resumes
-from the ledger. Each tick also creates the ``segmind`` pool's limit row if the instance has
-none yet (see :mod:`flux_pipeline.assets.run_queue`), and deletes the heartbeats of runs that
-have ended.
+Dagster's run monitoring asks the run launcher whether a worker lives, and the
+``DefaultRunLauncher`` (``dagster dev``, a code server launching its runs) cannot tell: a killed
+run would stay ``STARTED`` for ever, and its backfill with it. This sensor reads each ``STARTED``
+run's heartbeat in the store (:mod:`flux_pipeline.store.run_heartbeat`) and fails the run, saying
+why, when its worker is gone; the failure is a run failure, so ``run_retries`` resume it from
+the ledger. When a run counts as dead: docs/OPERATIONS.md ("Recovery"). Each tick also creates
+the ``segmind`` pool's limit row if the instance has none (see
+:mod:`flux_pipeline.assets.run_queue`) and deletes the heartbeats of ended runs.
 """
 
 from __future__ import annotations

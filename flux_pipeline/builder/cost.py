@@ -2,20 +2,13 @@
 
 Each partition is classified by :func:`flux_pipeline.builder.planning.plan_partitions`, the same
 classification the build acts on, so the plan and the build cannot disagree on what is paid:
-
-- ``reusable``: prompts whose image is already stored (copied, no API call);
-- ``failed``: prompts whose request already ended in a final FAILED (reused as is);
-- ``in_flight``: jobs already submitted (and billed) that the build re-attaches to; of them,
-  ``in_flight_expired`` were submitted longer ago than the service keeps results (one hour):
-  their result is likely gone (404), and the build then submits them again, billed again;
-- ``to_submit``: new jobs, each one billed;
-- ``shared``: prompts whose request key an earlier partition of the same range submits or
-  re-attaches: one engine (and, across runs, one claim) sends it once, so it is counted and
-  paid once, in the first partition that needs it.
+``reusable`` and ``failed`` cost nothing, ``in_flight`` jobs are already paid (those older than
+the service's retention, ``in_flight_expired``, will likely be paid again), ``to_submit`` are
+billed, and a ``shared`` key is paid once, in the first partition of the range that needs it.
 
 The cost of one image (:func:`unit_cost`) is the mean ``cost`` the service reported over the
-lineage's COMPLETED generations (``cached`` false, each request key once) of every partition;
-when the lineage reports none, ``price_per_image``; else it is unknown and said so.
+lineage's COMPLETED generations (``cached`` false, each request key once); else
+``price_per_image``; else unknown, and said so.
 """
 
 from __future__ import annotations

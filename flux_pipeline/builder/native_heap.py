@@ -1,12 +1,10 @@
 """Freed native memory handed back to the system once a partition is finished (glibc).
 
-A finished partition frees what it used: image bodies, its lineage's Arrow buffers, its
-metadata's frames and contact sheet. glibc keeps the freed pages mapped, and the objects of the
-partitions still building sit among them, so its heap cannot shrink from the top: peak RSS
-crept up partition after partition. ``malloc_trim(0)`` gives back every free page of glibc's
-heaps, so RSS follows what is live. 8 x 4,000 images, one run each: 263 MB peak RSS with it,
-266 without, and its growth from the third partition to the eighth was 2.4 MB against 4.1 MB.
-With another C library, :func:`trim` does nothing.
+A finished partition frees its image bodies, Arrow buffers and frames, but glibc keeps the
+freed pages mapped among the objects of the partitions still building, so its heap cannot
+shrink from the top and peak RSS would creep up partition after partition. ``malloc_trim(0)``
+gives back every free page, so RSS follows what is live. With another C library, :func:`trim`
+does nothing.
 """
 
 from __future__ import annotations

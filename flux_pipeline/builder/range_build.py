@@ -1,54 +1,17 @@
 """Build partitions: engine -> object storage -> ledger -> lineage, streaming.
 
 :func:`build_partitions` builds a range of partitions with one :class:`SegmindEngine` (one
-pacer, one in-flight window); :func:`build_partition` is its one-partition form. This module
-owns that public API and the orchestration of a range (:class:`_RangeBuild`): each partition in
-turn is planned (:func:`~flux_pipeline.builder.planning.plan_partition`), its stored outcomes are
-reused, its other keys are routed (:mod:`.routing`: claimed, or waited on while another run
-holds them, :mod:`.waiting`), fed to the engine (:mod:`.feeding`) and the partition is finished
-(:mod:`.finishing`); the units share one :class:`~flux_pipeline.builder.range_state.RangeState`.
-The reports are :mod:`.reports`' and the tunables (``WRITERS``, ``COPIERS``, ``WAIT_POLL``,
-``CLAIM_LEASE``) are read from here when a build starts.
+pacer, one in-flight window, a key shared by several partitions sent once);
+:func:`build_partition` is its one-partition form. :class:`_RangeBuild` walks each partition
+through plan -> reuse -> route -> feed -> finish (the units of this package, see
+docs/ARCHITECTURE.md) and plans the next partition while the previous one's requests are still
+being fed, so the window stays full across partitions. The tunables (``WRITERS``, ``COPIERS``,
+``WAIT_POLL``, ``CLAIM_LEASE``) are read from here when a build starts.
 
-A partition is planned while the previous one's requests are still being fed to the engine, so
-the window stays full across partitions. A partition's rows are held until its last outcome is
-known: usually about two partitions' rows, more while partitions with nothing to send wait on
-keys another run is generating (a partition that sends requests is planned only once the one
-before has all of its requests in the window). Per request key:
-
-1. ``reuse`` / ``failed``: the stored image (copied into this partition's folder when missing)
-   or the final FAILED row, no API call;
-2. ``attach``: the ledger's request id is polled; ``submit``: a new job;
-3. ``shared``: a key an earlier partition of the range attaches or submits is sent once; this
-   partition waits for that outcome and copies it.
-
-Each image is stored as it arrives, under the partition the job was sent for (``image_id``
-names the backend's image of that request key, see :mod:`flux_pipeline.store.provenance`); no
-image bytes are kept. A build uses one backend's ledger: nothing another backend generated is
-reused. A partition's lineage file is written atomically, one row per request, as soon as all
-its rows are known, then ``on_partition_done(report)`` runs on the calling thread.
-
-Claims (:mod:`flux_pipeline.store.claims`) make every request key submitted once across
-concurrent runs. Own claims (:mod:`flux_pipeline.builder.held_claims`) are renewed every quarter
-of the lease while their jobs are in flight and released once each outcome is stored (and all of
-them when the build ends, however it ends). A key whose claim is found taken over at renewal
-(its lease ran out: a stalled process, skewed clocks) and that is not yet handed to the engine
-is not sent; it is waited on like any other run's key. (The engine takes one request ahead of a
-free window slot, and a job in the window may still wait for the pacer before it submits: those
-are not checked again.) A failed renewal or look at other runs' keys is logged and tried again;
-the build fails once its claims have gone unrenewed for half the lease (before another run may
-take them over), or other runs' keys have gone unread for a whole lease. Once per build,
-staging files that killed processes left under ``_tmp/`` are removed (best effort, only those
-older than an hour: :meth:`~flux_pipeline.store.storage.ObjectStore.clean_tmp`).
-
-``cached``: the ledger names the partition each generation was made for (the partition whose
-build stored it first, see :mod:`flux_pipeline.store.ledger`). A row is ``cached`` exactly when
-that partition is another one; rebuilding a partition from its own images reproduces its rows as
-generated (request id, timings, timestamps, ``cached`` false), so its metrics do not change.
-
-A storage failure raises :class:`~flux_pipeline.store.storage.StorageError`, and authentication
-and credit errors propagate as the engine raised them; the partitions not finished by then get
-no lineage. What finished before is in the ledger, so the next run picks it up.
+Every request key is claimed before it is sent, so concurrent runs pay once; the build fails
+once its claims have gone unrenewed for half the lease, before another run may take them over.
+A storage failure raises :class:`~flux_pipeline.store.storage.StorageError` and authentication
+and credit errors propagate; what finished before is in the ledger for the next run.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """A function over many items on a few threads, handed out in slices: a task (and a future)
-per slice, not per item. A partition's 4,000 keys as 4,000 futures held 8 MB while they ran."""
+per slice, not per item, so a partition's thousands of keys do not each hold a future.
+"""
 
 from __future__ import annotations
 

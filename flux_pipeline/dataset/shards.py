@@ -1,27 +1,17 @@
 """WebDataset tar shards of a partition range, with a manifest; streamed one image at a time.
 
-Each COMPLETED row becomes one sample of three tar members sharing one key:
-``KEY.jpg`` (or the stored image's own extension), ``KEY.txt`` (the prompt, as img2dataset
-writes captions) and ``KEY.json`` (every lineage field plus ``partition``). The key is
-``{partition}/{prompt_id}-{seed}``: the partition folder keeps keys unique across a range
-(a prompt table that pins seeds asks for the same ``prompt_id-seed`` every day). WebDataset
-ends a key at the first dot of the file name, and prompt ids may hold dots, so a dot in the
-partition or prompt id is written ``%2E`` (``%`` is never part of either); the ``.json``
-holds the real values.
+Each COMPLETED row becomes one sample: ``KEY.jpg`` (or the stored image's extension),
+``KEY.txt`` (the prompt, as img2dataset writes captions) and ``KEY.json`` (its lineage fields
+and ``partition``). The key is ``{partition}/{prompt_id}-{seed}``, unique across a range; a dot
+in it is written ``%2E``, since WebDataset ends a key at the first dot (the ``.json`` holds the
+real values).
 
-Only images a service made are exported: rows of the embedded emulator (synthetic) and rows
-that name no backend (written before backends were recorded) are skipped and counted, unless
-``include_synthetic``. An image is stored once however many rows point at it: a row whose
-backend and ``request_key`` were already exported (same model, prompt, seed, steps and aspect
-ratio from the same service, hence the same image) is skipped and counted, unless
-``keep_duplicates``. Every image's sha256 is checked against its
-lineage on the way. Shards are ``{prefix}-000000.tar``, ``{prefix}-000001.tar``, ... in
-partition order, then lineage order (shuffling is the loader's job); a shard is closed before
-it would exceed ``max_samples_per_shard`` samples or ``max_shard_bytes`` bytes (a single sample
-larger than that gets a shard of its own). Shards are reproducible: the same range exports to
-the same bytes. Each shard is written to a staging file and published whole (a rename in the
-same local filesystem, or one S3 upload); ``manifest.json`` is written last, then shards of an
-earlier export with the same prefix that the new manifest does not list are removed.
+Only images a service made are exported, and each image once (same backend and
+``request_key``), unless ``include_synthetic`` / ``keep_duplicates``; what is left out is
+counted. Every image's sha256 is checked against its lineage. Shards are closed before they
+would pass ``max_samples_per_shard`` or ``max_shard_bytes``, published whole, and reproducible
+(the same range exports to the same bytes); ``manifest.json`` is written last, then shards of
+an earlier export with the same prefix that it does not list are removed.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """Where things live under the storage root: the one home of those paths.
 
-::
-
-    images/partition=KEY/{prompt_id}-{image_id}.{ext}   images (image_id: backend + request key)
-    images/partition=KEY/metadata.jsonl                 the partition as a HF imagefolder
-    lineage/partition=KEY/lineage.parquet               one row per prompt (Hive layout)
-    prompt_table/prompt_table.parquet                   the validated prompt table
-    metrics/generation_metrics.parquet                  generation_metrics
-    _ledger/{backend}/{request_key}.json                resume and cache, per backend
-    _receipts/partition=KEY.json                        the store's tag of each image written
-    _claims/{request_key}.json, _claims/_owners/        claims and their owners' heartbeats
-    _runs/{run_id}.json                                 run heartbeats
-    _tmp/                                               local atomic-write staging
-    .cas-lock in a folder                               local compare-and-swap lock
-
 Every path is relative to the root (POSIX, no leading ``/``); the functions check the names
-they are given (partition keys, request keys, owner and run ids) before they build a path.
+they are given (partition keys, request keys, owner and run ids) before they build a path. The
+layout is drawn in docs/ARCHITECTURE.md ("Storage layout").
 """
 
 from __future__ import annotations

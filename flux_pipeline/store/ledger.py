@@ -1,27 +1,15 @@
 """Per-request state under ``_ledger/{backend}/{request_key}.json``: resume and cache, shared by
 partitions, kept per backend (:mod:`flux_pipeline.store.provenance`).
 
-An entry goes ``SUBMITTED`` (the service accepted the job: its ``request_id`` is kept so a
-restarted run re-attaches instead of paying again) then ``COMPLETED`` (the image is stored:
-the entry carries its lineage fields) or ``FAILED`` (a non-retryable failure, reused as is).
-Every write is durable when the method returns, and readers see the entry before it or after it,
-never a torn one: the entry is a record of :meth:`ObjectStore.write_record`, so in a local
-folder a new state is a line appended to the entry's file (no new file per state change).
+An entry goes ``SUBMITTED`` (the job's ``request_id``, so a restarted run re-attaches instead of
+paying again) then ``COMPLETED`` (the image is stored; the entry carries its lineage fields) or
+``FAILED`` (final, reused as is). Every write is durable when the method returns and readers
+never see a torn entry (:meth:`ObjectStore.write_record`). A finished entry names the partition
+the generation was made for, which never changes: it is what makes a reused row ``cached``.
 
-Reading many entries (a partition's plan) first lists the folder, a page of 1,000 names per
-``LIST``, so a key with no entry costs no read: a new partition's keys are settled by a few
-listing requests instead of a ``GET`` each. The listing goes on only while each page spares at
-least :data:`SPARED_PER_PAGE` reads; in a folder far larger than the keys asked for (a bucket
-of many months), the keys it has not reached are read one by one, as before.
-
-A ledger reads and writes one backend's folder (``backend_slug``): a job another backend
-submitted is never attached to, and its images are never reused. Entries written before
-backends were recorded (``_ledger/{request_key}.json``) belong to no backend and are not read.
-
-A finished entry names the partition the generation was made for (``partition``: the one whose
-build stored the outcome first). It never changes, even when ``image_path`` is later pointed at
-another partition's surviving copy; it is what makes a reused lineage row ``cached`` (made for
-another partition) or not (this partition's own generation, rebuilt).
+Reading many entries lists the folder first, so a key with no entry costs no read; the listing
+goes on only while each page spares at least :data:`SPARED_PER_PAGE` reads. A ledger reads one
+backend's folder: entries at ``_ledger/{request_key}.json`` name no backend and are not read.
 """
 
 from __future__ import annotations

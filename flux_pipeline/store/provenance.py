@@ -10,8 +10,8 @@ A backend is named by a string kept with every ledger entry and lineage row:
 Reuse, re-attach and cross-partition copies happen only within one backend: the ledger is kept
 per backend (:func:`backend_slug` names its folder) and an image's file name is derived from the
 backend and the request key (:func:`image_id`), so two backends, or two request keys, never
-share a file. Rows written before backends were recorded carry none: they are *unknown*, never
-reused by a build, and counted as synthetic by exports (:func:`is_service`).
+share a file. Rows and entries that name no backend are *unknown*: never reused by a build, and
+counted as synthetic by exports (:func:`is_service`).
 """
 
 from __future__ import annotations

@@ -2,11 +2,10 @@
 
 ``_receipts/partition=KEY.json`` maps an image's path to the ``etag`` the store gave the version
 a build wrote and the ``sha256`` the build hashed from the same bytes. S3 checks an upload's
-bytes on arrival (the SDK's request checksum) and gives any later write of the object a new
-``ETag`` unless its bytes are the same, so an object whose listed ``ETag`` still equals its
-receipt holds the bytes whose sha256 the receipt names. The integrity check then verifies a
-partition with one listing (1,000 objects per ``LIST``) and one read of this file instead of
-reading every image back; an image without a matching receipt is read and hashed as before.
+bytes on arrival and gives any later write of the object a new ``ETag`` unless its bytes are the
+same, so an object whose listed ``ETag`` still equals its receipt holds the bytes its receipt
+names. The integrity check then verifies a partition with one listing and one read of this file;
+an image without a matching receipt is read back and hashed.
 
 A local folder gives no tag: no receipts are kept there, and its images are always read back.
 """

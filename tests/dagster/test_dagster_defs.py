@@ -77,6 +77,16 @@ def test_descriptions_are_markdown_not_rst() -> None:
     assert not [name for name, text in descriptions.items() if "``" in (text or "")]
 
 
+def test_asset_descriptions_fit_in_five_lines() -> None:
+    """The UI shows an asset's description: its metadata keys are described where emitted."""
+    graph = defs.resolve_asset_graph()
+    lengths = {
+        key.to_user_string(): len((graph.get(key).description or "").strip().splitlines())
+        for key in graph.get_all_asset_keys()
+    }
+    assert all(0 < length <= 5 for length in lengths.values()), lengths
+
+
 def test_resources_default_to_the_embedded_emulator_and_local_storage() -> None:
     resources = defs.resources or {}
     assert set(resources) == {"segmind", "storage"}
