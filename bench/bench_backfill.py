@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +46,8 @@ from bench.support import KEY, emulator
 from flux_pipeline.assets.partitions import DEFAULT_MAX_PARTITIONS_PER_RUN
 from flux_pipeline.store.layout import partition_dir
 
-# The daemon harness is the one tests/daemon and tests/postgres use (a plain module next to
-# those tests, not a package): its folder goes on the path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "daemon"))
-from daemon_support import DaemonHome, sqlite_dagster_yaml
+# The daemon harness is the one tests/daemon and tests/postgres use (package tests.support).
+from tests.support.daemon_support import DaemonHome, sqlite_dagster_yaml
 
 WORKERS, STEPS, STEP_TIME = 16, 4, 0.25
 PARTITIONS = [f"2026-11-{day:02d}" for day in range(1, 7)]

@@ -23,7 +23,6 @@ than once (``jobs.by_request_key``).
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,15 +35,11 @@ import dagster as dg
 import httpx
 
 from bench.support import KEY, emulator
-
-# The harnesses of tests/daemon and tests/postgres (plain modules next to those tests).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "daemon"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "postgres"))
-from daemon_support import DaemonHome
-from loopback import free_port
-from postgres_server import DEPLOY_DAGSTER_YAML, running_postgres
-from recovery_support import (
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.daemon_support import DaemonHome
+from tests.support.loopback import free_port
+from tests.support.postgres_server import DEPLOY_DAGSTER_YAML, running_postgres
+from tests.support.recovery_support import (
     LOCAL_DAGSTER_YAML,
     PARTITIONS,
     Killed,
@@ -61,8 +56,6 @@ from recovery_support import (
     wait_for_mid_build,
     write_table,
 )
-
-from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS, WORKERS, STEP_TIME, KILL_AT = 40, 8, 0.25, 30
 #: The issue's bound: the backfill finishes within 5 minutes of the restart.

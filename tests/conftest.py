@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import TEST_KEY
+
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.loopback import TEST_KEY
 
 #: Folders whose slow tests mostly wait on dagster-daemon's fixed 30 s backfill loop (idle).
 DAEMON_SUITES = ("daemon", "postgres")
@@ -100,3 +104,19 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.delenv(name, raising=False)
     os.environ.pop("AWS_SECURITY_TOKEN", None)
     return s3_endpoint
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> ObjectStore:
+    """An object store on a local folder."""
+    return ObjectStore.from_uri(str(tmp_path / "root"))
+
+
+@pytest.fixture
+def s3_store(s3_env: str) -> ObjectStore:
+    """A fresh bucket on the moto server, rooted under a prefix."""
+    import s3fs
+
+    bucket = f"flux-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    return ObjectStore.from_uri(f"s3://{bucket}/pipeline")

@@ -94,3 +94,31 @@ def test_the_store_imports_nothing_above_it() -> None:
         if module.startswith("flux_pipeline.")
     }
     assert {_stage(m) for m in imported} <= {"store", "protocol"}
+
+
+#: Test folders that are not a stage: the Dagster layer, whole-system suites, shared helpers.
+SUITES = {"dagster", "daemon", "deploy", "postgres", "reliability", "support"}
+TESTS = Path(__file__).resolve().parent
+
+
+def test_test_folders_mirror_the_stages() -> None:
+    """A test goes in the folder of the stage it tests (``tests/<stage>/``) or of a suite."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders - set(RANK) - SUITES == set()
+
+
+def test_tests_and_benchmarks_reach_helpers_as_packages_not_through_sys_path() -> None:
+    """Helpers live in packages (``tests.support``, ``bench``); nothing edits ``sys.path``."""
+    sources = [*TESTS.rglob("*.py"), *(TESTS.parent / "bench").rglob("*.py")]
+    edits = [
+        str(path.relative_to(TESTS.parent))
+        for path in sources
+        if any(
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+    ]
+    assert edits == []

@@ -11,12 +11,12 @@ from typing import Any, NamedTuple
 import dagster as dg
 import pandas as pd
 import pytest
-from daemon_support import DaemonHome, sqlite_dagster_yaml
-from loopback import TEST_KEY
 
 from flux_pipeline.report.metrics import generation_metrics
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.daemon_support import DaemonHome, sqlite_dagster_yaml
+from tests.support.loopback import TEST_KEY
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
 #: Four partitions, three per run: two runs (3 + 1), both at once under the pool limit of 2.

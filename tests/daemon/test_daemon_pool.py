@@ -16,12 +16,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
-from daemon_support import DaemonHome
-from loopback import TEST_KEY
-from recovery_support import DAGSTER, LOCAL_DAGSTER_YAML, ledger_states, write_table
 
 from flux_pipeline.assets.segmind_pool import pool_share
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.daemon_support import DaemonHome
+from tests.support.loopback import TEST_KEY
+from tests.support.recovery_support import DAGSTER, LOCAL_DAGSTER_YAML, ledger_states, write_table
 
 PARTITIONS = [f"2026-11-{day:02d}" for day in range(20, 26)]
 SHELL_PARTITION = "2026-11-26"

@@ -12,9 +12,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from daemon_support import DaemonHome
-from loopback import TEST_KEY
-from recovery_support import (
+
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.daemon_support import DaemonHome
+from tests.support.loopback import TEST_KEY
+from tests.support.recovery_support import (
     LOCAL_DAGSTER_YAML,
     PARTITIONS,
     PER_RUN,
@@ -28,8 +30,6 @@ from recovery_support import (
     wait_for_mid_build,
     write_table,
 )
-
-from flux_pipeline.store.storage import ObjectStore
 
 
 @pytest.mark.slow

@@ -8,7 +8,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_support import KEY, Runner, make_resources
+
+from tests.support.cost_support import service_env
+from tests.support.dagster_support import KEY, Runner, make_resources
+
+__all__ = ["service_env"]  # the cost tests' fixture (tests/support/cost_support.py)
 
 #: Six prompts over several aspect ratios and step counts; one seed pinned.
 SMALL_TABLE = """prompt_id,prompt,seed,steps,aspect_ratio

@@ -13,7 +13,11 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster_support import (
+from PIL import Image
+
+from flux_pipeline.report.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS
+from flux_pipeline.store.provenance import image_id
+from tests.support.dagster_support import (
     KEY,
     PARTITION,
     Runner,
@@ -22,10 +26,6 @@ from dagster_support import (
     make_resources,
     metadata_of,
 )
-from PIL import Image
-
-from flux_pipeline.report.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS
-from flux_pipeline.store.provenance import image_id
 
 PROMPT_IDS = {"fox", "harbor", "tower", "market", "comet", "garden"}
 CHECKS = {

@@ -18,7 +18,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_support import KEY, PARTITION
+
+from tests.support.dagster_support import KEY, PARTITION
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 PROMPTS = 40

@@ -9,9 +9,9 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
-from dagster_support import KEY, PARTITION, Runner, failure_message, metadata_of
 
 from flux_pipeline.store.lineage import LINEAGE_COLUMNS, LINEAGE_DESCRIPTIONS
+from tests.support.dagster_support import KEY, PARTITION, Runner, failure_message, metadata_of
 
 DATA_VERSION = "dagster/data_version"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from loopback import TEST_KEY
 
 from flux_pipeline.store.provenance import EMBEDDED_EMULATOR, service_backend
+from tests.support.loopback import TEST_KEY
 
 DAY = "2026-11-20"
 BIN = Path(sys.executable).parent

@@ -12,13 +12,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 from dagster._core.definitions.backfill_policy import BackfillPolicyType
-from dagster_support import KEY, Runner, failure_message, metadata_of
 from PIL import Image
 
 from flux_pipeline.assets.partitions import DEFAULT_MAX_PARTITIONS_PER_RUN, max_partitions_per_run
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL, PoolShare, paced_for_pool, pool_share
 from flux_pipeline.definitions import defs
 from flux_pipeline.segmind import EngineConfig
+from tests.support.dagster_support import KEY, Runner, failure_message, metadata_of
 
 RANGE = ["2026-11-20", "2026-11-21", "2026-11-22"]
 CHECKS = {

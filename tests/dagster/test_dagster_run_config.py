@@ -17,7 +17,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_support import KEY, PARTITION, make_resources
+
+from tests.support.dagster_support import KEY, PARTITION, make_resources
 
 OVERRIDE: dict[str, Any] = {"resources": {"segmind": {"config": {"max_concurrency": 4}}}}
 DAGSTER = Path(sys.executable).with_name("dagster")

@@ -9,7 +9,14 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_support import PARTITION, Runner, checks_by_name, failure_message, make_resources
+
+from tests.support.dagster_support import (
+    PARTITION,
+    Runner,
+    checks_by_name,
+    failure_message,
+    make_resources,
+)
 
 
 @pytest.fixture

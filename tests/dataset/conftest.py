@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dataset_builds import DAYS, TABLE
-from loopback import fast_config
 
 from flux_pipeline.builder import build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dataset_builds import DAYS, TABLE
+from tests.support.loopback import fast_config
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
-from dataset_builds import DAYS
 
 from flux_pipeline.commands.export import byte_size
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dataset_builds import DAYS
 
 COMMAND = Path(sys.executable).with_name("flux-pipeline")
 Builder = Callable[..., ObjectStore]

@@ -11,12 +11,12 @@ from typing import Any
 
 import fsspec
 import pytest
-from dataset_builds import DAYS
 
 from flux_pipeline.store.imagefolder import METADATA_FIELDS
 from flux_pipeline.store.layout import METADATA_FILE
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dataset_builds import DAYS
 
 Builder = Callable[..., ObjectStore]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import webdataset as wds
-from dataset_builds import DAYS
 
 from flux_pipeline.dataset.partitions import select_partitions
 from flux_pipeline.dataset.shards import ExportError, ShardManifest, export_shards, sample_key
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dataset_builds import DAYS
 
 Builder = Callable[..., ObjectStore]
 

@@ -20,7 +20,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from helm_schema import HELM_VALUES_SUBSET
+
+from tests.support.helm_schema import HELM_VALUES_SUBSET
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

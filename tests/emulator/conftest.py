@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_http import TEST_KEY
+
+from tests.support.emulator_http import TEST_KEY
 
 
 @pytest.fixture

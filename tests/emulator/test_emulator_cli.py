@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from emulator_http import emulator_process
 
 from flux_pipeline.commands.cli import main
 from flux_pipeline.emulator import EmulatorSettings
+from tests.support.emulator_http import emulator_process
 
 SECRET = "SG_feedfacecafebeef"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_http import SUBMIT_PATH, SYNC_PATH, TEST_KEY, submit, wait_for_end
 
 from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
+from tests.support.emulator_http import SUBMIT_PATH, SYNC_PATH, TEST_KEY, submit, wait_for_end
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_http import SYNC_PATH, TEST_KEY, emulator_process, submit, wait_for_end
 
 from flux_pipeline.commands.cli import build_parser, emulator_settings
 from flux_pipeline.emulator import EmulatorSettings
 from flux_pipeline.emulator.badmedia import HTML_PAGE, PNG_HEADER
+from tests.support.emulator_http import SYNC_PATH, TEST_KEY, emulator_process, submit, wait_for_end
 
 
 def _client(emu: Any) -> httpx.Client:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from emulator_http import POLL_LIMIT, SUBMIT_PATH, SYNC_PATH, TEST_KEY
 
 from flux_pipeline.emulator.limits import LatencyInjector
+from tests.support.emulator_http import POLL_LIMIT, SUBMIT_PATH, SYNC_PATH, TEST_KEY
 
 LATENCY = 0.2
 

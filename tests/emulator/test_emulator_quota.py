@@ -12,7 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_http import (
+
+from flux_pipeline.commands.cli import build_parser, emulator_settings
+from flux_pipeline.emulator import EmulatorSettings
+from tests.support.emulator_http import (
     POLL_LIMIT,
     SUBMIT_PATH,
     SYNC_PATH,
@@ -21,9 +24,6 @@ from emulator_http import (
     submit,
     wait_for_end,
 )
-
-from flux_pipeline.commands.cli import build_parser, emulator_settings
-from flux_pipeline.emulator import EmulatorSettings
 
 OTHER_KEY = "SG_fedcba9876543210"
 QUICK = {"prompt": "a lighthouse", "steps": 1}

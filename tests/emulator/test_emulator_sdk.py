@@ -6,13 +6,13 @@ import io
 from typing import Any
 
 import pytest
-from emulator_http import TEST_KEY
 from PIL import Image
 from segmind import SegmindClient
 from segmind.exceptions import SegmindError
 from segmind.v2 import InferenceFailed
 
 from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
+from tests.support.emulator_http import TEST_KEY
 
 
 @pytest.fixture

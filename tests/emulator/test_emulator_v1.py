@@ -6,8 +6,9 @@ import base64
 import io
 
 import httpx
-from emulator_http import SYNC_PATH
 from PIL import Image
+
+from tests.support.emulator_http import SYNC_PATH
 
 
 def test_sync_answers_the_image_with_billing_headers(client: httpx.Client) -> None:

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from emulator_http import TEST_KEY, submit, wait_for_end
 from PIL import Image
 
 from flux_pipeline.emulator import EmulatorSettings
 from flux_pipeline.emulator.jobs import InferencePool, JobStore
 from flux_pipeline.emulator.params import Params
 from flux_pipeline.protocol import request_key
+from tests.support.emulator_http import TEST_KEY, submit, wait_for_end
 
 
 def test_submit_answers_queued_with_absolute_urls(client: httpx.Client) -> None:

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome, PostgresServer, running_postgres
 
-TESTS = Path(__file__).resolve().parents[1]
-# This suite reuses the reliability and daemon suites' helpers (and the daemon backfill scenario)
-# under the module names pytest gives them when it collects those folders.
-for _suite in ("reliability", "daemon"):
-    if str(TESTS / _suite) not in sys.path:
-        sys.path.append(str(TESTS / _suite))
+from tests.support.postgres_server import (
+    DEPLOY_DAGSTER_YAML,
+    PostgresHome,
+    PostgresServer,
+    running_postgres,
+)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_support import DaemonHome
-from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
-from test_daemon_backfill import Setup, scenario_env
-from test_daemon_backfill import (
+
+from tests.daemon.test_daemon_backfill import Setup, scenario_env
+from tests.daemon.test_daemon_backfill import (
     test_a_daemon_backfill_packs_partitions_into_runs_and_running_it_again_is_free as scenario,
 )
+from tests.support.daemon_support import DaemonHome
+from tests.support.postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
 
 
 @pytest.fixture

@@ -10,9 +10,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from loopback import TEST_KEY
-from postgres_server import PostgresHome
-from reliability_support import (
+
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.loopback import TEST_KEY
+from tests.support.postgres_server import PostgresHome
+from tests.support.reliability_support import (
     PARTITION,
     Materialization,
     audit_killed,
@@ -22,8 +24,6 @@ from reliability_support import (
     wait_for_mid_build,
     write_table,
 )
-
-from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS = 32
 

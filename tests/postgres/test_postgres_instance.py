@@ -11,8 +11,9 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from loopback import TEST_KEY
-from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
+
+from tests.support.loopback import TEST_KEY
+from tests.support.postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
 
 PARTITIONS = ("2026-11-20", "2026-11-21")
 TABLE = """prompt_id,prompt,steps,aspect_ratio

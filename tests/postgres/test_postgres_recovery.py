@@ -16,10 +16,12 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from daemon_support import DaemonHome
-from loopback import TEST_KEY, free_port
-from postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
-from recovery_support import (
+
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.daemon_support import DaemonHome
+from tests.support.loopback import TEST_KEY, free_port
+from tests.support.postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
+from tests.support.recovery_support import (
     PARTITIONS,
     PER_RUN,
     all_runs,
@@ -36,8 +38,6 @@ from recovery_support import (
     wait_for_mid_build,
     write_table,
 )
-
-from flux_pipeline.store.storage import ObjectStore
 
 BUCKET = "flux-recovery"
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yaml"

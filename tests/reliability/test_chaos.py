@@ -18,7 +18,12 @@ from typing import Any
 import fsspec
 import pandas as pd
 import pytest
-from reliability_support import (
+
+from flux_pipeline.builder import build_partition
+from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.reliability_support import (
     PARTITION,
     assert_whole_image,
     engine_config,
@@ -26,11 +31,6 @@ from reliability_support import (
     table_requests,
     write_table,
 )
-
-from flux_pipeline.builder import build_partition
-from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
-from flux_pipeline.store.lineage import read_lineage
-from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS, BLOCKED = 210, 6
 LATENCY = 0.08

@@ -17,8 +17,11 @@ from typing import Any
 import dagster as dg
 import pyarrow.dataset as ds
 import pytest
-from loopback import TEST_KEY
-from reliability_support import (
+
+from flux_pipeline.builder import build_partition
+from flux_pipeline.store.storage import ObjectStore
+from tests.support.loopback import TEST_KEY
+from tests.support.reliability_support import (
     PARTITION,
     Materialization,
     audit_killed,
@@ -31,9 +34,6 @@ from reliability_support import (
     wait_for_mid_build,
     write_table,
 )
-
-from flux_pipeline.builder import build_partition
-from flux_pipeline.store.storage import ObjectStore
 
 PROMPTS = 48
 PREVIOUS = "2026-11-19"

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loopback import TEST_KEY
-from reliability_support import PARTITION, engine_config, table_requests, write_table
 
 from flux_pipeline.builder import build_partition
 from flux_pipeline.protocol import MODEL
@@ -18,6 +16,8 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.loopback import TEST_KEY
+from tests.support.reliability_support import PARTITION, engine_config, table_requests, write_table
 
 RETENTION = 2.0
 

@@ -16,12 +16,12 @@ import dagster as dg
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from reliability_support import PARTITION, write_table
 
 from flux_pipeline.emulator.app import MISSING_KEY
 from flux_pipeline.protocol import MODEL
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.reliability_support import PARTITION, write_table
 
 KEY = "SG_5ec7e75ec7e75ec7"
 WRONG_KEY = "SG_0badc0de0badc0de"

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import (
+
+from flux_pipeline.builder import build_partition
+from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry
+from tests.support.reliability_support import (
     PARTITION,
     RestartableS3,
     assert_whole_image,
@@ -25,10 +29,6 @@ from reliability_support import (
     table_requests,
     write_table,
 )
-
-from flux_pipeline.builder import build_partition
-from flux_pipeline.store.lineage import read_lineage
-from flux_pipeline.store.storage import ObjectStore, StorageError, WriteRetry
 
 PROMPTS = 60
 #: Jobs finished by the service before the outage starts.

@@ -16,14 +16,22 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from loopback import TEST_KEY, fast_config
-from segmind_support import JPEG, Answer, accepted, batch, jpeg, run_engine, scripted_server
 
 from flux_pipeline.segmind import (
     AuthenticationError,
     EngineConfig,
     ModelNotFound,
     SegmindEngine,
+)
+from tests.support.loopback import TEST_KEY, fast_config
+from tests.support.segmind_support import (
+    JPEG,
+    Answer,
+    accepted,
+    batch,
+    jpeg,
+    run_engine,
+    scripted_server,
 )
 
 IMAGE = base64.b64encode(jpeg()).decode()

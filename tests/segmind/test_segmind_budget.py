@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from loopback import fast_config
-from segmind_support import batch, hangup_server, run_engine
 
 from flux_pipeline.protocol import GenerationRequest
+from tests.support.loopback import fast_config
+from tests.support.segmind_support import batch, hangup_server, run_engine
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])

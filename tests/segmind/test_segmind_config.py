@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 import pytest
-from loopback import TEST_KEY
 
 from flux_pipeline.segmind import EngineConfig
+from tests.support.loopback import TEST_KEY
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from loopback import TEST_KEY, fast_config
-from segmind_support import JPEG, PNG, batch, hangup_server, run_engine
 
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import AuthenticationError, InsufficientCredits
+from tests.support.loopback import TEST_KEY, fast_config
+from tests.support.segmind_support import JPEG, PNG, batch, hangup_server, run_engine
 
 
 def _all_logged(caplog: pytest.LogCaptureFixture) -> str:

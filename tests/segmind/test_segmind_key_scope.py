@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from loopback import TEST_KEY, fast_config
-from segmind_support import (
+
+from flux_pipeline.segmind.transport import may_receive_key, registrable_domain
+from tests.support.loopback import TEST_KEY, fast_config
+from tests.support.segmind_support import (
     Answer,
     accepted,
     batch,
@@ -16,8 +18,6 @@ from segmind_support import (
     run_engine,
     scripted_server,
 )
-
-from flux_pipeline.segmind.transport import may_receive_key, registrable_domain
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from loopback import fast_config
 from PIL import Image
-from segmind_support import Answer, accepted, batch, jpeg, run_engine, scripted_server
 
 from flux_pipeline.segmind import GenerationResult
+from tests.support.loopback import fast_config
+from tests.support.segmind_support import Answer, accepted, batch, jpeg, run_engine, scripted_server
 
 
 def _decodes(result: GenerationResult) -> bool:

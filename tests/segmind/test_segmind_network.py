@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from loopback import fast_config
-from segmind_support import batch, run_engine
 
 from flux_pipeline.segmind.network import PooledTransport
+from tests.support.loopback import fast_config
+from tests.support.segmind_support import batch, run_engine
 
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 

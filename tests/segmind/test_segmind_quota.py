@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from loopback import fast_config
-from segmind_support import batch, run_engine
+
+from tests.support.loopback import fast_config
+from tests.support.segmind_support import batch, run_engine
 
 
 def _api_requests(stats: dict[str, Any]) -> int:

@@ -9,11 +9,11 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
-from loopback import TEST_KEY
-from segmind_support import batch, run_engine
 
 from flux_pipeline.resources import SegmindResource
 from flux_pipeline.segmind.config import BOUNDS
+from tests.support.loopback import TEST_KEY
+from tests.support.segmind_support import batch, run_engine
 
 
 def test_configured_fields_become_the_engine_config() -> None:

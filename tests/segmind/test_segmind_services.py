@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import pytest
-from loopback import fast_config
-from segmind_support import batch, run_engine
 
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind.modes import ModeChooser
 from flux_pipeline.segmind.pacing import RequestPacer
 from flux_pipeline.segmind.stats import EngineStats
+from tests.support.loopback import fast_config
+from tests.support.segmind_support import batch, run_engine
 
 
 @pytest.mark.parametrize("mode", ["sync", "auto"])

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loopback import free_port
+
+from tests.support.loopback import free_port
 
 TEST_KEY = "SG_0123456789abcdef"
 SUBMIT_PATH = "/v2/fast-flux-schnell"

@@ -12,10 +12,13 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_support import PARTITION, Runner, failure_message
-from loopback import TEST_KEY
 
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
+from tests.support.dagster_support import PARTITION, Runner, failure_message
+from tests.support.loopback import TEST_KEY
+
+# The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
+pytestmark = pytest.mark.usefixtures("service_env")
 
 PROMPTS = 4
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from cost_support import DAYS
-from loopback import fast_config
 
 from flux_pipeline.builder import BuildReport, build_partition
 from flux_pipeline.builder.cost import CostPlan, PartitionCost, plan_cost, unit_cost
@@ -21,6 +19,11 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.cost_support import DAYS
+from tests.support.loopback import fast_config
+
+# The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
+pytestmark = pytest.mark.usefixtures("service_env")
 
 Build = Callable[..., BuildReport]
 

@@ -14,7 +14,6 @@ import fsspec
 import httpx
 import pandas as pd
 import pytest
-from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.builder import BuildProgress, BuildReport, build_partition
 from flux_pipeline.builder.outcomes import Outcome, prompt_rows
@@ -26,8 +25,8 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import image_id, service_backend
 from flux_pipeline.store.storage import ObjectStore, WriteRetry
-
-from .rows import BACKEND, make_row
+from tests.support.loopback import TEST_KEY, fast_config
+from tests.support.rows import BACKEND, make_row
 
 DAY = "2026-11-20"
 TABLE = """prompt_id,prompt,seed,steps,aspect_ratio

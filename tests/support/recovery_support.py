@@ -26,12 +26,12 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from loopback import free_port
 
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.storage import ObjectStore, last_record
+from tests.support.loopback import free_port
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
 PER_RUN = 2

@@ -14,7 +14,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from loopback import fast_config
 
 from flux_pipeline.builder import build_partition
 from flux_pipeline.protocol import GenerationRequest
@@ -22,6 +21,7 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import LINEAGE_SCHEMA, read_lineage
 from flux_pipeline.store.provenance import backend_slug, image_id, is_service, service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.loopback import fast_config
 
 DAY = "2026-11-20"
 FLUX_PIPELINE = Path(sys.executable).with_name("flux-pipeline")

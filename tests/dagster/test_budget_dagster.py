@@ -9,8 +9,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_support import PARTITION, Runner, failure_message
-from loopback import TEST_KEY
 
 from flux_pipeline.builder.cost import plan_cost
 from flux_pipeline.prompts import load_prompt_table, partition_requests
@@ -18,6 +16,11 @@ from flux_pipeline.resources import ObjectStoreResource, SegmindResource
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dagster_support import PARTITION, Runner, failure_message
+from tests.support.loopback import TEST_KEY
+
+# The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
+pytestmark = pytest.mark.usefixtures("service_env")
 
 PROMPTS = 12
 BUDGET = 5

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cost_support import DAYS, plan, plan_json
 
 from flux_pipeline.builder import BuildReport
 from flux_pipeline.commands.plan import daily_keys
@@ -16,6 +15,10 @@ from flux_pipeline.prompts import partition_requests
 from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.cost_support import DAYS, plan, plan_json
+
+# The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
+pytestmark = pytest.mark.usefixtures("service_env")
 
 
 def test_json_before_and_after_a_build(

@@ -12,8 +12,7 @@ from flux_pipeline.report.contact_sheet import render_contact_sheet
 from flux_pipeline.report.metrics import METRIC_COLUMNS, METRIC_DESCRIPTIONS, generation_metrics
 from flux_pipeline.store.lineage import read_lineage, write_partition_lineage
 from flux_pipeline.store.storage import ObjectStore
-
-from .rows import make_row
+from tests.support.rows import make_row
 
 
 def test_metrics_per_partition(local_store: ObjectStore) -> None:

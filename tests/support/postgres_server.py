@@ -29,7 +29,8 @@ from typing import Any
 
 import dagster as dg
 import psycopg2
-from loopback import free_port
+
+from tests.support.loopback import free_port
 
 #: The instance every test of this suite uses, copied unchanged.
 DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"

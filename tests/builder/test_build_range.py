@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from loopback import TEST_KEY, fast_config
 
 from flux_pipeline.builder import BuildReport, build_partition, build_partitions
 from flux_pipeline.builder import range_build as build_module
@@ -26,6 +25,7 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore, StorageError
+from tests.support.loopback import TEST_KEY, fast_config
 
 DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
 #: whale/twin pin one seed (one request key in every partition); the others derive per day.

@@ -11,8 +11,7 @@ import pytest
 from flux_pipeline.store.backend import PAGE_NAMES
 from flux_pipeline.store.ledger import LIST_FROM, SPARED_PER_PAGE, Ledger
 from flux_pipeline.store.storage import ObjectStore, last_record
-
-from .rows import BACKEND, make_row
+from tests.support.rows import BACKEND, make_row
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from cost_support import DAYS, plan, plan_json
 from dagster._core.execution.backfill import PartitionBackfill
 
 from flux_pipeline.assets import generated_images
 from flux_pipeline.assets.backfill_partitions import BackfillLookupError, backfill_partitions
 from flux_pipeline.definitions import defs
+from tests.support.cost_support import DAYS, plan, plan_json
+
+# The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
+pytestmark = pytest.mark.usefixtures("service_env")
 
 
 def add_backfill(home: Path, backfill_id: str, partitions: list[str]) -> None:

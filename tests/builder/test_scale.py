@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import fast_config
 
 from flux_pipeline.builder import RangeReport, build_partitions
 from flux_pipeline.builder import range_build as build_module
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.layout import CLAIMS_DIR, OWNERS_DIR
 from flux_pipeline.store.storage import ObjectStore, Tagged
+from tests.support.loopback import fast_config
 
 PROMPTS = 30
 WINDOW = 4

@@ -17,8 +17,7 @@ from flux_pipeline.store.lineage import (
     write_partition_lineage,
 )
 from flux_pipeline.store.storage import ObjectStore
-
-from .rows import make_row
+from tests.support.rows import make_row
 
 
 def test_lineage_reads_as_one_table_with_every_reader(local_store: ObjectStore) -> None:

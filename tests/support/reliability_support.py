@@ -24,7 +24,6 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from loopback import TEST_KEY, fast_config
 from PIL import Image
 
 from flux_pipeline.prompts import load_prompt_table, partition_requests
@@ -33,6 +32,7 @@ from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore, last_record
+from tests.support.loopback import TEST_KEY, fast_config
 
 PARTITION = "2026-11-20"
 #: Every file name a reader may see under ``images/`` (``{prompt_id}-{image_id}.jpg``).
