@@ -3,13 +3,13 @@
 Each partition is classified by :func:`flux_pipeline.builder.planning.plan_partitions`, the same
 classification the build acts on, so the plan and the build cannot disagree on what is paid:
 
-- ``reusable``: prompts whose image is already stored (copied, no API call);
-- ``failed``: prompts whose request already ended in a final FAILED (reused as is);
+- ``reusable``: images (one per prompt and variant) already stored (copied, no API call);
+- ``failed``: images whose request already ended in a final FAILED (reused as is);
 - ``in_flight``: jobs already submitted (and billed) that the build re-attaches to; of them,
   ``in_flight_expired`` were submitted longer ago than the service keeps results (one hour):
   their result is likely gone (404), and the build then submits them again, billed again;
 - ``to_submit``: new jobs, each one billed;
-- ``shared``: prompts whose request key an earlier partition of the same range submits or
+- ``shared``: images whose request key an earlier partition of the same range submits or
   re-attaches: one engine (and, across runs, one claim) sends it once, so it is counted and
   paid once, in the first partition that needs it.
 
@@ -64,11 +64,12 @@ class UnitCost:
 class PartitionCost:
     """One partition's plan (or the totals of a range, ``partition`` = ``"total"``).
 
-    ``in_flight`` and ``to_submit`` count jobs; the other counts are prompts (lineage rows).
+    ``in_flight`` and ``to_submit`` count jobs; the other counts are images asked for (lineage
+    rows: one per prompt and variant, so a row with ``variants`` 3 counts 3).
     """
 
     partition: str
-    prompts: int
+    images: int
     reusable: int
     failed: int
     in_flight: int
@@ -148,7 +149,7 @@ def _partition_cost(plan: PartitionPlan, unit: UnitCost, expired_before: datetim
     attach = plan.of("attach")
     return PartitionCost(
         partition=plan.partition,
-        prompts=sum(len(key.prompts) for key in plan.keys),
+        images=sum(len(key.prompts) for key in plan.keys),
         reusable=plan.prompts("reuse"),
         failed=plan.prompts("failed"),
         in_flight=len(attach),
