@@ -10,6 +10,7 @@ import math
 import numbers
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -108,24 +109,40 @@ def _ids(ids: list[str]) -> str:
 
 @_partitioned_check
 def one_row_per_prompt(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
-    """The partition's lineage holds exactly one row per prompt of the stored table."""
-    lineage = read_partition_lineage(store, partition, columns=["prompt_id"])
+    """The partition's lineage holds exactly one row per prompt and variant of the stored table
+    (a row with `variants` 3 has variants 0, 1 and 2)."""
+    lineage = read_partition_lineage(store, partition, columns=["prompt_id", "variant"])
     if lineage is None:
         return _missing_lineage(partition)
-    expected = set(read_prompt_table(store)["prompt_id"].astype(str))
-    counts = lineage["prompt_id"].astype(str).value_counts()
-    missing = sorted(expected - set(counts.index))
-    unexpected = sorted(set(counts.index) - expected)
-    duplicated = sorted(str(key) for key in counts[counts > 1].index)
+    table = read_prompt_table(store)
+    expected = {
+        _image(str(prompt_id), variant)
+        for prompt_id, variants in zip(table["prompt_id"], table["variants"], strict=True)
+        for variant in range(int(variants))
+    }
+    found = [
+        _image(str(p), int(v))
+        for p, v in zip(lineage["prompt_id"], lineage["variant"], strict=True)
+    ]
+    counts = Counter(found)
+    missing = sorted(expected - set(counts))
+    unexpected = sorted(set(counts) - expected)
+    duplicated = sorted(key for key, n in counts.items() if n > 1)
     problems = {"missing": missing, "unexpected": unexpected, "duplicated": duplicated}
     return dg.AssetCheckResult(
         passed=not (missing or unexpected or duplicated),
         metadata={
-            "prompts": len(expected),
+            "prompts": len(table),
+            "images": len(expected),
             "lineage_rows": len(lineage),
             **{name: _ids(ids) for name, ids in problems.items() if ids},
         },
     )
+
+
+def _image(prompt_id: str, variant: int) -> str:
+    """How an image is named in a check's metadata: the prompt id, ``#v`` for variant v > 0."""
+    return prompt_id if variant == 0 else f"{prompt_id}#{variant}"
 
 
 @_partitioned_check

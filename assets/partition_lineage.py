@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flux_pipeline.store.layout import lineage_path
-from flux_pipeline.store.lineage import LINEAGE_SCHEMA
+from flux_pipeline.store.lineage import LINEAGE_SCHEMA, with_variant_zero
 from flux_pipeline.store.storage import ObjectStore
 
 #: The lineage columns as a reader sees them: ``partition`` (from the Hive folder) first.
@@ -31,8 +31,9 @@ def read_partition_lineage(
         data = store.read_bytes(lineage_path(partition))
     except FileNotFoundError:
         return None
-    # The declared schema: a column an older file lacks (``backend``) reads as null.
+    # The declared schema: a column an older file lacks (``backend``) reads as null, and a
+    # missing ``variant`` as 0.
     names = list(columns) if columns is not None else None
-    table = pq.read_table(io.BytesIO(data), schema=LINEAGE_SCHEMA, columns=names)
+    table = with_variant_zero(pq.read_table(io.BytesIO(data), schema=LINEAGE_SCHEMA, columns=names))
     frame: pd.DataFrame = table.to_pandas()
     return frame

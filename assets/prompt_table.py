@@ -1,14 +1,19 @@
 """`prompt_table`: the validated prompt table, stored as Parquet for the builds downstream."""
 
 import hashlib
-import io
 import os
 
 import dagster as dg
 import pandas as pd
 
 from flux_pipeline.assets.metadata import frame_schema, preview_table
-from flux_pipeline.prompts import PromptTableError, load_prompt_table
+from flux_pipeline.prompts import (
+    COLUMNS,
+    PromptTableError,
+    attribute_names,
+    load_prompt_table,
+    prompt_table_parquet,
+)
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 from flux_pipeline.store.storage import ObjectStore
@@ -23,7 +28,10 @@ PROMPT_DESCRIPTIONS = {
     "seed": f"pinned seed; empty = {SEED_RULE}",
     "steps": "inference steps (1-8)",
     "aspect_ratio": "aspect ratio, e.g. 16:9",
+    "variants": "images of the row (1-64); variant v > 0 takes the pinned seed + v, or a seed "
+    "derived from (prompt_id, partition, v)",
 }
+ATTRIBUTE_DESCRIPTION = "attribute (label) of the row: text, null when absent"
 
 
 @dg.asset(kinds={"parquet"})
@@ -46,28 +54,35 @@ def prompt_table(
             allow_retries=False,
         ) from err
     store = storage.store()
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False)
-    store.write_atomic(PROMPT_TABLE_PATH, buffer.getvalue())
+    store.write_atomic(PROMPT_TABLE_PATH, prompt_table_parquet(table))
     pinned = int(table["seed"].notna().sum())
+    names = attribute_names(table)
+    descriptions = {**PROMPT_DESCRIPTIONS, **dict.fromkeys(names, ATTRIBUTE_DESCRIPTION)}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(table),
-            "dagster/column_schema": frame_schema(table, PROMPT_DESCRIPTIONS),
+            "dagster/column_schema": frame_schema(table, descriptions),
+            "images_per_partition": int(table["variants"].sum()),
+            "attributes": ", ".join(names) or "none",
             "dagster/uri": store.uri(PROMPT_TABLE_PATH),
             "source": source or "bundled sample",
             # An empty `seed` is derived from `(prompt_id, partition)` in each partition, so the
             # preview shows it blank.
             "seeds": f"{pinned} pinned, {len(table) - pinned} {SEED_RULE}",
             "preview_rows": f"first {min(PREVIEW_ROWS, len(table))} of {len(table)}",
-            "preview": preview_table(table, rows=PREVIEW_ROWS, descriptions=PROMPT_DESCRIPTIONS),
+            "preview": preview_table(table, rows=PREVIEW_ROWS, descriptions=descriptions),
         },
         data_version=table_version(table),
     )
 
 
 def table_version(table: pd.DataFrame) -> dg.DataVersion:
-    """The sha256 of the validated table's content (columns, rows in order, nulls as null)."""
+    """The sha256 of the validated table's content (columns, rows in order, nulls as null).
+
+    ``variants`` counts only when a row asks for more than one image, so a table without the
+    new columns keeps the version it had before they existed (its partitions stay in sync)."""
+    if not attribute_names(table) and (table["variants"] == 1).all():
+        table = table[list(COLUMNS)]
     canonical = table.to_json(orient="split", index=False, force_ascii=False)
     return dg.DataVersion(hashlib.sha256(canonical.encode()).hexdigest())
 

@@ -46,6 +46,10 @@ class GenerationRequest:
     steps: int = DEFAULT_STEPS
     aspect_ratio: str = DEFAULT_ASPECT_RATIO
     model: str = MODEL
+    #: Which of its prompt's images this is (0-based); not part of the payload or the key.
+    variant: int = 0
+    #: The prompt's attributes (labels) as a JSON object string, or None; not sent either.
+    attributes: str | None = None
     #: The idempotency key: equal keys mean byte-identical requests (computed once, when made).
     request_key: str = field(init=False, repr=False, compare=False)
 

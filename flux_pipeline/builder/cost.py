@@ -2,7 +2,7 @@
 
 Each partition is classified by :func:`flux_pipeline.builder.planning.plan_partitions`, the same
 classification the build acts on, so the plan and the build cannot disagree on what is paid:
-``reusable`` and ``failed`` cost nothing, ``in_flight`` jobs are already paid (those older than
+``reusable`` images (one per prompt and variant) and ``failed`` cost nothing, ``in_flight`` jobs are already paid (those older than
 the service's retention, ``in_flight_expired``, will likely be paid again), ``to_submit`` are
 billed, and a ``shared`` key is paid once, in the first partition of the range that needs it.
 
@@ -57,11 +57,12 @@ class UnitCost:
 class PartitionCost:
     """One partition's plan (or the totals of a range, ``partition`` = ``"total"``).
 
-    ``in_flight`` and ``to_submit`` count jobs; the other counts are prompts (lineage rows).
+    ``in_flight`` and ``to_submit`` count jobs; the other counts are images asked for (lineage
+    rows: one per prompt and variant, so a row with ``variants`` 3 counts 3).
     """
 
     partition: str
-    prompts: int
+    images: int
     reusable: int
     failed: int
     in_flight: int
@@ -141,7 +142,7 @@ def _partition_cost(plan: PartitionPlan, unit: UnitCost, expired_before: datetim
     attach = plan.of("attach")
     return PartitionCost(
         partition=plan.partition,
-        prompts=sum(len(key.prompts) for key in plan.keys),
+        images=sum(len(key.prompts) for key in plan.keys),
         reusable=plan.prompts("reuse"),
         failed=plan.prompts("failed"),
         in_flight=len(attach),

@@ -73,19 +73,19 @@ class Finishing:
         self.emit(report)
 
     def _rows(self, plan: PartitionPlan, outcomes: dict[str, Outcome]) -> list[LineageRow]:
-        """One row per request of the partition, in the order given."""
+        """One row per request (prompt and variant) of the partition, in the order given."""
         stored = dict(plan.stored)
 
         def rows_of(key: KeyPlan) -> list[LineageRow]:
             outcome = outcomes[key.request_key]
             return prompt_rows(self.state.store, outcome, key.prompts, plan.partition, stored)
 
-        by_prompt = {
-            row.prompt_id: row
+        by_image = {
+            (row.prompt_id, row.variant): row
             for rows in sliced_map(rows_of, plan.keys, threads=self.copiers)
             for row in rows
         }
-        return [by_prompt[prompt_id] for prompt_id in plan.order]
+        return [by_image[image] for image in plan.order]
 
     def _report(
         self, plan: PartitionPlan, rows: list[LineageRow], lineage_uri: str, own: list[Sent]

@@ -1,5 +1,6 @@
 """One request key's outcome: stored from an engine result, or read back from the ledger, and
-turned into the lineage rows of every prompt (of any partition) that asked for it.
+turned into the lineage rows of every prompt (of any partition) that asked for it. A row's
+``prompt_id``, ``variant`` and ``attributes`` are always its own prompt's, whoever generated it.
 
 A row is ``cached`` exactly when the outcome was generated for another partition than the row's
 own (:attr:`Outcome.partition`, kept in the ledger). Prompts of the same partition that share a
@@ -95,8 +96,15 @@ def prompt_rows(
     rows = []
     for prompt in prompts:
         row = outcome.row
-        if (row.prompt_id, row.cached) != (prompt.key, cached):
-            row = replace(row, prompt_id=prompt.key, cached=cached)
+        own = (prompt.key, prompt.variant, prompt.attributes, cached)
+        if (row.prompt_id, row.variant, row.attributes, row.cached) != own:
+            row = replace(
+                row,
+                prompt_id=prompt.key,
+                variant=prompt.variant,
+                attributes=prompt.attributes,
+                cached=cached,
+            )
         if outcome.path is not None:
             if outcome.row.backend is None:
                 raise ValueError(f"the stored image of {prompt.key} names no backend")
@@ -181,6 +189,8 @@ def _row(result: GenerationResult, submitted_at: datetime | None, **outcome: Any
         submitted_at=submitted_at,
         request_key=request.request_key,
         cached=False,
+        variant=request.variant,
+        attributes=request.attributes,
         **outcome,
     )
 

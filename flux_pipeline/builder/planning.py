@@ -68,14 +68,14 @@ class PartitionPlan:
     keys: tuple[KeyPlan, ...]
     #: ``{path: size}`` of the images already in the partition's folder.
     stored: Mapping[str, int]
-    #: The prompt ids in the order of the requests (the order of the lineage rows).
-    order: tuple[str, ...] = ()
+    #: ``(prompt_id, variant)`` of each request, in order (the order of the lineage rows).
+    order: tuple[tuple[str, int], ...] = ()
 
     def of(self, action: Action) -> list[KeyPlan]:
         return [k for k in self.keys if k.action == action]
 
     def prompts(self, action: Action) -> int:
-        """Prompts (lineage rows) whose key has ``action``."""
+        """Images asked for (lineage rows: one per prompt and variant) whose key has ``action``."""
         return sum(len(k.prompts) for k in self.keys if k.action == action)
 
     @property
@@ -85,10 +85,12 @@ class PartitionPlan:
 
 
 def group_by_key(requests: Sequence[GenerationRequest]) -> list[tuple[GenerationRequest, ...]]:
-    """Prompts grouped by request key, in first-seen order; prompt ids must be unique."""
-    duplicates = sorted(k for k, n in Counter(r.key for r in requests).items() if n > 1)
+    """Prompts grouped by request key, in first-seen order; each (prompt id, variant) must be
+    unique."""
+    names = Counter((r.key, r.variant) for r in requests)
+    duplicates = sorted(k for k, n in names.items() if n > 1)
     if duplicates:
-        raise ValueError(f"request keys (prompt ids) must be unique: {duplicates}")
+        raise ValueError(f"(prompt id, variant) pairs must be unique: {duplicates}")
     groups: dict[str, list[GenerationRequest]] = {}
     for request in requests:
         groups.setdefault(request.request_key, []).append(request)
@@ -116,7 +118,7 @@ def plan_partition(
         return _classify(store, partition, group, entry, stored=stored, shared=earlier)
 
     keys = tuple(sliced_map(classify, groups, threads=_CHECKERS))
-    order = tuple(r.key for r in requests)
+    order = tuple((r.key, r.variant) for r in requests)
     return PartitionPlan(partition=partition, keys=keys, stored=stored, order=order)
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 RANGE_SEPARATOR: Final = "..."
 _HEADERS: Final = (
     "partition",
-    "prompts",
+    "images",
     "reusable",
     "failed",
     "in flight",
@@ -49,9 +49,10 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "plan",
         help="show what building partitions will reuse, submit and cost (no API call)",
         description=(
-            "For each partition: its prompts, the images already stored (reused), the jobs in "
-            "flight (re-attached, not paid again), the images to submit (new, billed) and their "
-            "estimated cost. Reads storage only: no API call, nothing written."
+            "For each partition: the images it asks for (one per prompt and variant), those "
+            "already stored (reused), the jobs in flight (re-attached, not paid again), the "
+            "images to submit (new, billed) and their estimated cost. Reads storage only: no "
+            "API call, nothing written."
         ),
     )
     which = parser.add_mutually_exclusive_group(required=True)
@@ -153,13 +154,14 @@ def render(plan: CostPlan, *, where: dict[str, str], notes: list[str]) -> str:
         f"{total.in_flight} job(s) in flight to re-attach; {total.reusable} stored image(s) "
         "reused. No API call was made.",
         "",
-        "in flight and to submit count jobs (prompts of a partition with the same request key",
-        "  share one); the other columns count prompts (lineage rows).",
+        "in flight and to submit count jobs (images of a partition with the same request key",
+        "  share one); the other columns count images (lineage rows: one per prompt and",
+        "  variant, so a prompt with variants 3 counts 3).",
         "in flight: jobs already submitted (and billed) by an earlier run: re-attached, not paid",
         "  again. failed: a final FAILED already recorded, reused as is (no API call).",
         "reusable: images this backend made, stored with their recorded sha256; images of",
         "  another backend (the embedded emulator's included) are never reused: to submit.",
-        "shared: prompts whose request key an earlier partition of this range submits or",
+        "shared: images whose request key an earlier partition of this range submits or",
         "  re-attaches; one engine sends a key once, so it is counted and paid once, in the",
         "  first partition that needs it.",
         "A budget (max_new_images / max_cost on the segmind resource) caps the new images of a",
@@ -182,7 +184,7 @@ def _expired_note(plan: CostPlan) -> list[str]:
 
 
 def _cells(cost: PartitionCost) -> tuple[str, ...]:
-    counts = (cost.prompts, cost.reusable, cost.failed, cost.in_flight, cost.to_submit, cost.shared)
+    counts = (cost.images, cost.reusable, cost.failed, cost.in_flight, cost.to_submit, cost.shared)
     return (cost.partition, *(str(c) for c in counts), _money(cost.estimated_cost))
 
 

@@ -1,6 +1,8 @@
 """The lineage dataset: one Parquet file per partition, Hive layout, an explicit schema.
 
-``lineage/partition=KEY/lineage.parquet`` holds one row per prompt of the partition. The
+``lineage/partition=KEY/lineage.parquet`` holds one row per prompt and variant of the partition
+(a file written before variants existed has no ``variant`` column: every reader here gives its
+rows variant 0). The
 ``partition`` column comes from the folder name only (a file column of the same name would make
 ``pandas.read_parquet(lineage_dir)`` fail to merge the two).
 """
@@ -15,6 +17,7 @@ from typing import Any, Final
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -50,6 +53,8 @@ LINEAGE_SCHEMA: Final = pa.schema(
         pa.field("request_key", pa.string(), nullable=False),
         pa.field("cached", pa.bool_(), nullable=False),
         pa.field("backend", pa.string()),
+        pa.field("variant", pa.int64(), nullable=False),
+        pa.field("attributes", pa.string()),
     ]
 )
 #: One line per column as read back (``partition`` first), for schemas shown to people.
@@ -82,6 +87,10 @@ LINEAGE_DESCRIPTIONS: Final = {
     "partition rebuilt from its own images keeps false",
     "backend": "who generated the image: the API root (e.g. https://api.segmind.com) or "
     "embedded-emulator (synthetic); null in partitions written before it was recorded",
+    "variant": "which image of its prompt this is, 0-based (one row per prompt_id and variant); "
+    "0 in partitions written before variants existed",
+    "attributes": "the prompt's attributes (labels) as a JSON object string, e.g. "
+    '{"style": "watercolor"}; null when it has none',
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The lineage columns in their documented order, as read back: ``partition`` first.
@@ -117,6 +126,10 @@ class LineageRow:
     cached: bool
     #: Who generated it (:mod:`flux_pipeline.store.provenance`); None: written before it was kept.
     backend: str | None = None
+    #: Which image of its prompt (0-based); a ledger entry written before variants reads 0.
+    variant: int = 0
+    #: The prompt's attributes as a JSON object string; None when it has none.
+    attributes: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601). Every field is a scalar: read as is, not
@@ -129,6 +142,7 @@ class LineageRow:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LineageRow:
         values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        values["variant"] = values["variant"] or 0
         for name in ("submitted_at", "completed_at"):
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
@@ -160,7 +174,7 @@ def read_lineage(store: ObjectStore, columns: Sequence[str] | None = None) -> pd
     dataset = _dataset(store)
     if dataset is None:
         return _to_pandas(_SCHEMA.empty_table().select(names or _SCHEMA.names))
-    return _to_pandas(dataset.to_table(columns=names))
+    return _to_pandas(with_variant_zero(dataset.to_table(columns=names)))
 
 
 def each_partition_lineage(
@@ -178,7 +192,7 @@ def each_partition_lineage(
     }
     for key in sorted(keys):
         rows = dataset.to_table(columns=names, filter=ds.field("partition") == key)
-        yield key, _to_pandas(rows)
+        yield key, _to_pandas(with_variant_zero(rows))
 
 
 def _dataset(store: ObjectStore) -> ds.Dataset | None:
@@ -193,6 +207,15 @@ def _dataset(store: ObjectStore) -> ds.Dataset | None:
         schema=_SCHEMA,
         exclude_invalid_files=False,
     )
+
+
+def with_variant_zero(table: pa.Table) -> pa.Table:
+    """``table`` with a null ``variant`` (a row written before variants existed) read as 0."""
+    if "variant" not in table.column_names:
+        return table
+    index = table.column_names.index("variant")
+    filled = pc.fill_null(table.column(index), 0)
+    return table.set_column(index, pa.field("variant", pa.int64(), nullable=False), filled)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

@@ -37,7 +37,7 @@ def plan(
 
 def counts(cost: PartitionCost) -> tuple[int, int, int, int, int, int]:
     return (
-        cost.prompts,
+        cost.images,
         cost.reusable,
         cost.failed,
         cost.in_flight,

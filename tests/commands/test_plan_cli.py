@@ -27,7 +27,7 @@ def test_json_before_and_after_a_build(
     args = ("--partition", DAYS[0], "--prompts", str(table_csv), "--root", store.root)
     before = plan_json(*args, "--price-per-image", "0.5")
     (day,) = before["partitions"]
-    assert (day["prompts"], day["to_submit"], day["reusable"]) == (4, 4, 0)
+    assert (day["images"], day["to_submit"], day["reusable"]) == (4, 4, 0)
     assert day["estimated_cost"] == 2.0
     assert before["cost_basis"] == "price_per_image"
     build(DAYS[0])
@@ -70,13 +70,13 @@ def test_stored_prompt_table_is_preferred(
     other = tmp_path / "other.csv"
     other.write_text("prompt_id,prompt\na,one\nb,two\nc,three\n")
     body = plan_json("--partition", DAYS[0], "--root", store.root, FLUX_PROMPTS=str(other))
-    assert body["partitions"][0]["prompts"] == 2
+    assert body["partitions"][0]["images"] == 2
     assert "stored by prompt_table" in body["prompts"]
     assert any("FLUX_PROMPTS" in note for note in body["notes"])
     body = plan_json(
         "--partition", DAYS[0], "--root", str(tmp_path / "empty"), FLUX_PROMPTS=str(other)
     )
-    assert body["partitions"][0]["prompts"] == 3
+    assert body["partitions"][0]["images"] == 3
     assert body["prompts"] == str(other)
 
 

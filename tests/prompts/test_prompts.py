@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flux_pipeline.prompts import (
+    DTYPES,
     MAX_PROMPT_CHARS,
     Problem,
     PromptTableError,
@@ -44,6 +45,7 @@ def test_bundled_sample_is_valid_and_covers_every_aspect_ratio() -> None:
         "seed": "Int64",
         "steps": "int64",
         "aspect_ratio": "string",
+        "variants": "int64",
     }
 
 
@@ -56,8 +58,11 @@ def test_defaults_and_normalisations(tmp_path: Path) -> None:
         "ünï-côdé_9.v2,snow,7,8.0,9:21,\n",
     )
     table = load_prompt_table(uri)
-    assert list(table.columns) == ["prompt_id", "prompt", "seed", "steps", "aspect_ratio"]
-    assert table.to_dict("records") == [
+    # "notes" is an attribute of its row (empty = absent); every row asks for one image.
+    assert list(table.columns) == [*DTYPES, "notes"]
+    assert list(table["notes"].fillna("")) == ["ignored", "", ""]
+    assert (table["variants"] == 1).all()
+    assert table.drop(columns=["variants", "notes"]).to_dict("records") == [
         {"prompt_id": "a", "prompt": "a red fox", "seed": 3, "steps": DEFAULT_STEPS,
          "aspect_ratio": DEFAULT_ASPECT_RATIO},
         {"prompt_id": "b", "prompt": "a blue whale", "seed": None, "steps": 2,
