@@ -2,9 +2,10 @@
 
 Each partition is classified by :func:`flux_pipeline.builder.planning.plan_partitions`, the same
 classification the build acts on, so the plan and the build cannot disagree on what is paid:
-``reusable`` images (one per prompt and variant) and ``failed`` cost nothing, ``in_flight`` jobs are already paid (those older than
-the service's retention, ``in_flight_expired``, will likely be paid again), ``to_submit`` are
-billed, and a ``shared`` key is paid once, in the first partition of the range that needs it.
+``reusable`` images (one per prompt and variant) and ``failed`` cost nothing, ``in_flight``
+jobs are already paid (those older than the service's retention, ``in_flight_expired``, will
+likely be paid again), ``to_submit`` are billed, and a ``shared`` key is paid once, in the first
+partition of the range that needs it.
 
 The cost of one image (:func:`unit_cost`) is the mean ``cost`` the service reported over the
 lineage's COMPLETED generations (``cached`` false, each request key once); else
