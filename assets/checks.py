@@ -8,7 +8,6 @@ materialization, exactly as a one-partition run records its one result.
 import hashlib
 import math
 import numbers
-import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,12 +23,13 @@ from flux_pipeline.assets.partition_lineage import read_lineage_schema, read_par
 from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import read_prompt_table
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.settings.environment import FLUX_MAX_FAILURE_RATE
 from flux_pipeline.store.layout import lineage_path
 from flux_pipeline.store.lineage import LINEAGE_SCHEMA
 from flux_pipeline.store.receipts import verified_by_receipts
 from flux_pipeline.store.storage import ObjectStore
 
-DEFAULT_MAX_FAILURE_RATE = 0.05
+DEFAULT_MAX_FAILURE_RATE = FLUX_MAX_FAILURE_RATE.default
 #: Prompt ids listed in a failed check's metadata (the count is always complete).
 LISTED = 20
 #: Images read at once by the integrity check (concurrently on S3; bounds memory).
@@ -195,7 +195,7 @@ def failure_rate_below_threshold(store: ObjectStore, partition: str) -> dg.Asset
     lineage = read_partition_lineage(store, partition, columns=["status", "error"])
     if lineage is None:
         return _missing_lineage(partition)
-    threshold = float(os.environ.get("FLUX_MAX_FAILURE_RATE", DEFAULT_MAX_FAILURE_RATE))
+    threshold = FLUX_MAX_FAILURE_RATE.read()
     failed = lineage[lineage["status"] == "FAILED"]
     rate = len(failed) / len(lineage) if len(lineage) else 0.0
     metadata: dict[str, Any] = {

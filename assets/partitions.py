@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-DEFAULT_START = "2026-01-01"
+from flux_pipeline.settings.environment import FLUX_MAX_PARTITIONS_PER_RUN, FLUX_PARTITION_START
+
 #: Partitions one backfill run builds at most, unless ``FLUX_MAX_PARTITIONS_PER_RUN`` says.
-DEFAULT_MAX_PARTITIONS_PER_RUN = 31
+DEFAULT_MAX_PARTITIONS_PER_RUN = FLUX_MAX_PARTITIONS_PER_RUN.default
 
 #: Daily keys ``YYYY-MM-DD`` from ``FLUX_PARTITION_START``. ``end_offset=1`` makes today (UTC) a
 #: partition too, so the daily schedule and ``flux-pipeline demo`` build the current day.
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get("FLUX_PARTITION_START", DEFAULT_START),
+    start_date=FLUX_PARTITION_START.read(),
     end_offset=1,
 )
 
 
 def max_partitions_per_run() -> int:
     """``FLUX_MAX_PARTITIONS_PER_RUN`` (default 31, about a month), read when the code loads."""
-    raw = os.environ.get("FLUX_MAX_PARTITIONS_PER_RUN", "").strip()
-    if not raw:
-        return DEFAULT_MAX_PARTITIONS_PER_RUN
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"FLUX_MAX_PARTITIONS_PER_RUN: must be an integer >= 1, got {raw!r}")
-    return value
+    return FLUX_MAX_PARTITIONS_PER_RUN.read()
 
 
 def backfill_policy() -> dg.BackfillPolicy:

@@ -1,7 +1,6 @@
 """`prompt_table`: the validated prompt table, stored as Parquet for the builds downstream."""
 
 import hashlib
-import os
 
 import dagster as dg
 import pandas as pd
@@ -15,6 +14,7 @@ from flux_pipeline.prompts import (
     prompt_table_parquet,
 )
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.settings.environment import FLUX_PROMPTS
 from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 from flux_pipeline.store.storage import ObjectStore
 
@@ -43,7 +43,7 @@ def prompt_table(
     Every bad row is reported by id and field before any credit is spent; the valid table is
     written to `prompt_table/prompt_table.parquet`. Its data version is the sha256 of the
     validated content, so an unchanged table leaves the built partitions in sync."""
-    source = os.environ.get("FLUX_PROMPTS") or None
+    source = FLUX_PROMPTS.read()
     context.log.info(f"loading prompt table from {source or 'the bundled sample'}")
     try:
         table = load_prompt_table(source)

@@ -12,7 +12,6 @@ the ``segmind`` pool's limit row if the instance has none (see
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -20,12 +19,13 @@ import dagster as dg
 from flux_pipeline.assets.run_queue import know_pools
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL
 from flux_pipeline.resources.storage import ObjectStoreResource
+from flux_pipeline.settings.environment import FLUX_RUN_MONITOR_INTERVAL
 from flux_pipeline.store.layout import RUNS_DIR, heartbeat_path
 from flux_pipeline.store.run_heartbeat import dead_because, lease_from_env, read_heartbeat
 from flux_pipeline.store.storage import ObjectStore
 
 #: Seconds between two ticks (``FLUX_RUN_MONITOR_INTERVAL``), read when the location loads.
-MONITOR_INTERVAL = int(os.environ.get("FLUX_RUN_MONITOR_INTERVAL", "").strip() or 30)
+MONITOR_INTERVAL = FLUX_RUN_MONITOR_INTERVAL.read()
 #: Least seconds a STARTED run may go without ever writing a heartbeat (its worker writes the
 #: first one when it sets up its resources, a second or so after the run starts).
 NO_HEARTBEAT_GRACE = 60.0

@@ -20,7 +20,7 @@ quota until the pool gets a limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -54,4 +54,4 @@ def paced_for_pool(config: EngineConfig, share: PoolShare) -> EngineConfig:
     """``config`` pacing this run at its slot's share of ``requests_per_minute`` (if set)."""
     if config.requests_per_minute is None:
         return config
-    return replace(config, requests_per_minute=config.requests_per_minute / share.slots)
+    return config.replace(requests_per_minute=config.requests_per_minute / share.slots)

@@ -9,8 +9,6 @@ the embedded emulator.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from flux_pipeline.assets import (
@@ -23,7 +21,7 @@ from flux_pipeline.assets import (
     synthetic_build_schedule,
 )
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
-from flux_pipeline.store.storage import DEFAULT_ROOT
+from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT
 
 defs = dg.Definitions(
     assets=[prompt_table, generated_images, generation_metrics],
@@ -38,6 +36,6 @@ defs = dg.Definitions(
     executor=dg.in_process_executor,
     resources={
         "segmind": SegmindResource(),
-        "storage": ObjectStoreResource(root=os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT)),
+        "storage": ObjectStoreResource(root=FLUX_STORAGE_ROOT.read()),
     },
 )

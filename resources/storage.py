@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import PrivateAttr
 
 from flux_pipeline.store.run_heartbeat import RunHeartbeat
+from flux_pipeline.store.settings import StoreSettings
 from flux_pipeline.store.storage import ObjectStore
 
-DEFAULT_ROOT = "./data"
 
-
-class ObjectStoreResource(dg.ConfigurableResource["ObjectStoreResource"]):
+class ObjectStoreResource(dg.ConfigurableResource["ObjectStoreResource"], StoreSettings):
     """The storage root shared by all assets: a local folder or an ``s3://bucket/prefix`` URI.
 
     Assets hand data to each other through this store (not Dagster's IO manager), so a run on
@@ -19,14 +18,6 @@ class ObjectStoreResource(dg.ConfigurableResource["ObjectStoreResource"]):
     also keeps the run's heartbeat (``_runs/{run_id}.json``) from set-up to tear-down: the
     evidence the ``flux_dead_runs`` sensor reads.
     """
-
-    root: str = Field(
-        default=DEFAULT_ROOT,
-        description=(
-            "fsspec URI of the storage root (FLUX_STORAGE_ROOT): a local folder or "
-            "s3://bucket/prefix; S3 endpoint and credentials come from the standard AWS variables."
-        ),
-    )
 
     _heartbeat: RunHeartbeat | None = PrivateAttr(default=None)
 

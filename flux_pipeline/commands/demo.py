@@ -7,11 +7,12 @@ core never imports Dagster.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from flux_pipeline.settings.environment import FLUX_PROMPTS
 
 
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +45,7 @@ def run_demo(partition: str | None = None) -> int:
     from flux_pipeline.prompts import PromptTableError, load_prompt_table
 
     try:
-        load_prompt_table(os.environ.get("FLUX_PROMPTS") or None)
+        load_prompt_table(FLUX_PROMPTS.read())
     except PromptTableError as err:
         print(f"demo: nothing was built. {err}", file=sys.stderr)
         return 1

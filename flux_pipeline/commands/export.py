@@ -7,7 +7,6 @@ command rather than an asset: it derives files from stored partitions and calls 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from typing import TYPE_CHECKING, Final
 
@@ -17,6 +16,7 @@ from flux_pipeline.dataset.shard_defaults import (
     DEFAULT_PREFIX,
     MANIFEST_FILE,
 )
+from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT
 
 if TYPE_CHECKING:
     from flux_pipeline.store.storage import ObjectStore
@@ -124,9 +124,9 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 
 def _source(args: argparse.Namespace) -> tuple[ObjectStore, list[str]]:
     from flux_pipeline.dataset.partitions import select_partitions
-    from flux_pipeline.store.storage import DEFAULT_ROOT, ObjectStore
+    from flux_pipeline.store.storage import ObjectStore
 
-    store = ObjectStore.from_uri(args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT))
+    store = ObjectStore.from_uri(args.root or FLUX_STORAGE_ROOT.read())
     return store, select_partitions(store, args.partitions)
 
 

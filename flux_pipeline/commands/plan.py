@@ -15,9 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Final
+
+from flux_pipeline.settings.environment import (
+    FLUX_PROMPTS,
+    FLUX_STORAGE_ROOT,
+    SEGMIND_API_KEY,
+    SEGMIND_BASE_URL,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,7 +118,7 @@ def load_prompts(store: ObjectStore, prompts: str | None) -> tuple[pd.DataFrame,
 
     if prompts:
         return load_prompt_table(prompts), prompts, []
-    named = os.environ.get("FLUX_PROMPTS") or None
+    named = FLUX_PROMPTS.read()
     if store.exists(PROMPT_TABLE_PATH):
         stored_uri = store.uri(PROMPT_TABLE_PATH)
         table = load_prompt_table(stored_uri)
@@ -224,17 +230,15 @@ def _run_plan(args: argparse.Namespace) -> int:
     from flux_pipeline.builder.cost import plan_cost
     from flux_pipeline.prompts import partition_requests
     from flux_pipeline.store.provenance import configured_backend
-    from flux_pipeline.store.storage import DEFAULT_ROOT, ObjectStore
+    from flux_pipeline.store.storage import ObjectStore
 
     try:
         partitions = _partitions(args)
-        root = args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT)
+        root = args.root or FLUX_STORAGE_ROOT.read()
         store = ObjectStore.from_uri(root, create=False)  # a plan writes nothing
         table, source, notes = load_prompts(store, args.prompts)
         requests = {key: partition_requests(table, key) for key in partitions}
-        backend = configured_backend(
-            os.environ.get("SEGMIND_API_KEY") or None, os.environ.get("SEGMIND_BASE_URL") or None
-        )
+        backend = configured_backend(SEGMIND_API_KEY.read(), SEGMIND_BASE_URL.read())
         plan = plan_cost(store, requests, backend=backend, price_per_image=args.price_per_image)
     except (ValueError, LookupError, OSError) as exc:
         raise SystemExit(f"flux-pipeline plan: {exc}") from None

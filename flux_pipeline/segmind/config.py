@@ -1,14 +1,21 @@
-"""Engine settings as one small value object, checked when it is made."""
+"""The engine's settings, each declared once: the ``segmind`` resource's fields derive from them.
+
+:class:`EngineOptions` holds what a run may tune, :class:`SegmindSettings` adds where the
+service is (the ``segmind`` resource's fields, ``resources/segmind.py`` subclasses it), and
+:class:`EngineConfig` is what one engine runs with. Add a setting as a field of
+:class:`EngineOptions` (see :mod:`flux_pipeline.settings`).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Final, Literal, TypedDict, get_args
+from typing import Literal, Self, get_args
+
+from pydantic import Field, field_validator, model_validator
 
 from flux_pipeline.protocol import DEFAULT_BASE_URL, MODEL
 from flux_pipeline.segmind.errors import AuthenticationError
+from flux_pipeline.settings import Settings, ValueObject, setting
 
 log = logging.getLogger("flux_pipeline.segmind")
 
@@ -16,120 +23,72 @@ Mode = Literal["async", "sync", "auto"]
 MODES: tuple[str, ...] = get_args(Mode)
 
 
-class Bound(TypedDict, total=False):
-    """A lower bound as pydantic's ``Field`` takes it: above ``gt``, or at least ``ge``."""
+class EngineOptions(Settings):
+    """How the engine talks to the service: each field a setting a run may override."""
 
-    gt: float
-    ge: float
+    model: str = setting(MODEL, "Model slug.")
+    mode: Mode = setting(
+        "auto",
+        "async: v2 submit/poll/result; sync: one v1 POST per image; auto: v2, switching to v1 "
+        "while a quota binds (1 request per image instead of 2 or more) and back once it no "
+        "longer does.",
+    )
+    max_concurrency: int = setting(32, "Images in flight at once.", ge=1)
+    requests_per_minute: float | None = setting(
+        None,
+        "The account's quota in API requests per minute (submit, status, result, v1 POST; "
+        "never media downloads). Unset: SEGMIND_REQUESTS_PER_MINUTE when the run starts, else "
+        "no fixed cap, only AIMD on 429 answers.",
+        gt=0,
+    )
+    max_requests_per_second: float | None = setting(
+        None, "Deprecated alias of requests_per_minute / 60.", gt=0
+    )
+    request_timeout: float = setting(30.0, "Seconds one HTTP request may take.", gt=0)
+    deadline: float = setting(600.0, "Seconds one image may take, retries included.", gt=0)
+    max_retries: int = setting(
+        8, "Retries of one step after transport errors, 429, 500, 502, 504.", ge=0
+    )
+    backoff_base: float = setting(0.5, "First retry backoff cap, seconds (doubles).", ge=0)
+    backoff_max: float = setting(
+        30.0, "Largest backoff between retries, seconds (>= backoff_base).", ge=0
+    )
+    base64: bool = setting(False, "Ask for outputs inline as base64 instead of a media URL.")
+    repost_ambiguous_submits: bool = setting(
+        False, "Re-POST a submit whose answer never arrived (it may be billed twice)."
+    )
+    max_new_images: int | None = setting(
+        None,
+        "Budget of one engine (one run): accepted submits, new billed jobs (re-attached jobs "
+        "never count). Unset: no budget.",
+        ge=0,
+    )
+    max_cost: float | None = setting(
+        None,
+        "Budget of one engine in the service's cost unit (reported cost, else "
+        "price_per_image); needs price_per_image. Unset: no budget.",
+        ge=0,
+    )
+    price_per_image: float | None = setting(
+        None, "Cost of one image assumed while the service has reported none.", ge=0
+    )
+    max_image_bytes: int = setting(
+        32 * 1024 * 1024,
+        "Largest image body read (download, v1 answer, base64 output); past it reading stops "
+        "and the image is asked again, then fails. A one-megapixel PNG is 1 to 4 MiB.",
+        ge=1024,
+    )
 
-
-#: The lower bound of every numeric setting, stated once: :class:`EngineConfig` checks them
-#: and the Dagster resource declares its pydantic ``Field`` s with them (``Field(**bound)``).
-BOUNDS: Final[Mapping[str, Bound]] = {
-    "max_concurrency": {"ge": 1},
-    "requests_per_minute": {"gt": 0},
-    "max_requests_per_second": {"gt": 0},
-    "request_timeout": {"gt": 0},
-    "deadline": {"gt": 0},
-    "max_retries": {"ge": 0},
-    "backoff_base": {"ge": 0},
-    "backoff_max": {"ge": 0},
-    "prior_step_time": {"ge": 0},
-    "max_new_images": {"ge": 0},
-    "max_cost": {"ge": 0},
-    "price_per_image": {"ge": 0},
-    "max_image_bytes": {"ge": 1024},
-}
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How the engine talks to Segmind. The key is kept out of ``repr``.
-
-    Impossible values raise :class:`ValueError` naming the field: one past its bound in
-    :data:`BOUNDS`, or one that breaks a rule across fields (see :meth:`_check`).
-    """
-
-    api_key: str = field(repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    model: str = MODEL
-    #: async: v2 submit/poll/result; sync: one v1 POST per image (1 request per image);
-    #: auto: async, switching to sync while a quota binds (and back once it no longer does).
-    mode: Mode = "auto"
-    #: Jobs in flight at once (submitted and not yet finished).
-    max_concurrency: int = 32
-    #: The account's quota in API requests per minute (submit, status, result, v1 POST; never
-    #: media downloads). None: no fixed cap, only concurrency plus AIMD on 429 answers.
-    requests_per_minute: float | None = None
-    #: Deprecated alias of ``requests_per_minute`` / 60 (mapped to it, then cleared).
-    max_requests_per_second: float | None = None
-    #: Timeout of one HTTP request, seconds.
-    request_timeout: float = 30.0
-    #: Give up on one image after this many seconds, all retries included.
-    deadline: float = 600.0
-    #: Retries of one step (submit, status, result, download) before the image fails.
-    max_retries: int = 8
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    #: Ask for the output inline as base64 instead of a media URL.
-    base64: bool = False
-    #: Seconds per step assumed before the first job reports its ``inference_time``.
-    prior_step_time: float = 0.25
-    #: Re-POST a submit whose answer never arrived (may pay twice). Off by default.
-    repost_ambiguous_submits: bool = False
-    #: Budget of one engine: accepted submits (new billed jobs; attached ones never count).
-    max_new_images: int | None = None
-    #: Budget of one engine in the service's cost unit (reported cost, else ``price_per_image``).
-    max_cost: float | None = None
-    #: Cost of one image assumed while the service has reported none.
-    price_per_image: float | None = None
-    #: Largest image body read (media download, v1 answer, decoded base64 output): reading
-    #: stops past it and the image is asked again, then fails. 32 MiB: a one-megapixel PNG
-    #: is 1 to 4 MiB.
-    max_image_bytes: int = 32 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        # A key read from a file written by ``echo`` or a CRLF .env ends in whitespace: drop it.
-        key = self.api_key.strip()
-        object.__setattr__(self, "api_key", key)
-        if any(not "!" <= char <= "~" for char in key):
-            # Never quote the key: the message ends up in logs and run metadata.
-            raise AuthenticationError(
-                f"SEGMIND_API_KEY holds a character that cannot be sent in an HTTP header "
-                f"(control, space or non-ASCII) inside its {len(key)} characters: set it to "
-                "the bare key (SG_ followed by hex digits)."
-            )
-        self._map_deprecated_rate()
-        self._check()
-
-    def _map_deprecated_rate(self) -> None:
-        per_second = self.max_requests_per_second
-        if per_second is None:
-            return
-        _within("max_requests_per_second", per_second)
-        per_minute = per_second * 60
-        if self.requests_per_minute is not None and self.requests_per_minute != per_minute:
+    @model_validator(mode="after")
+    def _rules_across_fields(self) -> Self:
+        """The rules no single field's bound states; each message names its field."""
+        per_second, per_minute = self.max_requests_per_second, self.requests_per_minute
+        if per_second is not None and per_minute is not None and per_minute != per_second * 60:
             raise ValueError(
                 f"max_requests_per_second: deprecated alias of requests_per_minute / 60, "
-                f"got {per_second} and requests_per_minute={self.requests_per_minute}: "
+                f"got {per_second} and requests_per_minute={per_minute}: "
                 "set requests_per_minute only"
             )
-        log.warning(
-            "max_requests_per_second is deprecated: set requests_per_minute=%g instead "
-            "(it paces API requests only, never media downloads)",
-            per_minute,
-        )
-        object.__setattr__(self, "requests_per_minute", per_minute)
-        object.__setattr__(self, "max_requests_per_second", None)
-
-    def _check(self) -> None:
-        """Each field within its bound, then the rules across fields."""
-        if self.mode not in MODES:
-            raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in BOUNDS:
-            value = getattr(self, name)
-            if value is not None:
-                _within(name, value)
         if self.backoff_max < self.backoff_base:
             raise ValueError(
                 f"backoff_max: must be >= backoff_base ({self.backoff_base}), "
@@ -140,12 +99,65 @@ class EngineConfig:
                 "max_cost: needs price_per_image too (the cost of one image assumed until the "
                 "service reports one), so that no submit can pass the budget"
             )
+        return self
 
 
-def _within(name: str, value: float) -> None:
-    """Raise :class:`ValueError` naming ``name`` when ``value`` is past its bound (or NaN)."""
-    bound = BOUNDS[name]
-    if "gt" in bound and not value > bound["gt"]:
-        raise ValueError(f"{name}: must be > {bound['gt']:g}, got {value}")
-    if "ge" in bound and not value >= bound["ge"]:
-        raise ValueError(f"{name}: must be >= {bound['ge']:g}, got {value}")
+class SegmindSettings(EngineOptions):
+    """The ``segmind`` resource's fields: the engine's options, and where the service is."""
+
+    api_key: str | None = setting(
+        None,
+        "Segmind API key (SEGMIND_API_KEY); sent only in the x-api-key header.",
+        secret=True,
+    )
+    base_url: str | None = setting(
+        None,
+        f"API root (SEGMIND_BASE_URL), default {DEFAULT_BASE_URL}; a trailing /v1 is fine. "
+        "Leave it and api_key unset to run on the embedded emulator (synthetic images).",
+    )
+    emulator_workers: int = setting(
+        8, "Inference slots of the embedded emulator (used without a key or URL).", ge=1
+    )
+
+
+class EngineConfig(ValueObject, EngineOptions):
+    """What one engine runs with: a service and its options. The key is kept out of ``repr``.
+
+    An impossible value raises :class:`ValueError` naming the field. The deprecated
+    ``max_requests_per_second`` is mapped to ``requests_per_minute`` (and cleared).
+    """
+
+    api_key: str = Field(repr=False, description="The key sent in the x-api-key header.")
+    base_url: str = setting(DEFAULT_BASE_URL, "API root; a trailing /v1 is fine.")
+    prior_step_time: float = setting(
+        0.25, "Seconds per step assumed before the first job reports its inference_time.", ge=0
+    )
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _sendable_key(cls, key: str) -> str:
+        # A key read from a file written by ``echo`` or a CRLF .env ends in whitespace: drop it.
+        key = key.strip()
+        if any(not "!" <= char <= "~" for char in key):
+            # Never quote the key: the message ends up in logs and run metadata.
+            raise AuthenticationError(
+                f"SEGMIND_API_KEY holds a character that cannot be sent in an HTTP header "
+                f"(control, space or non-ASCII) inside its {len(key)} characters: set it to "
+                "the bare key (SG_ followed by hex digits)."
+            )
+        return key
+
+    @model_validator(mode="after")
+    def _map_deprecated_rate(self) -> Self:
+        per_second = self.max_requests_per_second
+        if per_second is None:
+            return self
+        per_minute = per_second * 60
+        log.warning(
+            "max_requests_per_second is deprecated: set requests_per_minute=%g instead "
+            "(it paces API requests only, never media downloads)",
+            per_minute,
+        )
+        object.__setattr__(self, "requests_per_minute", per_minute)
+        object.__setattr__(self, "max_requests_per_second", None)
+        return self

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from flux_pipeline.settings.environment import FLUX_RUN_LEASE
 from flux_pipeline.store.claims import process_gone, this_process
 from flux_pipeline.store.layout import heartbeat_path
 from flux_pipeline.store.storage import ObjectStore
 
 #: Seconds a heartbeat stays fresh without renewal (``FLUX_RUN_LEASE`` overrides it).
-DEFAULT_LEASE: Final = 120.0
+DEFAULT_LEASE: Final = FLUX_RUN_LEASE.default
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,7 @@ class Heartbeat:
 
 def lease_from_env() -> float:
     """``FLUX_RUN_LEASE`` seconds if set (positive), else :data:`DEFAULT_LEASE`."""
-    raw = os.environ.get("FLUX_RUN_LEASE", "").strip()
-    lease = float(raw) if raw else DEFAULT_LEASE
-    if lease <= 0:
-        raise ValueError(f"FLUX_RUN_LEASE must be positive seconds, got {raw!r}")
-    return lease
+    return FLUX_RUN_LEASE.read()
 
 
 def read_heartbeat(store: ObjectStore, run_id: str) -> Heartbeat | None:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT
 from flux_pipeline.store.backend import StorageBackend, Tagged
 from flux_pipeline.store.layout import TMP_DIR
 from flux_pipeline.store.local_backend import LocalBackend
@@ -35,7 +36,7 @@ from flux_pipeline.store.s3_backend import FsspecBackend, S3Backend
 
 __all__ = ["DEFAULT_ROOT", "ObjectStore", "StorageError", "Tagged", "WriteRetry", "last_record"]
 
-DEFAULT_ROOT = "./data"
+DEFAULT_ROOT = FLUX_STORAGE_ROOT.default
 
 T = TypeVar("T")
 #: One page of a listing: object names, sorted (``ObjectStore.list`` shadows ``list`` below).

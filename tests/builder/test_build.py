@@ -193,7 +193,7 @@ def test_resume_attaches_to_a_recorded_request_id(emulator: Any, local_store: Ob
 def test_auth_errors_propagate_and_write_no_lineage(
     emulator: Any, local_store: ObjectStore, tmp_path: Path
 ) -> None:
-    wrong = replace(config(emulator), api_key="SG_ffffffffffffffff")
+    wrong = config(emulator).replace(api_key="SG_ffffffffffffffff")
     with pytest.raises(AuthenticationError) as info:
         build_partition(
             requests_of(tmp_path), partition=DAY, store=local_store, engine_config=wrong

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from flux_pipeline.resources import SegmindResource
-from flux_pipeline.segmind.config import BOUNDS
+from flux_pipeline.segmind.config import EngineConfig, EngineOptions, SegmindSettings
 from tests.support.loopback import TEST_KEY
 from tests.support.segmind_support import batch, run_engine
 
@@ -178,15 +178,20 @@ def test_an_invalid_environment_quota_fails_naming_the_variable(
     assert TEST_KEY not in message
 
 
-def test_the_resource_fields_declare_the_engine_bounds() -> None:
-    """One statement of each limit: the resource's Fields carry EngineConfig's BOUNDS."""
+def test_the_resource_fields_are_the_core_declarations() -> None:
+    """One declaration of each field: the resource's fields are SegmindSettings', and the
+    engine takes every option the resource has."""
     fields = SegmindResource.model_fields
-    assert set(BOUNDS) - set(fields) == {"prior_step_time"}  # not a resource setting
-    for name in set(BOUNDS) & set(fields):
-        declared = {
-            kind: getattr(limit, kind)
-            for limit in fields[name].metadata
-            for kind in ("gt", "ge")
-            if hasattr(limit, kind)
-        }
-        assert declared == BOUNDS[name], name
+    declared = SegmindSettings.model_fields
+    assert set(fields) == set(declared)
+    for name, info in declared.items():
+        assert fields[name].default == info.default, name
+        assert fields[name].metadata == info.metadata, name
+        assert fields[name].description == info.description, name
+    assert set(EngineOptions.model_fields) <= set(EngineConfig.model_fields)
+    assert set(EngineOptions.model_fields) <= set(fields)
+
+
+def test_a_field_past_its_declared_bound_is_refused_in_code_naming_it() -> None:
+    with pytest.raises(ValueError, match="max_image_bytes"):
+        SegmindResource(api_key=TEST_KEY, max_image_bytes=10)
