@@ -72,7 +72,7 @@ class ProxyRoutes(httpx.AsyncBaseTransport):
         self._via: dict[str, httpx.AsyncHTTPTransport] = {}
         self._routes: dict[tuple[str, str, int | None], httpx.AsyncBaseTransport] = {}
 
-    def route(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+    def _route(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         """The transport for ``url``'s origin (decided once per origin)."""
         origin = (url.scheme, url.host, url.port)
         known = self._routes.get(origin)
@@ -81,7 +81,7 @@ class ProxyRoutes(httpx.AsyncBaseTransport):
         return known
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.route(request.url).handle_async_request(request)
+        return await self._route(request.url).handle_async_request(request)
 
     async def aclose(self) -> None:
         await self._direct.aclose()
