@@ -101,6 +101,6 @@ class ModeChooser:
         ):
             self._switch("async")
 
-    def _switch(self, protocol: ApiMode) -> None:
-        self.current = protocol
+    def _switch(self, mode: ApiMode) -> None:
+        self.current = mode
         self._stats.mode_switches += 1
