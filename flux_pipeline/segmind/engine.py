@@ -18,6 +18,9 @@ from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind import v1, v2
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.estimator import CompletionEstimator, SubmitOrder
+from flux_pipeline.segmind.http.client import HttpClient
+from flux_pipeline.segmind.http.exceptions import StepFailed
+from flux_pipeline.segmind.http.timeouts import Attempts
 from flux_pipeline.segmind.modes import ModeChooser
 from flux_pipeline.segmind.output import DECODERS
 from flux_pipeline.segmind.pacing import AdaptiveWindow, RequestPacer
@@ -25,7 +28,6 @@ from flux_pipeline.segmind.results import GenerationResult
 from flux_pipeline.segmind.session import BudgetSpent, Job, Run, Session, SubmittedHook
 from flux_pipeline.segmind.spending import SpendingGuard
 from flux_pipeline.segmind.stats import EngineStats
-from flux_pipeline.segmind.transport import Budget, StepFailed, Transport
 
 log = logging.getLogger("flux_pipeline.segmind")
 
@@ -63,7 +65,7 @@ class SegmindEngine:
         self._session = Session(
             config=self.config,
             stats=self.stats,
-            http=Transport(self.config, self.stats, window, self._pacer),
+            http=HttpClient(self.config, self.stats, window, self._pacer),
             window=window,
             estimator=self._estimator,
             order=self._order,
@@ -173,7 +175,7 @@ class SegmindEngine:
         self, request: GenerationRequest, attach_id: str | None, run: Run
     ) -> GenerationResult | None:
         session = self._open()
-        job = Job(request, Budget(time.monotonic() + self.config.deadline))
+        job = Job(request, Attempts(time.monotonic() + self.config.deadline))
         try:
             if attach_id:
                 self.stats.attached += 1
@@ -189,13 +191,13 @@ class SegmindEngine:
             await session.reserve(job)
             if self._modes.auto:
                 await self._pacer.wait()  # pick when the first request may go out
-                job.budget.paced = True
-            job.protocol = self._modes.pick()
-            if job.protocol == "sync":
+                job.attempts.paced = True
+            job.mode = self._modes.pick()
+            if job.mode == "sync":
                 outcome = await v1.run_sync(session, job, run)
                 if outcome is not v1.NO_SYNC_HERE:
                     return outcome if isinstance(outcome, GenerationResult) else None
-                job.protocol = "async"
+                job.mode = "async"
                 await session.reserve(job)
             if not await v2.submit(session, job, run):
                 return None

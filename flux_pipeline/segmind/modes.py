@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from flux_pipeline.segmind.config import Mode
 from flux_pipeline.segmind.pacing import RequestPacer
-from flux_pipeline.segmind.stats import EngineStats, Protocol
+from flux_pipeline.segmind.stats import ApiMode, EngineStats
 
 #: Requests sent, and seconds, between two reviews (and before going back to v2).
 _REVIEW_REQUESTS = 8
@@ -49,12 +49,12 @@ class ModeChooser:
 
     def __init__(self, mode: Mode, pacer: RequestPacer, stats: EngineStats) -> None:
         self.auto = mode == "auto"
-        self.current: Protocol = "sync" if mode == "sync" else "async"
+        self.current: ApiMode = "sync" if mode == "sync" else "async"
         self._pacer = pacer
         self._stats = stats
         self._mark = self._now()
 
-    def pick(self) -> Protocol:
+    def pick(self) -> ApiMode:
         """The protocol of the next image."""
         if self.auto:
             self._review()
@@ -101,6 +101,6 @@ class ModeChooser:
         ):
             self._switch("async")
 
-    def _switch(self, protocol: Protocol) -> None:
-        self.current = protocol
+    def _switch(self, mode: ApiMode) -> None:
+        self.current = mode
         self._stats.mode_switches += 1

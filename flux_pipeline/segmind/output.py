@@ -9,9 +9,9 @@ import binascii
 import logging
 from typing import IO
 
+from flux_pipeline.segmind.http.exceptions import AnswerTooLarge, StepFailed
 from flux_pipeline.segmind.media import CheckedImage, NotAnImage, check_image, far_from_requested
 from flux_pipeline.segmind.session import Job, Refetch, Session
-from flux_pipeline.segmind.transport import AnswerTooLarge, StepFailed
 
 log = logging.getLogger("flux_pipeline.segmind")
 
@@ -31,7 +31,7 @@ async def image_of_output(session: Session, job: Job, output: object) -> Checked
 async def _download(session: Session, job: Job, url: str) -> CheckedImage:
     http = session.http
     try:
-        with await http.send_media("download", "GET", url, job.budget) as answer:
+        with await http.send_media("download", "GET", url, job.attempts) as answer:
             response = answer.response
             if response.status_code != 200:
                 error = f"download: HTTP {response.status_code}: {http.error_text(response)}"

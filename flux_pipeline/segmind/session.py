@@ -17,13 +17,16 @@ from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.errors import InsufficientCredits
 from flux_pipeline.segmind.estimator import CompletionEstimator, SubmitOrder
+from flux_pipeline.segmind.http.bodies import MediaAnswer
+from flux_pipeline.segmind.http.client import HttpClient
+from flux_pipeline.segmind.http.exceptions import StepFailed
+from flux_pipeline.segmind.http.timeouts import Attempts
 from flux_pipeline.segmind.media import CheckedImage
 from flux_pipeline.segmind.modes import ModeChooser
 from flux_pipeline.segmind.pacing import AdaptiveWindow
 from flux_pipeline.segmind.results import GenerationResult
 from flux_pipeline.segmind.spending import SpendingGuard
-from flux_pipeline.segmind.stats import EngineStats, Protocol, RequestKind
-from flux_pipeline.segmind.transport import Budget, MediaAnswer, StepFailed, Transport
+from flux_pipeline.segmind.stats import ApiMode, EngineStats, RequestKind
 
 log = logging.getLogger("flux_pipeline.segmind")
 
@@ -46,7 +49,7 @@ class BudgetSpent(StepFailed):
 @dataclass
 class Job:
     request: GenerationRequest
-    budget: Budget
+    attempts: Attempts
     request_id: str | None = None
     status_url: str = ""
     response_url: str = ""
@@ -55,7 +58,7 @@ class Job:
     #: when it was accepted (None for a job attached from an earlier run).
     order: int | None = None
     ahead: int | None = None
-    protocol: Protocol = "async"
+    mode: ApiMode = "async"
     #: The job holds a place of the budget that no POST has taken over yet.
     reserved: bool = False
 
@@ -82,7 +85,7 @@ class Session:
 
     config: EngineConfig
     stats: EngineStats
-    http: Transport
+    http: HttpClient
     window: AdaptiveWindow
     estimator: CompletionEstimator
     order: SubmitOrder
@@ -131,7 +134,7 @@ class Session:
                 kind,
                 "POST",
                 f"{http.base}/{version}/{self.config.model}",
-                job.budget,
+                job.attempts,
                 json=job.request.payload(base64=self.config.base64),
                 media=kind == "sync",
             )
@@ -143,7 +146,7 @@ class Session:
             billed = exc.maybe_billed
             raise
         except asyncio.CancelledError:
-            billed = job.budget.unrecorded_submit  # sent, fate unknown: count it
+            billed = job.attempts.unrecorded_submit  # sent, fate unknown: count it
             raise
         finally:
             headers = answer.response.headers if answer is not None and kind == "sync" else {}
@@ -168,7 +171,7 @@ class Session:
             ahead=job.ahead,
         )
         self.stats.completed += 1
-        self.stats.completed_by_mode[job.protocol] += 1
+        self.stats.completed_by_mode[job.mode] += 1
         self.stats.cost += cost or 0.0
         await self.window.succeeded()
         return GenerationResult(
@@ -182,7 +185,7 @@ class Session:
             inference_time=inference_time,
             queue_time=queue_time,
             cost=cost,
-            attempts=job.budget.attempts,
+            attempts=job.attempts.count,
             submitted_at=job.submitted_at,
             completed_at=datetime.now(UTC),
         )
@@ -198,7 +201,7 @@ class Session:
             status="FAILED",
             request_id=job.request_id,
             error=error,
-            attempts=job.budget.attempts,
+            attempts=job.attempts.count,
             submitted_at=job.submitted_at,
             completed_at=datetime.now(UTC),
             retryable=retryable,
@@ -215,7 +218,7 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def error_of(http: Transport, response: httpx.Response, body: dict[str, Any]) -> str:
+def error_of(http: HttpClient, response: httpx.Response, body: dict[str, Any]) -> str:
     """Segmind's error text of an answer (key masked), else its status and body start."""
     if body.get("error"):
         return http.scrub(str(body["error"]))

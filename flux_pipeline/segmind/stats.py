@@ -7,9 +7,9 @@ from typing import Literal
 
 RequestKind = Literal["submit", "status", "result", "download", "sync"]
 REQUEST_KINDS: tuple[RequestKind, ...] = ("submit", "status", "result", "download", "sync")
-#: The two protocols an image can go through: v2 submit/poll/result, or one v1 POST.
-Protocol = Literal["async", "sync"]
-PROTOCOLS: tuple[Protocol, ...] = ("async", "sync")
+#: The two APIs an image can go through: v2 submit/poll/result, or one v1 POST.
+ApiMode = Literal["async", "sync"]
+API_MODES: tuple[ApiMode, ...] = ("async", "sync")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class EngineStats:
     #: The configured mode, the images completed through each protocol, and how often
     #: ``auto`` changed the protocol of new images.
     mode: str = "async"
-    completed_by_mode: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROTOCOLS, 0))
+    completed_by_mode: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_MODES, 0))
     mode_switches: int = 0
     #: The v1 endpoint answered 404/405 (no sync endpoint): v2 for the rest of the run.
     sync_unavailable: bool = False
@@ -62,7 +62,7 @@ class EngineStats:
     @property
     def mode_used(self) -> str:
         """The protocol(s) the completed images went through: async, sync, async+sync, none."""
-        used = [name for name in PROTOCOLS if self.completed_by_mode.get(name)]
+        used = [name for name in API_MODES if self.completed_by_mode.get(name)]
         return "+".join(used) or "none"
 
     @property

@@ -37,7 +37,7 @@ async def run_sync(session: Session, job: Job, run: Run) -> object:
             _no_sync(session, response)
             return NO_SYNC_HERE
         job.request_id = response.headers.get("x-request-id")
-        job.submitted_at = job.budget.sent_at
+        job.submitted_at = job.attempts.sent_at
         if response.status_code != 200:
             retryable = response.status_code not in FINAL_REFUSALS
             error = error_of(session.http, response, json_body(response))

@@ -13,6 +13,7 @@ import httpx
 
 from flux_pipeline.protocol import COMPLETED, FAILED, PROCESSING, QUEUED
 from flux_pipeline.segmind.errors import ModelNotFound
+from flux_pipeline.segmind.http.exceptions import AnswerTooLarge, StepFailed
 from flux_pipeline.segmind.output import bad_media, image_of_output
 from flux_pipeline.segmind.results import GenerationResult
 from flux_pipeline.segmind.session import (
@@ -25,7 +26,6 @@ from flux_pipeline.segmind.session import (
     json_body,
     number,
 )
-from flux_pipeline.segmind.transport import AnswerTooLarge, StepFailed
 
 log = logging.getLogger("flux_pipeline.segmind")
 
@@ -69,7 +69,7 @@ async def submit(session: Session, job: Job, run: Run) -> bool:
     try:
         return await asyncio.shield(attempt)
     except asyncio.CancelledError:
-        if job.budget.unrecorded_submit:
+        if job.attempts.unrecorded_submit:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(attempt, session.config.request_timeout)
         else:
@@ -93,7 +93,7 @@ async def _submit_and_record(session: Session, job: Job, run: Run) -> bool:
     if not request_id:
         raise StepFailed("submit: answer without request_id", retryable=True)
     job.request_id = request_id
-    job.submitted_at = job.budget.sent_at
+    job.submitted_at = job.attempts.sent_at
     requests_url = f"{http.base}/v2/requests/{request_id}"
     named_status, named_result = str(body.get("status_url") or ""), body.get("response_url")
     job.status_url = _own_url(session, named_status, f"{requests_url}/status")
@@ -117,7 +117,7 @@ async def _submit_and_record(session: Session, job: Job, run: Run) -> bool:
             exc,
         )
     finally:
-        job.budget.unrecorded_submit = False
+        job.attempts.unrecorded_submit = False
     return True
 
 
@@ -165,7 +165,9 @@ async def follow(session: Session, job: Job, *, first_delay: float, optimistic: 
         on_result = ask is not _Ask.STATUS
         try:
             url = job.response_url if on_result else job.status_url
-            response = await http.send("result" if on_result else "status", "GET", url, job.budget)
+            response = await http.send(
+                "result" if on_result else "status", "GET", url, job.attempts
+            )
             code, body = response.status_code, json_body(response)
             state = body.get("status")
             if planned:
@@ -220,7 +222,7 @@ async def _wait(session: Session, job: Job, delay: float) -> None:
     """Sleep ``delay`` seconds before the next poll, unless the deadline comes first."""
     if delay <= 0:
         return
-    if delay >= job.budget.remaining():
+    if delay >= job.attempts.remaining():
         raise StepFailed(
             f"deadline of {session.config.deadline:g} s reached while request "
             f"{job.request_id} was still running (attach to it to collect it)",

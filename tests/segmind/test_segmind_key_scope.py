@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flux_pipeline.segmind.transport import may_receive_key, registrable_domain
+from flux_pipeline.segmind.http.key_scope import may_receive_key, registrable_domain
 from tests.support.loopback import TEST_KEY, fast_config
 from tests.support.segmind_support import (
     Answer,

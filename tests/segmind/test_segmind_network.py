@@ -21,9 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from flux_pipeline.segmind.network import PooledTransport
+from flux_pipeline.segmind.http.pool import ConnectionPool
+from flux_pipeline.segmind.http.proxy import engine_transport
 from tests.support.loopback import fast_config
 from tests.support.segmind_support import batch, run_engine
+
+#: Rounds of each proxy-routing scenario (a route decided wrong once in a while shows here).
+ROUNDS = 20
 
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
@@ -61,9 +65,7 @@ class _KeepAlive:
 
 def _client(max_connections: int = 4, **timeouts: float) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=4)
-    return httpx.AsyncClient(
-        transport=PooledTransport(limits), timeout=httpx.Timeout(5, **timeouts)
-    )
+    return httpx.AsyncClient(transport=ConnectionPool(limits), timeout=httpx.Timeout(5, **timeouts))
 
 
 async def _closing_server() -> tuple[asyncio.Server, list[int]]:
@@ -86,7 +88,7 @@ def test_a_connection_the_server_closed_is_not_reused() -> None:
         port = server.sockets[0].getsockname()[1]
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
         statuses = []
-        async with server, httpx.AsyncClient(transport=PooledTransport(limits)) as client:
+        async with server, httpx.AsyncClient(transport=ConnectionPool(limits)) as client:
             for _ in range(3):
                 response = await client.get(f"http://127.0.0.1:{port}/")
                 statuses.append(response.status_code)
@@ -264,11 +266,11 @@ def test_https_verifies_the_certificate_and_keeps_the_connection(tmp_path: Path)
     async def scenario() -> list[str]:
         server, url = await _serve(answer, served)
         limits = httpx.Limits(max_connections=2)
-        trusting = PooledTransport(limits, ssl_context=ssl.create_default_context(cafile=cert))
+        trusting = ConnectionPool(limits, ssl_context=ssl.create_default_context(cafile=cert))
         async with server:
             async with httpx.AsyncClient(transport=trusting) as client:
                 texts = [(await client.get(url)).text for _ in range(3)]
-            async with httpx.AsyncClient(transport=PooledTransport(limits)) as default:
+            async with httpx.AsyncClient(transport=ConnectionPool(limits)) as default:
                 with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
                     await default.get(url)
         return texts
@@ -331,13 +333,68 @@ def test_behind_a_proxy_from_the_environment_every_request_goes_through_it(
     emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = emulator_factory(workers=8, step_time=0.02)
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    _no_proxies(monkeypatch)
     with _forward_proxy() as (proxy, asked):
         monkeypatch.setenv("HTTP_PROXY", proxy)
-        monkeypatch.setenv("http_proxy", proxy)
         results, stats = run_engine(fast_config(emu.url, mode="async"), batch(6))
 
     assert [r.status for r in results] == ["COMPLETED"] * 6
     assert len(asked) == sum(stats.requests.values())  # submits, polls, results, downloads
     assert all(url.startswith(emu.url) for url in asked)
+
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "all_proxy"])
+def test_a_proxy_variable_is_honoured_unless_no_proxy_names_the_host(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_proxies(monkeypatch)
+    answer = _KeepAlive()
+    limits = httpx.Limits(max_connections=2)
+
+    async def scenario(url: str) -> None:
+        async with httpx.AsyncClient(transport=engine_transport(limits)) as client:
+            assert (await client.get(url)).text == "ok"
+
+    async def rounds(asked: list[str]) -> str:
+        server, url = await _serve(answer)
+        async with server:
+            for done in range(ROUNDS):
+                monkeypatch.delenv("NO_PROXY", raising=False)
+                await scenario(url)  # through the proxy
+                monkeypatch.setenv("NO_PROXY", "localhost, 127.0.0.1")
+                await scenario(url)  # straight to the server
+                assert len(asked) == done + 1
+        return url
+
+    with _forward_proxy() as (proxy, asked):
+        monkeypatch.setenv(variable, proxy)
+        url = asyncio.run(rounds(asked))
+    assert asked == [url] * ROUNDS
+    assert answer.connections == 2 * ROUNDS  # one from the proxy, one from the pool, each round
+
+
+def test_no_proxy_alone_keeps_the_engine_on_its_own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_proxies(monkeypatch)
+    monkeypatch.setenv("NO_PROXY", "example.com")
+    answer = _KeepAlive()
+
+    async def scenario() -> None:
+        server, url = await _serve(answer)
+        async with server:
+            for _ in range(ROUNDS):
+                transport = engine_transport(httpx.Limits(max_connections=2))
+                assert isinstance(transport, ConnectionPool)
+                async with httpx.AsyncClient(transport=transport) as client:
+                    assert (await client.get(url)).text == "ok"
+
+    asyncio.run(scenario())
+    assert answer.connections == ROUNDS
