@@ -13,7 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_support import PARTITION
+
+from tests.support.dagster_support import PARTITION
 
 PROJECT = Path(__file__).resolve().parents[2]
 DG = Path(sys.executable).with_name("dg")
