@@ -9,15 +9,12 @@ command never imports Dagster otherwise. Asset backfills (the UI's "Materialize"
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from flux_pipeline.assets.dagster_internals import BackfillTarget, backfill_target
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.jobs import synthetic_build
-
-if TYPE_CHECKING:
-    from dagster._core.execution.backfill import PartitionBackfill
 
 
 class BackfillLookupError(LookupError):
@@ -31,13 +28,15 @@ def backfill_partitions(backfill_id: str) -> list[str]:
     except dg.DagsterError as exc:
         raise BackfillLookupError(f"cannot open the Dagster instance: {exc}") from None
     home = os.environ.get("DAGSTER_HOME", "")
+    from flux_pipeline.definitions import defs
+
     with instance:
-        backfill = instance.get_backfill(backfill_id)
-        if backfill is None:
-            raise BackfillLookupError(
-                f"no backfill {backfill_id!r} in the Dagster instance at DAGSTER_HOME={home}"
-            )
-        keys = _target_keys(backfill, backfill_id)
+        target = backfill_target(instance, backfill_id, defs)
+    if target is None:
+        raise BackfillLookupError(
+            f"no backfill {backfill_id!r} in the Dagster instance at DAGSTER_HOME={home}"
+        )
+    keys = _target_keys(target, backfill_id)
     if not keys:
         raise BackfillLookupError(
             f"backfill {backfill_id!r} targets no partition of generated_images"
@@ -45,17 +44,14 @@ def backfill_partitions(backfill_id: str) -> list[str]:
     return sorted(keys)
 
 
-def _target_keys(backfill: PartitionBackfill, backfill_id: str) -> list[str]:
-    if not backfill.is_asset_backfill:
-        if backfill.job_name != synthetic_build.name:
+def _target_keys(target: BackfillTarget, backfill_id: str) -> list[str]:
+    if target.job_name is not None:
+        if target.job_name != synthetic_build.name:
             raise BackfillLookupError(
-                f"backfill {backfill_id!r} is of job {backfill.job_name!r}, which does not "
+                f"backfill {backfill_id!r} is of job {target.job_name!r}, which does not "
                 "build generated_images"
             )
-        return list(backfill.partition_names or [])
-    from flux_pipeline.definitions import defs
-
-    data = backfill.get_asset_backfill_data(defs.resolve_asset_graph())
-    if generated_images.key not in data.target_subset.partitions_subsets_by_asset_key:
+        return target.job_partitions
+    if generated_images.key not in target.asset_partitions:
         raise BackfillLookupError(f"backfill {backfill_id!r} does not target generated_images")
-    return list(data.get_target_partitions_subset(generated_images.key).get_partition_keys())
+    return target.asset_partitions[generated_images.key]

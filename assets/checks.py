@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
+from flux_pipeline.assets.dagster_internals import latest_materialization_target
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.partition_lineage import read_lineage_schema, read_partition_lineage
 from flux_pipeline.assets.partitions import daily_partitions
@@ -60,7 +58,9 @@ def _partitioned_check(check: PartitionCheck) -> dg.AssetChecksDefinition:
                 check_name=name,
                 passed=result.passed,
                 metadata=result.metadata,
-                target_materialization_data=_latest_materialization(context.instance, partition),
+                target_materialization_data=latest_materialization_target(
+                    context.instance, generated_images.key, partition
+                ),
                 severity=result.severity,
                 description=result.description,
                 blocking=False,
@@ -78,22 +78,6 @@ def _partitioned_check(check: PartitionCheck) -> dg.AssetChecksDefinition:
         )
         # Dagster executes generator checks; its annotation only names AssetCheckResult.
         return decorate(evaluate)  # type: ignore[arg-type]
-
-
-def _latest_materialization(
-    instance: dg.DagsterInstance, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The materialization of ``partition`` a result is about (as Dagster records it itself)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=generated_images.key, asset_partitions=[partition]),
-        limit=1,
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-    )
 
 
 def _missing_lineage(partition: str) -> dg.AssetCheckResult:

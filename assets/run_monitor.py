@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from flux_pipeline.assets.run_queue import know_pools
+from flux_pipeline.assets.dagster_internals import create_missing_pool_limits
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.settings.environment import FLUX_RUN_MONITOR_INTERVAL
@@ -105,7 +105,7 @@ def flux_dead_runs(
 ) -> dg.SkipReason:
     """Fail dead runs of this location (see the module); the tick's summary says what it did."""
     instance = context.instance
-    created = know_pools(instance, [SEGMIND_POOL])
+    created = create_missing_pool_limits(instance, [SEGMIND_POOL])
     origin = context.code_location_origin
     if origin is None:
         return dg.SkipReason("no code location origin: nothing to judge")

@@ -15,29 +15,21 @@ not hold this package) get the row from the ``flux_dead_runs`` sensor's ticks, o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import dagster as dg
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
-from dagster._core.storage.dagster_run import DagsterRun
+
+from flux_pipeline.assets.dagster_internals import (
+    coordinator_instance,
+    create_missing_pool_limits,
+    run_pools,
+)
 
 
-class PoolQueuedRunCoordinator(QueuedRunCoordinator):
+class PoolQueuedRunCoordinator(dg.QueuedRunCoordinator):
     """``QueuedRunCoordinator`` that creates the limit row of each pool of a run before queueing
     it (configured exactly like ``QueuedRunCoordinator``)."""
 
-    def submit_run(self, context: SubmitRunContext) -> DagsterRun:
-        concurrency = context.dagster_run.run_op_concurrency
-        if concurrency is not None and concurrency.all_pools:
-            know_pools(self._instance, concurrency.all_pools)
+    def submit_run(self, context: dg.SubmitRunContext) -> dg.DagsterRun:
+        pools = run_pools(context.dagster_run)
+        if pools:
+            create_missing_pool_limits(coordinator_instance(self), pools)
         return super().submit_run(context)
-
-
-def know_pools(instance: dg.DagsterInstance, pools: Iterable[str]) -> list[str]:
-    """Create the missing limit rows of ``pools`` at the instance's ``default_limit``; returns
-    the pools created."""
-    storage = instance.event_log_storage
-    if instance.global_op_concurrency_default_limit is None:
-        return []
-    missing = sorted(set(pools) - storage.get_concurrency_keys())
-    return [pool for pool in missing if storage.initialize_concurrency_limit_to_default(pool)]

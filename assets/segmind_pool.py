@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from flux_pipeline.assets.dagster_internals import pool_limit
 from flux_pipeline.segmind import EngineConfig
 
 #: The pool of every step that sends requests to Segmind.
@@ -42,7 +43,7 @@ class PoolShare:
 
 def pool_share(instance: dg.DagsterInstance, pool: str = SEGMIND_POOL) -> PoolShare:
     """The number of runs that may hold ``pool`` at once, from the instance's configuration."""
-    limit = instance.event_log_storage.get_concurrency_info(pool).limit
+    limit = pool_limit(instance, pool)
     if limit is not None and limit > 0:
         return PoolShare(limit, f"pool {pool!r} limit {limit}")
     return PoolShare(

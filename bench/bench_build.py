@@ -183,7 +183,11 @@ def measure_rss(argv: list[str]) -> None:
 
 
 def memory_of_build(url: str, count: int) -> Memory:
-    code = "import sys; from bench.bench_build import measure_rss; measure_rss(sys.argv[1:])"
+    # Tuned as the shipped entry points tune a process, before the build imports pyarrow.
+    code = (
+        "import sys; from flux_pipeline import native_memory; native_memory.tune(); "
+        "from bench.bench_build import measure_rss; measure_rss(sys.argv[1:])"
+    )
     with tempfile.TemporaryDirectory() as root:
         done = subprocess.run(
             [sys.executable, "-c", code, url, str(count), root],

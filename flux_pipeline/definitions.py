@@ -9,9 +9,16 @@ the embedded emulator.
 
 from __future__ import annotations
 
-import dagster as dg
+from flux_pipeline import native_memory
 
-from flux_pipeline.assets import (
+# A process that loads the code location (code server, run worker) allocates as the CLI does.
+# Before the imports below: they import pyarrow and pandas, whose first allocation fixes Arrow's
+# allocator for the process, so each is one E402 ("import not at top of file") on purpose.
+native_memory.tune()
+
+import dagster as dg  # noqa: E402
+
+from flux_pipeline.assets import (  # noqa: E402
     flux_dead_runs,
     generated_images,
     generated_images_checks,
@@ -20,8 +27,8 @@ from flux_pipeline.assets import (
     synthetic_build,
     synthetic_build_schedule,
 )
-from flux_pipeline.resources import ObjectStoreResource, SegmindResource
-from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT
+from flux_pipeline.resources import ObjectStoreResource, SegmindResource  # noqa: E402
+from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT  # noqa: E402
 
 defs = dg.Definitions(
     assets=[prompt_table, generated_images, generation_metrics],

@@ -1,5 +1,7 @@
 """The house rules, read from the code's own imports: the core never imports Dagster, and each
-stage of the data flow imports only the stages below it (``store/`` nothing above it)."""
+stage of the data flow imports only the stages below it (``store/`` nothing above it). Outside
+the core, dependencies point one way, ``assets/ -> resources/ -> core``, and Dagster's private
+modules (``dagster._*``) are imported by one adapter only."""
 
 from __future__ import annotations
 
@@ -9,11 +11,18 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[1] / "flux_pipeline"
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "flux_pipeline"
+#: The Dagster layer, installed as ``flux_pipeline.assets`` and ``flux_pipeline.resources``.
+ASSETS = ROOT / "assets"
+RESOURCES = ROOT / "resources"
+#: The one module of the package that may use Dagster's private API (``dagster._*``).
+DAGSTER_ADAPTER = ASSETS / "dagster_internals.py"
 #: The stages, bottom up: a module may import its own stage and the stages of lower rank.
 RANK = {
     "settings": 0,
     "protocol": 0,
+    "native_memory": 0,
     "store": 1,
     "prompts": 2,
     "segmind": 2,
@@ -123,3 +132,43 @@ def test_tests_and_benchmarks_reach_helpers_as_packages_not_through_sys_path() -
         )
     ]
     assert edits == []
+
+
+def _package_files() -> list[Path]:
+    return sorted([*CORE.rglob("*.py"), *ASSETS.rglob("*.py"), *RESOURCES.rglob("*.py")])
+
+
+def test_resources_never_import_assets() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted(RESOURCES.rglob("*.py"))
+        for module, _ in _imports(path)
+        if module == "flux_pipeline.assets" or module.startswith("flux_pipeline.assets.")
+    ]
+    assert offenders == []
+
+
+def test_the_core_imports_neither_assets_nor_resources() -> None:
+    """Only ``definitions.py`` assembles them, and the two commands that reach the Dagster layer
+    do so inside a function (``LAZY_UPWARD``)."""
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in _core_files()
+        for module, at_top in _imports(path)
+        if module.startswith("flux_pipeline.")
+        and _stage(module) in ("assets", "resources")
+        and not ((path.relative_to(CORE).as_posix(), module) in LAZY_UPWARD and not at_top)
+    ]
+    assert offenders == []
+
+
+def test_dagster_s_private_api_is_used_by_one_adapter() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in _package_files()
+        if path != DAGSTER_ADAPTER
+        for module, _ in _imports(path)
+        if module.split(".")[0] in ("dagster", "dagster_postgres", "dagster_k8s")
+        and any(part.startswith("_") for part in module.split(".")[1:])
+    ]
+    assert offenders == []

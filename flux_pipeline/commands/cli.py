@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from flux_pipeline import protocol
+from flux_pipeline import native_memory, protocol
 from flux_pipeline.commands import demo, export, plan
 from flux_pipeline.emulator.settings import EmulatorAddress, EmulatorSettings
 from flux_pipeline.settings.flags import add_flags, from_flags
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    native_memory.tune()  # the process is ours: before any command imports pyarrow
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     return handler(args)

@@ -35,19 +35,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
-from flux_pipeline.store.layout import claim_path, owner_path
+from flux_pipeline.store.layout import claim_path
+from flux_pipeline.store.owner_heartbeats import OwnerHeartbeats, now_utc
+from flux_pipeline.store.process_identity import process_gone, this_process
 from flux_pipeline.store.storage import ObjectStore, StorageError, Tagged
 
 #: Seconds a claim stays live without renewal (renewed every quarter of it).
@@ -110,46 +107,16 @@ class ClaimInfo:
         return info
 
 
-@dataclass(frozen=True)
-class OwnerBeat:
-    """One owner's heartbeat, as stored: live while ``renewed_at + lease_s`` is ahead."""
-
-    owner: str
-    host: str
-    pid: int
-    process_scope: str
-    renewed_at: datetime
-    lease_s: float
-    ended: bool = False
-
-    def to_json(self) -> bytes:
-        body = asdict(self)
-        body["renewed_at"] = self.renewed_at.isoformat()
-        return json.dumps(body).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> OwnerBeat | None:
-        """The heartbeat in ``data``; None when it cannot be read (then it proves nothing)."""
-        try:
-            body = json.loads(data)
-            return cls(
-                owner=str(body["owner"]),
-                host=str(body["host"]),
-                pid=int(body["pid"]),
-                process_scope=str(body["process_scope"]),
-                renewed_at=datetime.fromisoformat(body["renewed_at"]),
-                lease_s=float(body["lease_s"]),
-                ended=bool(body["ended"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
 class Claims:
     """Claims of one owner (a run) in an :class:`ObjectStore`; safe to share between threads.
 
     ``owner`` must be unique to the run (its run id; default a fresh uuid): claims with the
     same owner are treated as the caller's own.
+
+    One concern, a claim's life (create, take over, renew, release, read, judge live), kept in
+    one class because every step is the same compare-and-swap on the same object and must agree
+    on what "live" means. The owner's heartbeat is :class:`.OwnerHeartbeats`, the writer's
+    identity :mod:`.process_identity`.
     """
 
     def __init__(
@@ -159,31 +126,22 @@ class Claims:
             raise ValueError(f"lease must be positive seconds, got {lease!r}")
         self.store = store
         self.owner = owner or uuid.uuid4().hex
-        owner_path(self.owner)
         self.lease = float(lease)
-        #: Other owners' heartbeats as last read: ``{owner: (beat or None, monotonic time)}``.
-        self._beats: dict[str, tuple[OwnerBeat | None, float]] = {}
-        self._beating = False
-        self._beat_lock = threading.Lock()
+        self.heartbeats = OwnerHeartbeats(store, self.owner, self.lease)
 
     @property
     def renew_every(self) -> float:
         """How often the holder should call :meth:`renew` (a quarter of the lease)."""
         return self.lease / 4
 
-    def beat(self, *, ended: bool = False) -> None:
+    def beat(self) -> None:
         """Renew this owner's heartbeat (one write): every claim it holds stays live for a
-        lease from now. ``ended``: the owner is done, and its claims are dead at once."""
-        now = _now()
-        beat = OwnerBeat(
-            self.owner, _HOST, os.getpid(), _PROCESS_SCOPE, now, self.lease, ended=ended
-        )
-        self.store.write_atomic(owner_path(self.owner), beat.to_json())
-        self._beating = True
+        lease from now."""
+        self.heartbeats.beat()
 
     def end(self) -> None:
         """This owner is done: all its claims are dead for every reader (one write)."""
-        self.beat(ended=True)
+        self.heartbeats.beat(ended=True)
 
     def claim(self, request_key: str) -> bool:
         """Claim ``request_key``: True if this owner now holds it (also if it already did)."""
@@ -201,7 +159,7 @@ class Claims:
         keys = list(dict.fromkeys(request_keys))
         for key in keys:
             claim_path(key)
-        self._start_beating()
+        self.heartbeats.start()
         mine: set[str] = set()
         others: dict[str, ClaimInfo] = {}
         for key, (info, fresh) in zip(keys, self._each(self._settle, keys), strict=True):
@@ -219,7 +177,7 @@ class Claims:
         A key is lost when it was released, or taken over after its lease ran out.
         """
         keys = list(dict.fromkeys(request_keys))
-        now = _now()
+        now = now_utc()
         renewed = self._each(
             lambda k: self._swap_own(k, lambda i: replace(i, renewed_at=now)), keys
         )
@@ -228,7 +186,7 @@ class Claims:
     def release(self, request_keys: Iterable[str]) -> None:
         """Give up each key still held (a claim of another owner is left alone)."""
         keys = list(dict.fromkeys(request_keys))
-        now = _now()
+        now = now_utc()
         self._each(
             lambda k: self._swap_own(k, lambda i: replace(i, renewed_at=now, released=True)), keys
         )
@@ -256,10 +214,10 @@ class Claims:
             return False
         if process_gone(info.host, info.process_scope, info.pid):
             return False
-        beat = self._beat_of(info.owner)
+        beat = self.heartbeats.of(info.owner)
         if beat is not None and beat.ended:
             return False
-        now = _now()
+        now = now_utc()
         heartbeat_live = beat is not None and now < beat.renewed_at + timedelta(
             seconds=beat.lease_s
         )
@@ -271,38 +229,14 @@ class Claims:
         held = self.holders(keys)
         return {k for k in keys if (h := held.get(k)) is None or h.owner != self.owner}
 
-    def _start_beating(self) -> None:
-        """Write the first heartbeat before the first claim (once)."""
-        if self._beating:
-            return
-        with self._beat_lock:
-            if not self._beating:
-                self.beat()
-
-    def _beat_of(self, owner: str) -> OwnerBeat | None:
-        """``owner``'s heartbeat, read at most an eighth of a lease ago (so an owner that
-        renews every quarter lease never looks dead); None if it has none (or an unreadable
-        one, or an owner id from elsewhere)."""
-        cached = self._beats.get(owner)
-        if cached is not None and time.monotonic() - cached[1] < self.lease / 8:
-            return cached[0]
-        try:
-            data = self.store.read_many([owner_path(owner)]).get(owner_path(owner))
-        except ValueError:
-            return None
-        beat = OwnerBeat.from_json(data) if data is not None else None
-        self._beats[owner] = (beat, time.monotonic())
-        return beat
-
     def _settle(self, request_key: str) -> tuple[ClaimInfo, bool]:
         """Make this owner the holder if nobody live holds the key; return the holder, and
         whether this call created the first claim object of the key."""
         path = claim_path(request_key)
         for _ in range(_ROUNDS):
-            now = _now()
-            fresh = ClaimInfo(
-                request_key, self.owner, _HOST, os.getpid(), _PROCESS_SCOPE, now, now, self.lease
-            )
+            now = now_utc()
+            host, scope, pid = this_process()
+            fresh = ClaimInfo(request_key, self.owner, host, pid, scope, now, now, self.lease)
             if self.store.create_exclusive(path, fresh.to_json()):
                 return fresh, True
             current = self.store.read_tagged(path)
@@ -359,44 +293,5 @@ class Claims:
             return list(pool.map(work, keys))
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def this_process() -> tuple[str, str, int]:
-    """``(host, process_scope, pid)`` of this process, as claims and run heartbeats record it."""
-    return _HOST, _PROCESS_SCOPE, os.getpid()
-
-
-def process_gone(host: str, process_scope: str, pid: int) -> bool:
-    """Whether ``pid`` was a process of this machine (same host name, boot and pid namespace)
-    that no longer exists; a process of another machine is never known to be gone."""
-    return host == _HOST and process_scope == _PROCESS_SCOPE and not _pid_alive(pid)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-def _process_scope() -> str:
-    """This machine's boot id and pid namespace on Linux: a pid is only comparable within both
-    (two containers may share a host name; a reboot recycles pids)."""
-    parts = []
-    try:
-        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
-        parts.append(os.readlink("/proc/self/ns/pid"))
-    except OSError:
-        return ""
-    return "/".join(parts)
-
-
 #: Unreadable claim versions already warned about, as (request key, tag).
 _WARNED: set[tuple[str, str]] = set()
-_HOST: Final = socket.gethostname()
-_PROCESS_SCOPE: Final = _process_scope()

@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from flux_pipeline.settings.environment import FLUX_RUN_LEASE
-from flux_pipeline.store.claims import process_gone, this_process
 from flux_pipeline.store.layout import heartbeat_path
+from flux_pipeline.store.process_identity import process_gone, this_process
 from flux_pipeline.store.storage import ObjectStore
 
 #: Seconds a heartbeat stays fresh without renewal (``FLUX_RUN_LEASE`` overrides it).

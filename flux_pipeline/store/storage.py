@@ -81,7 +81,14 @@ def _check_relpath(relpath: str) -> str:
 
 
 class ObjectStore:
-    """Objects under one root, named by relative POSIX paths like ``images/partition=K/x.jpg``."""
+    """Objects under one root, named by relative POSIX paths like ``images/partition=K/x.jpg``.
+
+    One concern, the store's primitives over one root: each method checks its path, hands the
+    work to the backend :meth:`from_uri` chose, and retries writes. It is long because the
+    primitives are many (atomic, exclusive and compare-and-swap writes, batched reads, listings
+    with sizes and tags); how each is done per backend lives in :mod:`.local_backend` and
+    :mod:`.s3_backend`, the layout of the root in :mod:`.layout`.
+    """
 
     def __init__(self, backend: StorageBackend, *, retry: WriteRetry | None = None) -> None:
         self._backend = backend

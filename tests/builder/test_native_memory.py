@@ -1,23 +1,38 @@
-"""Native allocators in a process that loads the code location: Arrow's is the system one, and
-glibc makes at most two arenas for the threads; a choice the user made is kept."""
+"""Native allocators: the processes the entry points start (the ``flux-pipeline`` command, a
+process that loads the code location) give Arrow the system allocator and let glibc make at
+most two arenas for their threads; a choice the user made is kept; importing the package or any
+of its modules changes nothing in the process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from flux_pipeline.native_memory import GLIBC_ARENAS
+
 _ARROW = (
     "import flux_pipeline.definitions, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
 )
-#: Eight threads allocate at once (bytes past pymalloc's 512, from glibc), then glibc's own
-#: report is read: one ``<heap nr=...>`` per arena it made.
+#: How the process starts (argv[1]), then eight threads allocate at once (bytes past pymalloc's
+#: 512, from glibc) and glibc's own report is read: one ``<heap nr=...>`` per arena it made.
 _ARENAS = """
-import ctypes, sys, tempfile, threading
-if sys.argv[1] == "package":
+import contextlib, ctypes, importlib, io, json, os, pkgutil, sys, tempfile, threading
+start = sys.argv[1]
+if start == "modules":  # every module of the package but the code location's entry module
     import flux_pipeline
+    for info in pkgutil.walk_packages(flux_pipeline.__path__, "flux_pipeline."):
+        if info.name != "flux_pipeline.definitions":
+            importlib.import_module(info.name)
+elif start == "command":
+    from flux_pipeline.commands.cli import main
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(["--help"])
+elif start == "definitions":
+    import flux_pipeline.definitions
 ready = threading.Barrier(8)
 held = []
 def allocate():
@@ -32,7 +47,8 @@ with tempfile.NamedTemporaryFile(suffix=".xml") as report:
     stream = libc.fopen(report.name.encode(), b"w")
     libc.malloc_info(0, ctypes.c_void_p(stream))
     libc.fclose(ctypes.c_void_p(stream))
-    print(open(report.name).read().count("<heap nr="))
+    arenas = open(report.name).read().count("<heap nr=")
+print(json.dumps({"arenas": arenas, "arrow_pool": os.environ.get("ARROW_DEFAULT_MEMORY_POOL")}))
 """
 
 
@@ -53,6 +69,12 @@ def _run(code: str, *args: str, **env: str) -> str:
     return run.stdout.strip()
 
 
+def _started(start: str, **env: str) -> tuple[int, str | None]:
+    """Arenas glibc made for eight threads, and Arrow's pool variable, after ``start``."""
+    found = json.loads(_run(_ARENAS, start, **env))
+    return found["arenas"], found["arrow_pool"]
+
+
 def test_the_code_location_gives_arrow_the_system_allocator() -> None:
     # mimalloc kept a build's freed table memory per thread: RSS grew with the range.
     assert _run(_ARROW) == "system"
@@ -69,14 +91,25 @@ glibc = pytest.mark.skipif(
 
 
 @glibc
-def test_threads_share_two_arenas_once_the_package_is_imported() -> None:
-    assert int(_run(_ARENAS, "bare")) > 2  # glibc's own default: an arena per thread here
-    assert int(_run(_ARENAS, "package")) <= 2
+def test_importing_the_package_changes_nothing_in_the_process() -> None:
+    # The Dagster webserver and daemon import it too: tuning is the entry point's decision.
+    assert _started("bare")[0] > GLIBC_ARENAS  # glibc's own default: an arena per thread here
+    arenas, arrow_pool = _started("modules")
+    assert arenas > GLIBC_ARENAS
+    assert arrow_pool is None
+
+
+@glibc
+@pytest.mark.parametrize("start", ["command", "definitions"])
+def test_the_entry_points_tune_the_process(start: str) -> None:
+    arenas, arrow_pool = _started(start)
+    assert arenas <= GLIBC_ARENAS
+    assert arrow_pool == "system"
 
 
 @glibc
 def test_arenas_the_user_chose_are_kept() -> None:
-    assert int(_run(_ARENAS, "package", MALLOC_ARENA_MAX="6")) > 2
+    assert _started("command", MALLOC_ARENA_MAX="6")[0] > GLIBC_ARENAS
 
 
 #: 40 MB of small blocks from glibc, all freed but the last (the heap cannot shrink from its

@@ -22,8 +22,8 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from flux_pipeline.assets import flux_dead_runs, run_monitor
 from flux_pipeline.resources import ObjectStoreResource
-from flux_pipeline.store.claims import this_process
 from flux_pipeline.store.layout import heartbeat_path
+from flux_pipeline.store.process_identity import this_process
 from flux_pipeline.store.run_heartbeat import Heartbeat, RunHeartbeat
 from flux_pipeline.store.storage import ObjectStore
 

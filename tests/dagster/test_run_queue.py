@@ -14,7 +14,6 @@ from dagster._core.remote_origin import (
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
-from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
@@ -47,7 +46,7 @@ def _origin() -> RemoteJobOrigin:
 
 def _queue(instance: dg.DagsterInstance) -> dg.DagsterRun:
     run = instance.create_run_for_job(pooled, remote_job_origin=_origin())
-    instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
+    instance.run_coordinator.submit_run(dg.SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
     return run
 
 

@@ -95,14 +95,29 @@ def test_the_image_serves_the_module_workspace_yaml_loads() -> None:
     assert dockerfile("EXPOSE") == [option(command, "-p", "--port")]
 
 
-def test_the_image_installs_the_postgres_and_k8s_extras_and_the_deploy_dagster_yaml() -> None:
+def test_the_image_installs_uv_lock_with_its_extras_and_the_deploy_dagster_yaml() -> None:
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    (install,) = [run for run in dockerfile("RUN") if "pip install" in run]
-    (target,) = [word for word in shlex.split(install) if word.startswith(".[")]
-    named = set(target.removeprefix(".[").removesuffix("]").split(","))
-    assert named == {"postgres", "k8s"}
+    syncs = [shlex.split(run) for run in dockerfile("RUN") if run.startswith("uv sync")]
+    assert syncs, "the image installs with `uv sync` from uv.lock"
+    assert not [run for run in dockerfile("RUN") if "pip install" in run and "uv==" not in run]
+    for sync in syncs:
+        assert "--frozen" in sync  # uv.lock as committed, never re-resolved
+        assert {sync[i + 1] for i, word in enumerate(sync) if word == "--extra"} == {
+            "postgres",
+            "k8s",
+        }
+    assert "--no-editable" in syncs[-1]  # the package itself, last, as an installed copy
+    assert any(
+        copy.split()[:-1] == ["pyproject.toml", "uv.lock", "README.md"]
+        for copy in dockerfile("COPY")
+    )
+    # The Makefile's uv, and never a Python uv downloads.
+    makefile_uv = re.search(r"^UV_VERSION\s*:=\s*(\S+)", (REPO / "Makefile").read_text(), re.M)
+    assert makefile_uv
+    assert f"UV_VERSION={makefile_uv.group(1)}" in dockerfile("ARG")
+    assert any("UV_PYTHON_DOWNLOADS=never" in env for env in dockerfile("ENV"))
     assert "dagster-postgres==0.29.27" in extras["postgres"]
     assert any(spec.startswith("psycopg2-binary") for spec in extras["postgres"])
     assert "dagster-k8s==0.29.27" in extras["k8s"]
@@ -262,6 +277,13 @@ def test_helm_values_use_only_chart_keys_and_mirror_dagster_yaml() -> None:
         "retryOnAssetOrOpFailure": instance["run_retries"]["retry_on_asset_or_op_failure"],
     }
     assert values["telemetry"] == instance["telemetry"] == {"enabled": False}
+
+
+def test_the_helm_daemon_skips_backfill_passes_while_the_code_location_restarts() -> None:
+    # As the compose daemon: a pass made while the user deployment restarts would fail the
+    # backfill for good.
+    env = load_yaml(DEPLOY / "helm" / "values.yaml")["dagsterDaemon"]["env"]
+    assert {"name": "DAGSTER_BACKFILL_RETRY_DEFINITION_CHANGED_ERROR", "value": "1"} in env
 
 
 def test_the_subset_schema_refuses_keys_the_chart_does_not_have() -> None:

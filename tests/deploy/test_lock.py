@@ -19,6 +19,8 @@ DAGSTER_FAMILY = {
     "dagster-graphql": "1.13.27",
     "dagster-pipes": "1.13.27",
     "dagster-shared": "1.13.27",
+    "dagster-dg-cli": "1.13.27",
+    "dagster-dg-core": "1.13.27",
     "dagster-postgres": "0.29.27",
     "dagster-k8s": "0.29.27",
 }

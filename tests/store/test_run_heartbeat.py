@@ -13,8 +13,9 @@ import pytest
 
 from flux_pipeline.store import account_slot
 from flux_pipeline.store.account_slot import AccountSlot, slot_key
-from flux_pipeline.store.claims import ClaimInfo, this_process
+from flux_pipeline.store.claims import ClaimInfo
 from flux_pipeline.store.layout import claim_path, heartbeat_path
+from flux_pipeline.store.process_identity import this_process
 from flux_pipeline.store.run_heartbeat import RunHeartbeat, dead_because, read_heartbeat
 from flux_pipeline.store.storage import ObjectStore
 

@@ -1,11 +1,13 @@
 """The key paths of Dagster's Helm chart that ``deploy/helm/values.yaml`` uses, as a JSON schema.
 
 Written by hand from the chart's ``helm/dagster/values.schema.json`` (dagster-io/dagster, read at
-commit bdb8547) and, for ``concurrency`` (newer than that file), from the chart's schema model
-``schema/charts/dagster/subschema/concurrency.py``. Only the keys these values set are listed:
-each object forbids keys the chart does not have (a misspelt or invented key fails), and each
-value has the chart's type. ``required`` is left out: the chart's own ``values.yaml`` supplies
-every default that an override file omits, and ``helm`` validates the merged result.
+commit bdb8547; ``dagsterDaemon.env`` / ``envConfigMaps`` / ``envSecrets`` from its ``Daemon``
+definition, the same types as a user deployment's) and, for ``concurrency`` (newer than that
+file), from the chart's schema model ``schema/charts/dagster/subschema/concurrency.py``. Only
+the keys these values set are listed: each object forbids keys the chart does not have (a
+misspelt or invented key fails), and each value has the chart's type. ``required`` is left out:
+the chart's own ``values.yaml`` supplies every default that an override file omits, and ``helm``
+validates the merged result.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ HELM_VALUES_SUBSET: dict[str, Any] = {
             ),
             "dagsterDaemon": _object(
                 enabled=BOOLEAN,
+                env=ENV,
+                envConfigMaps=SECRET_REFS,
+                envSecrets=SECRET_REFS,
                 runCoordinator={
                     **_object(
                         enabled=BOOLEAN,
