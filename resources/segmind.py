@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import ExitStack
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, field_validator
 
 from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL
@@ -44,10 +45,38 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"], SegmindSetting
     _emulator_url: str | None = PrivateAttr(default=None)
     _emulator: ExitStack | None = PrivateAttr(default=None)
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _env_var_as_reference(cls, value: object) -> object:
+        """``dg.EnvVar("NAME")`` in code is the reference ``{env: NAME}``."""
+        return {"env": value.env_var_name} if isinstance(value, dg.EnvVar) else value
+
+    @property
+    def key_variable(self) -> str:
+        """The environment variable holding the key: the one referenced, else SEGMIND_API_KEY."""
+        reference: object = self.api_key
+        if isinstance(reference, dg.EnvVar):  # Dagster keeps the EnvVar given in code
+            return reference.env_var_name
+        if isinstance(reference, dict):
+            return str(reference["env"])
+        return SEGMIND_API_KEY.name
+
     @property
     def service_key(self) -> str | None:
-        """The API key: configured, else ``SEGMIND_API_KEY``; None when neither is set."""
-        return self.api_key or SEGMIND_API_KEY.read()
+        """The API key, read now from :attr:`key_variable`; None when it is unset.
+
+        A variable referenced by ``api_key`` must be set: a run that names one never falls
+        back to the embedded emulator.
+        """
+        if self.api_key is None:
+            return SEGMIND_API_KEY.read()
+        key = os.environ.get(self.key_variable, "")
+        if not key.strip():
+            raise ValueError(
+                f"api_key refers to the environment variable {self.key_variable}, which is not "
+                "set in the environment of this run's process: set it there"
+            )
+        return key
 
     @property
     def service_url(self) -> str | None:

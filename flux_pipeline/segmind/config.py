@@ -9,6 +9,8 @@ service is (the ``segmind`` resource's fields, ``resources/segmind.py`` subclass
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Literal, Self, get_args
 
 from pydantic import Field, field_validator, model_validator
@@ -102,13 +104,33 @@ class EngineOptions(Settings):
         return self
 
 
-class SegmindSettings(EngineOptions):
-    """The ``segmind`` resource's fields: the engine's options, and where the service is."""
+#: The key as run config names it: the environment variable holding it, ``{env: NAME}``.
+EnvReference = dict[str, str]
+#: What an environment variable's name looks like, and what a Segmind key looks like.
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOOKS_LIKE_A_KEY = re.compile(r"SG_[0-9a-fA-F]{8,}")
+#: What to do instead of giving the key itself (the message of every refusal).
+KEY_AS_REFERENCE = (
+    "takes an environment reference, never the key itself: remove the key from the run "
+    "config or code, and set SEGMIND_API_KEY in the environment of the processes that run "
+    'steps (or name another variable: {env: NAME} in run config, dg.EnvVar("NAME") in code)'
+)
 
-    api_key: str | None = setting(
+
+class SegmindSettings(EngineOptions):
+    """The ``segmind`` resource's fields: the engine's options, and where the service is.
+
+    ``api_key`` is only ever a reference to an environment variable, so the key itself never
+    enters run config, and so never Dagster's run storage or UI.
+    """
+
+    api_key: EnvReference | None = setting(
         None,
-        "Segmind API key (SEGMIND_API_KEY); sent only in the x-api-key header.",
+        "The environment variable holding the Segmind API key, as a reference: "
+        '{env: SEGMIND_API_KEY} in run config, dg.EnvVar("SEGMIND_API_KEY") in code; read '
+        "when the run starts. A literal key fails validation. Unset: SEGMIND_API_KEY.",
         secret=True,
+        shown_as="`{env: NAME}`",
     )
     base_url: str | None = setting(
         None,
@@ -118,6 +140,23 @@ class SegmindSettings(EngineOptions):
     emulator_workers: int = setting(
         8, "Inference slots of the embedded emulator (used without a key or URL).", ge=1
     )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _reference_only(cls, value: object) -> object:
+        """Refuse a literal key (never quoted) and anything but ``{env: NAME}``."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            raise ValueError(KEY_AS_REFERENCE)
+        name = value.get("env") if isinstance(value, Mapping) and len(value) == 1 else None
+        if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
+            raise ValueError(
+                f"must be {{env: NAME}} with NAME a variable's name: it {KEY_AS_REFERENCE}"
+            )
+        if _LOOKS_LIKE_A_KEY.fullmatch(name):
+            raise ValueError(f"names a variable that looks like a key: it {KEY_AS_REFERENCE}")
+        return {"env": name}
 
 
 class EngineConfig(ValueObject, EngineOptions):

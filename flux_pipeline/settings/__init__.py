@@ -16,14 +16,16 @@ How to add a setting:
      or ``blank_rate: float = setting(0.0, "Share of ...", ge=0, le=1, metavar="P")`` in
      ``EmulatorSettings`` (``emulator/settings.py``: ``--blank-rate P`` is derived from the
      name; ``flag=`` names another);
-   - an environment variable: ``FLUX_BLANK_LUMA_STD = Variable("FLUX_BLANK_LUMA_STD", float,
-     2.0, "...", ge=0, le=255)`` in :mod:`flux_pipeline.settings.environment`, read where it
-     is used with ``FLUX_BLANK_LUMA_STD.read()`` (a bad value raises naming the variable).
+   - an environment variable: ``FLUX_BLANK_LUMA_STD: Final[Variable[float]] = Variable(
+     "FLUX_BLANK_LUMA_STD", float, 2.0, "...", ge=0, le=255)`` in
+     :mod:`flux_pipeline.settings.environment` (the page lists it by itself).
 
-2. Use it: ``config.history_grace``, ``settings.blank_rate``, ``FLUX_BLANK_LUMA_STD.read()``.
+2. Use it: ``config.history_grace``, ``settings.blank_rate``, ``FLUX_BLANK_LUMA_STD.read()``
+   where it applies (read each time: a value past its bound or not a number raises naming
+   the variable). Cross-field rules go in the model's ``model_validator``, naming the field.
 
 3. Regenerate the reference page: ``python -m flux_pipeline.commands.config_docs``
-   (``tests/test_configuration_page.py`` fails while the committed page is out of date).
+   (``tests/settings/`` fails while the committed page is out of date).
 """
 
 from flux_pipeline.settings.declare import Settings, ValueObject, setting

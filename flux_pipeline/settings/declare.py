@@ -25,16 +25,19 @@ def setting(
     flag: str | None = None,
     metavar: str | None = None,
     secret: bool = False,
+    shown_as: str | None = None,
 ) -> Any:
     """One setting: its default, help text and bound (``gt``/``ge``/``lt``/``le``).
 
     ``finite`` refuses inf and NaN; ``flag`` and ``metavar`` name a CLI flag other than the
     one derived from the field's name (``step_time`` -> ``--step-time``); ``secret`` keeps the
-    value out of ``repr`` and of validation messages.
+    value out of ``repr`` and of validation messages; ``shown_as`` names the type on the
+    reference page when the Python type does not say it well.
     """
     limits = {"gt": gt, "ge": ge, "lt": lt, "le": le, "allow_inf_nan": False if finite else None}
     options: dict[str, Any] = {key: value for key, value in limits.items() if value is not None}
-    cli = {key: value for key, value in (("flag", flag), ("metavar", metavar)) if value}
+    details = (("flag", flag), ("metavar", metavar), ("shown_as", shown_as))
+    cli = {key: value for key, value in details if value}
     if cli:
         options["json_schema_extra"] = cli
     return Field(default=default, description=help, repr=not secret, **options)
@@ -98,7 +101,7 @@ def describe_bound(bound: dict[str, float]) -> str:
 
 
 def extra(info: FieldInfo, key: str) -> str | None:
-    """A CLI detail (``flag``, ``metavar``) given to :func:`setting`, or None."""
+    """A detail (``flag``, ``metavar``, ``shown_as``) given to :func:`setting`, or None."""
     found = info.json_schema_extra
     value = found.get(key) if isinstance(found, dict) else None
     return value if isinstance(value, str) else None

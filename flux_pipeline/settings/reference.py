@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from flux_pipeline.settings.declare import bounds, describe_bound
+from flux_pipeline.settings.declare import bounds, describe_bound, extra
 from flux_pipeline.settings.flags import flag_name, value_type
 from flux_pipeline.settings.variables import Variable
 
@@ -16,7 +16,9 @@ from flux_pipeline.settings.variables import Variable
 def type_name(info: FieldInfo) -> str:
     """``int``, ``float or unset``, ``"jpeg" | "png"``, ``list of str``, ..."""
     kind = value_type(info)
-    if get_origin(kind) is Literal:
+    if extra(info, "shown_as"):
+        text = str(extra(info, "shown_as"))
+    elif get_origin(kind) is Literal:
         text = " \\| ".join(f"`{value}`" for value in get_args(kind))
     elif get_origin(kind) is tuple:
         text = f"list of {get_args(kind)[0].__name__}"

@@ -16,7 +16,7 @@ from flux_pipeline.resources import ObjectStoreResource, SegmindResource
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
-from tests.support.dagster_support import PARTITION, Runner, failure_message
+from tests.support.dagster_support import PARTITION, Runner, failure_message, key_from_env
 from tests.support.loopback import TEST_KEY
 
 # The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
@@ -43,7 +43,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def runner(emulator: Any, root: Path, instance: dg.DagsterInstance, **budget: Any) -> Runner:
     resources = {
-        "segmind": SegmindResource(api_key=TEST_KEY, base_url=emulator.url, **budget),
+        "segmind": SegmindResource(api_key=key_from_env(TEST_KEY), base_url=emulator.url, **budget),
         "storage": ObjectStoreResource(root=str(root)),
     }
     return Runner(resources, instance)

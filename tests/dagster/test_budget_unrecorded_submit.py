@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from flux_pipeline.resources import ObjectStoreResource, SegmindResource
-from tests.support.dagster_support import PARTITION, Runner, failure_message
+from tests.support.dagster_support import PARTITION, Runner, failure_message, key_from_env
 from tests.support.loopback import TEST_KEY
 
 # The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
@@ -67,7 +67,9 @@ def test_a_budget_spent_on_an_unrecorded_submit_ends_with_its_message(
     monkeypatch.setenv("FLUX_PROMPTS", str(prompts))
     url, server = no_request_id
     resources = {
-        "segmind": SegmindResource(api_key=TEST_KEY, base_url=url, mode="async", max_new_images=1),
+        "segmind": SegmindResource(
+            api_key=key_from_env(TEST_KEY), base_url=url, mode="async", max_new_images=1
+        ),
         "storage": ObjectStoreResource(root=str(tmp_path / "data")),
     }
     with dg.instance_for_test() as instance:

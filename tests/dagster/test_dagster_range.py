@@ -18,7 +18,7 @@ from flux_pipeline.assets.partitions import DEFAULT_MAX_PARTITIONS_PER_RUN, max_
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL, PoolShare, paced_for_pool, pool_share
 from flux_pipeline.definitions import defs
 from flux_pipeline.segmind import EngineConfig
-from tests.support.dagster_support import KEY, Runner, failure_message, metadata_of
+from tests.support.dagster_support import Runner, failure_message, key_from_env, metadata_of
 
 RANGE = ["2026-11-20", "2026-11-21", "2026-11-22"]
 CHECKS = {
@@ -153,7 +153,7 @@ def test_a_run_in_a_limited_pool_paces_at_its_share_and_says_so(
 
     resources = {
         "segmind": SegmindResource(
-            api_key=KEY, base_url=fast_emulator.url, requests_per_minute=6000.0
+            api_key=key_from_env(), base_url=fast_emulator.url, requests_per_minute=6000.0
         ),
         "storage": ObjectStoreResource(root=str(storage_root)),
     }

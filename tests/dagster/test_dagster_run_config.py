@@ -5,6 +5,10 @@ each path a user has for such an override is tried against a "real" service (an 
 loopback named by ``SEGMIND_API_KEY`` / ``SEGMIND_BASE_URL``): the CLI's ``-c run.yaml``, the
 launchpad's GraphQL mutation, and the daily schedule's run request. Every one must send its
 submits there, never start the embedded emulator, and name that service in the metadata.
+
+The key itself never enters run config: each path passes it as ``{env: SEGMIND_API_KEY}``, and
+afterwards no file under ``DAGSTER_HOME`` holds it; a literal key on the same path is refused
+before a run is created.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ import dagster as dg
 import pytest
 
 from tests.support.dagster_support import KEY, PARTITION, make_resources
+from tests.support.secrets import files_containing
 
-OVERRIDE: dict[str, Any] = {"resources": {"segmind": {"config": {"max_concurrency": 4}}}}
+#: A per-run override, with the key as the reference run config takes.
+SEGMIND_CONFIG = {"max_concurrency": 4, "api_key": {"env": "SEGMIND_API_KEY"}}
+OVERRIDE: dict[str, Any] = {"resources": {"segmind": {"config": SEGMIND_CONFIG}}}
+#: The key itself in run config: refused by the config schema.
+LITERAL: dict[str, Any] = {"resources": {"segmind": {"config": {"api_key": KEY}}}}
 DAGSTER = Path(sys.executable).with_name("dagster")
 WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 
@@ -67,24 +76,39 @@ def test_cli_run_config_override_keeps_the_service_from_the_environment(
     real_service: Any, tmp_path: Path
 ) -> None:
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text("resources: {segmind: {config: {max_concurrency: 4}}}\n")
+    run_yaml.write_text(
+        "resources: {segmind: {config: {max_concurrency: 4, api_key: {env: SEGMIND_API_KEY}}}}\n"
+    )
+    literal_yaml = tmp_path / "literal.yaml"
+    literal_yaml.write_text(f"resources: {{segmind: {{config: {{api_key: {KEY}}}}}}}\n")
     home = tmp_path / "home"
     home.mkdir()
     materialize = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
-    run = subprocess.run(
-        [*materialize, "--select", "generated_images", "--partition", PARTITION, "-c", run_yaml],
-        check=False,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+
+    def cli(config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*materialize, "--select", "generated_images", "--partition", PARTITION, "-c", config],
+            check=False,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    refused = cli(literal_yaml)
+    assert refused.returncode != 0
+    assert "api_key" in refused.stdout + refused.stderr
+    assert KEY not in refused.stdout + refused.stderr
+    run = cli(run_yaml)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_run_records()
+        assert len(records) == 1  # the literal was refused before a run was created
         _assert_built_on(real_service, instance, records[0].dagster_run.run_id)
         assert records[0].dagster_run.run_config == OVERRIDE
+    assert files_containing(home, (KEY,)) == []
+    assert files_containing(home, ("SEGMIND_API_KEY",))  # the reference is what was stored
 
 
 @pytest.mark.slow
@@ -100,6 +124,16 @@ def test_launchpad_graphql_override_keeps_the_service_from_the_environment(
         dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance,
         define_out_of_process_context(str(WORKSPACE), None, instance) as context,
     ):
+        [refused] = materialize_assets(  # type: ignore[misc]
+            context,
+            [dg.AssetKey("generated_images")],
+            partition_keys=[PARTITION],
+            run_config_data=LITERAL,
+        )
+        invalid = refused.data["launchPipelineExecution"]
+        assert invalid["__typename"] == "RunConfigValidationInvalid", invalid
+        assert "api_key" in repr(invalid)
+        assert instance.get_runs() == []
         [result] = materialize_assets(  # type: ignore[misc]
             context,
             [dg.AssetKey("generated_images")],
@@ -110,6 +144,7 @@ def test_launchpad_graphql_override_keeps_the_service_from_the_environment(
         assert launched["__typename"] == "LaunchRunSuccess", launched
         wait_for_runs_to_finish(instance, timeout=180)
         _assert_built_on(real_service, instance, launched["run"]["runId"])
+        assert files_containing(Path(instance.root_directory), (KEY,)) == []
 
 
 @pytest.mark.slow
@@ -129,15 +164,23 @@ def test_schedule_run_request_with_override_keeps_the_service_from_the_environme
         )
         [request] = list(schedule.evaluate_tick(context).run_requests or [])
         assert request.partition_key == PARTITION
-        run_config = {**request.run_config, **OVERRIDE}
         job = defs.resolve_job_def("synthetic_build")
+        with pytest.raises(dg.DagsterInvalidConfigError, match="api_key") as refused:
+            job.execute_in_process(
+                run_config={**request.run_config, **LITERAL},
+                partition_key=request.partition_key,
+                instance=instance,
+            )
+        assert KEY not in str(refused.value)
+        assert instance.get_runs() == []
         result = job.execute_in_process(
-            run_config=run_config,
+            run_config={**request.run_config, **OVERRIDE},
             partition_key=request.partition_key,
             instance=instance,
             raise_on_error=False,
         )
         _assert_built_on(real_service, instance, result.run_id)
+        assert files_containing(Path(instance.root_directory), (KEY,)) == []
 
 
 def _tick_of(partition: str) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY
 from tests.support.postgres_server import DEPLOY_DAGSTER_YAML, PostgresHome
 
@@ -53,7 +54,7 @@ def materialize(
         selection=[selection],
         partition_key=partition,
         resources={
-            "segmind": SegmindResource(api_key=TEST_KEY, base_url=url),
+            "segmind": SegmindResource(api_key=key_from_env(TEST_KEY), base_url=url),
             "storage": ObjectStoreResource(root=str(root)),
         },
         instance=instance,

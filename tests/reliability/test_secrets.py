@@ -14,7 +14,6 @@ from typing import Any
 
 import dagster as dg
 import httpx
-import pyarrow.parquet as pq
 import pytest
 
 from flux_pipeline.emulator.app import MISSING_KEY
@@ -22,23 +21,12 @@ from flux_pipeline.protocol import MODEL
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
 from tests.support.reliability_support import PARTITION, write_table
+from tests.support.secrets import files_containing
 
 KEY = "SG_5ec7e75ec7e75ec7"
 WRONG_KEY = "SG_0badc0de0badc0de"
 SECRETS = (KEY, WRONG_KEY)
 FROM_ENV = dg.EnvVar("SEGMIND_API_KEY")
-
-
-def files_containing(root: Path, needles: tuple[str, ...]) -> list[str]:
-    """Every file under ``root`` whose bytes contain one of ``needles``; Parquet files (whose
-    pages are compressed) are searched cell by cell."""
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if path.suffix == ".parquet":
-            data = repr(pq.read_table(path).to_pylist()).encode()
-        found += [f"{path}: {n}" for n in needles if n.encode() in data]
-    return found
 
 
 def run_texts(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> list[str]:
@@ -70,7 +58,7 @@ def materialize(
     instance: dg.DagsterInstance,
     url: str,
     root: Path,
-    api_key: str | dg.EnvVar = FROM_ENV,
+    api_key: dg.EnvVar = FROM_ENV,
     **kw: Any,
 ) -> dg.ExecuteInProcessResult:
     """The code location's assets and checks; by default with the resources ``definitions.py``
@@ -123,9 +111,15 @@ def test_the_api_key_appears_nowhere_after_a_good_and_a_refused_run(
     assert sorted(lineage["status"]) == ["COMPLETED"] * 7 + ["FAILED"]
     assert emu.stats()["requests"]["submit"] == 8  # the key really was used and accepted
 
-    # the wrong key given as a literal this time (configured in code, not through the env)
+    # the wrong key, named through another variable this time (dg.EnvVar in code)
+    monkeypatch.setenv("FLUX_TEST_WRONG_KEY", WRONG_KEY)
     refused = materialize(
-        ["generated_images"], home, emu.url, root, WRONG_KEY, partition_key="2026-11-21"
+        ["generated_images"],
+        home,
+        emu.url,
+        root,
+        dg.EnvVar("FLUX_TEST_WRONG_KEY"),
+        partition_key="2026-11-21",
     )
     assert not refused.success
     failure = "\n".join(t for t in run_texts(refused, home) if "refused the API key" in t)

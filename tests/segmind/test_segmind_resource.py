@@ -12,13 +12,17 @@ import pytest
 
 from flux_pipeline.resources import SegmindResource
 from flux_pipeline.segmind.config import EngineConfig, EngineOptions, SegmindSettings
+from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY
 from tests.support.segmind_support import batch, run_engine
+
+#: The test key as the resource takes it: a reference to a variable that holds it.
+KEY_REF = key_from_env(TEST_KEY)
 
 
 def test_configured_fields_become_the_engine_config() -> None:
     resource = SegmindResource(
-        api_key=TEST_KEY,
+        api_key=KEY_REF,
         base_url="https://example.test/v1",
         mode="sync",
         max_concurrency=3,
@@ -39,11 +43,11 @@ def test_configured_fields_become_the_engine_config() -> None:
     assert (config.max_new_images, config.max_cost, config.price_per_image) == (5, 9.0, 0.5)
     assert TEST_KEY not in repr(resource)
     assert TEST_KEY not in repr(config)
-    assert SegmindResource(api_key=TEST_KEY).engine_config().base_url == "https://api.segmind.com"
+    assert SegmindResource(api_key=KEY_REF).engine_config().base_url == "https://api.segmind.com"
 
 
 def test_the_deprecated_per_second_rate_still_paces_per_minute() -> None:
-    config = SegmindResource(api_key=TEST_KEY, max_requests_per_second=0.8).engine_config()
+    config = SegmindResource(api_key=KEY_REF, max_requests_per_second=0.8).engine_config()
 
     assert config.requests_per_minute == 48.0
 
@@ -71,7 +75,7 @@ def test_impossible_run_config_fails_at_resource_init_naming_the_field(
 
     outcome = dg.materialize(
         [uses_segmind],
-        resources={"segmind": SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")},
+        resources={"segmind": SegmindResource(api_key=KEY_REF, base_url="http://127.0.0.1:9")},
         run_config={"resources": {"segmind": {"config": settings}}},
         raise_on_error=False,
     )
@@ -92,7 +96,7 @@ def test_an_unknown_mode_is_refused_by_the_config_schema() -> None:
     with pytest.raises(dg.DagsterInvalidConfigError, match="mode"):
         dg.materialize(
             [uses_segmind],
-            resources={"segmind": SegmindResource(api_key=TEST_KEY)},
+            resources={"segmind": SegmindResource(api_key=KEY_REF)},
             run_config={"resources": {"segmind": {"config": {"mode": "fast"}}}},
         )
 
@@ -130,7 +134,7 @@ def test_without_key_or_url_a_run_uses_the_embedded_emulator_and_says_so(
 
 
 def test_a_configured_resource_starts_no_emulator(emulator: Any) -> None:
-    resource = SegmindResource(api_key=TEST_KEY, base_url=emulator.url)
+    resource = SegmindResource(api_key=KEY_REF, base_url=emulator.url)
     with dg.build_resources({"segmind": resource}) as built:
         config = built.segmind.engine_config()
         results, _ = run_engine(config, batch(2))
@@ -141,15 +145,15 @@ def test_a_configured_resource_starts_no_emulator(emulator: Any) -> None:
 
 def test_the_quota_comes_from_the_environment_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEGMIND_REQUESTS_PER_MINUTE", raising=False)
-    resource = SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")
+    resource = SegmindResource(api_key=KEY_REF, base_url="http://127.0.0.1:9")
     assert resource.engine_config().requests_per_minute is None
 
     monkeypatch.setenv("SEGMIND_REQUESTS_PER_MINUTE", " 120 ")  # read when the run starts
     assert resource.engine_config().requests_per_minute == 120.0
 
-    configured = SegmindResource(api_key=TEST_KEY, requests_per_minute=30)
+    configured = SegmindResource(api_key=KEY_REF, requests_per_minute=30)
     assert configured.engine_config().requests_per_minute == 30.0  # the field wins
-    deprecated = SegmindResource(api_key=TEST_KEY, max_requests_per_second=0.5)
+    deprecated = SegmindResource(api_key=KEY_REF, max_requests_per_second=0.5)
     assert deprecated.engine_config().requests_per_minute == 30.0
 
 
@@ -166,7 +170,7 @@ def test_an_invalid_environment_quota_fails_naming_the_variable(
 
     outcome = dg.materialize(
         [uses_segmind],
-        resources={"segmind": SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")},
+        resources={"segmind": SegmindResource(api_key=KEY_REF, base_url="http://127.0.0.1:9")},
         raise_on_error=False,
     )
 
@@ -194,4 +198,63 @@ def test_the_resource_fields_are_the_core_declarations() -> None:
 
 def test_a_field_past_its_declared_bound_is_refused_in_code_naming_it() -> None:
     with pytest.raises(ValueError, match="max_image_bytes"):
-        SegmindResource(api_key=TEST_KEY, max_image_bytes=10)
+        SegmindResource(api_key=KEY_REF, max_image_bytes=10)
+
+
+def test_a_literal_key_in_code_is_refused_saying_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"api_key\n.*never the key itself") as refused:
+        SegmindResource(api_key=TEST_KEY, base_url="http://127.0.0.1:9")  # type: ignore[arg-type]
+
+    assert "SEGMIND_API_KEY" in str(refused.value)
+    assert TEST_KEY not in str(refused.value)
+    for wrong in ({"env": TEST_KEY}, {"env": "A B"}, {"name": "X"}, {"env": "X", "more": "Y"}):
+        with pytest.raises(ValueError, match="api_key") as refused:
+            SegmindResource(api_key=wrong)
+        assert TEST_KEY not in str(refused.value)
+
+
+def test_the_key_is_read_from_the_referenced_variable_at_run_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resource = SegmindResource(api_key={"env": "FLUX_TEST_OTHER_KEY"}, base_url="http://x.test")
+    monkeypatch.delenv("FLUX_TEST_OTHER_KEY", raising=False)
+    with pytest.raises(ValueError, match="FLUX_TEST_OTHER_KEY, which is not set"):
+        resource.engine_config()  # a named variable never falls back to the emulator
+
+    monkeypatch.setenv("FLUX_TEST_OTHER_KEY", TEST_KEY)
+    assert resource.engine_config().api_key == TEST_KEY
+    assert resource.key_variable == "FLUX_TEST_OTHER_KEY"
+    assert KEY_REF.env_var_name in SegmindResource(api_key=KEY_REF).key_variable
+
+
+def test_run_config_takes_the_key_as_a_reference_and_refuses_a_literal_before_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLUX_TEST_OTHER_KEY", TEST_KEY)
+    seen: list[str] = []
+
+    @dg.asset
+    def uses_segmind(segmind: SegmindResource) -> None:
+        seen.append(segmind.engine_config().api_key)
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        reference = {"api_key": {"env": "FLUX_TEST_OTHER_KEY"}, "base_url": "http://x.test"}
+        assert dg.materialize(
+            [uses_segmind],
+            resources={"segmind": SegmindResource()},
+            run_config={"resources": {"segmind": {"config": reference}}},
+            instance=instance,
+        ).success
+        assert seen == [TEST_KEY]
+        [run] = instance.get_runs()
+        assert TEST_KEY not in repr(run.run_config)
+
+        with pytest.raises(dg.DagsterInvalidConfigError, match="api_key must be dict") as refused:
+            dg.materialize(
+                [uses_segmind],
+                resources={"segmind": SegmindResource()},
+                run_config={"resources": {"segmind": {"config": {"api_key": TEST_KEY}}}},
+                instance=instance,
+            )
+        assert TEST_KEY not in str(refused.value)
+        assert len(instance.get_runs()) == 1  # refused before a run was created

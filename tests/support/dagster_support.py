@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from typing import Any
 
 import dagster as dg
@@ -10,12 +12,20 @@ KEY = "SG_00112233aabbccdd"
 PARTITION = "2026-11-20"
 
 
+def key_from_env(key: str = KEY) -> dg.EnvVar:
+    """``key`` as the resource takes a key: a reference to a variable of this process that
+    holds it (child processes inherit it), named by a digest so the name never shows the key."""
+    name = "FLUX_TEST_KEY_" + hashlib.sha256(key.encode()).hexdigest()[:12].upper()
+    os.environ[name] = key
+    return dg.EnvVar(name)
+
+
 def make_resources(base_url: str, root: str, api_key: str = KEY) -> dict[str, Any]:
     """The two resources, pointed at an emulator and a storage root."""
     from flux_pipeline.resources import ObjectStoreResource, SegmindResource
 
     return {
-        "segmind": SegmindResource(api_key=api_key, base_url=base_url),
+        "segmind": SegmindResource(api_key=key_from_env(api_key), base_url=base_url),
         "storage": ObjectStoreResource(root=root),
     }
 

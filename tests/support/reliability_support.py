@@ -32,6 +32,7 @@ from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore, last_record
+from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY, fast_config
 
 PARTITION = "2026-11-20"
@@ -190,7 +191,7 @@ def materialize_in_process(
         [generated_images, *generated_images_checks],
         partition_key=PARTITION,
         resources={
-            "segmind": SegmindResource(api_key=TEST_KEY, base_url=url),
+            "segmind": SegmindResource(api_key=key_from_env(TEST_KEY), base_url=url),
             "storage": ObjectStoreResource(root=str(root)),
         },
         instance=instance,
