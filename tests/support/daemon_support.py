@@ -153,9 +153,11 @@ class DaemonHome:
         return self._instance
 
     @contextmanager
-    def daemon(self, *, ready_timeout: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+    def daemon(self, *, ready_timeout: float = 240.0) -> Iterator[subprocess.Popen[bytes]]:
         """``dagster-daemon run`` on this home's workspace, in its own process group; stopped
-        (SIGTERM, then SIGKILL of the group after 20 s) on exit with its code server and runs."""
+        (SIGTERM, then SIGKILL of the group after 20 s) on exit with its code server and runs.
+        ``ready_timeout`` only bounds a hang: a start-up takes about 5 s of CPU, and over a
+        minute of wall time on a machine loaded many times over."""
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
                 [str(DAGSTER_DAEMON), "run", "-w", str(self.workspace)],
