@@ -16,9 +16,6 @@ from tests.support.loopback import TEST_KEY
 
 #: Folders whose slow tests mostly wait on dagster-daemon's fixed 30 s backfill loop (idle).
 DAEMON_SUITES = ("daemon", "postgres")
-#: The nice increment of a ``quiet`` test and of every process it starts: -5 gives about three
-#: times a default process's share of contended cores.
-QUIET_NICE = -5
 
 
 def _start_rank(item: pytest.Item) -> int:
@@ -35,28 +32,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     is the same in every worker (xdist requires it); a run without xdist keeps pytest's own."""
     if "PYTEST_XDIST_WORKER" in os.environ:
         items.sort(key=_start_rank)  # stable: collection order within a rank
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """A ``quiet`` test runs at a higher CPU priority (:data:`QUIET_NICE`) from its setup to its
-    teardown, and so do the processes and threads it starts (the daemon, code servers, runs, the
-    emulator): the tests beside it under xdist, and other work on the machine, then take the
-    cores only when it leaves them idle. Raising a priority needs root (as here and in CI);
-    otherwise the test runs at the usual one."""
-    raised, before = False, 0
-    if item.get_closest_marker("quiet") is not None:
-        before = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's, on Linux
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, before + QUIET_NICE)
-            raised = True
-        except PermissionError:
-            pass
-    try:
-        yield
-    finally:
-        if raised:
-            os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 @pytest.fixture

@@ -50,7 +50,6 @@ def _compose_daemon_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.quiet
 def test_a_killed_code_server_on_postgres_and_s3_finishes_its_backfill_by_itself(
     pg_home: PostgresHome,
     tmp_path: Path,
