@@ -1,6 +1,13 @@
 """An asset backfill as a user runs one: launched through GraphQL like the UI, run by
 ``dagster-daemon`` under a queued run coordinator and the ``segmind`` pool, against an emulator
-over HTTP; then the same backfill again, which must cost nothing and change nothing."""
+over HTTP; then the same backfill again, which must cost nothing and change nothing.
+
+Dagster's loops: the real ``dagster-daemon`` runs every backfill pass (no private API). Each
+backfill is launched before its daemon starts, so the daemon's first pass picks it up at once
+instead of after its 30 s loop; the first backfill's final status is set by the second daemon's
+passes. The queue is
+polled every second (``dequeue_interval_seconds: 1``). Under xdist this test starts first and
+its waits overlap the rest of the suite (tests/conftest.py)."""
 
 from __future__ import annotations
 

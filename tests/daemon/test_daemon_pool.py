@@ -8,6 +8,11 @@ account slot itself (the gate) until the first backfill run and the shell run bo
 run logs that they wait for it, then releases it. A shell run's start-up (importing Dagster and
 the code location, about 7 s of CPU) can otherwise outlast a whole backfill run on a loaded
 machine, which is how this test used to fail under the suite's load.
+
+Dagster's loops: the real ``dagster-daemon`` on ``deploy/local/dagster.yaml`` unchanged (the
+queue polled every second); the backfill is launched before the daemon starts, so its first pass
+requests the runs at once, and the test waits for the runs, not for the backfill's final status
+(no 30 s pass is waited out).
 """
 
 from __future__ import annotations

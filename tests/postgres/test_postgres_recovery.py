@@ -3,7 +3,8 @@
 holds the Segmind and S3 settings and launches the runs), a daemon loading it over gRPC, and an
 S3 root on ``moto_server``. The code server's process tree (with the run worker) is SIGKILLed
 mid-build and started again, as compose's ``restart: on-failure`` would; the backfill finishes by
-itself."""
+itself. The real daemon's loops are waited on (no private API: this is the team deployment as
+it runs), overlapped with the rest of the suite under xdist."""
 
 from __future__ import annotations
 
