@@ -50,17 +50,25 @@ WAITING = "waiting for one of the 1 account slot(s)"
 
 
 def _wait_until(
-    ready: Callable[[], bool], what: str, tail: Callable[[], str], timeout: float = 240.0
+    ready: Callable[[], bool], what: str, tail: Callable[[], str], timeout: float = 600.0
 ) -> None:
     """Poll ``ready`` until it holds; ``timeout`` only bounds a hang (it is no pass criterion)."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert time.monotonic() < deadline, f"{what} never happened:\n{tail()}"
-        time.sleep(0.2)
+        time.sleep(0.5)
 
 
-def _run_log(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    return [entry.message or "" for entry in instance.all_logs(run_id)]
+def _waits_for_the_slot(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> bool:
+    """Whether ``run`` has logged that it waits for the account slot. Its event log is read
+    only once it has started: reading a run's log first creates its SQLite file, which the run's
+    own process is about to create."""
+    if run is None:
+        return False
+    record = instance.get_run_record_by_id(run.run_id)
+    if record is None or record.dagster_run.status != dg.DagsterRunStatus.STARTED:
+        return False
+    return any(WAITING in (entry.message or "") for entry in instance.all_logs(run.run_id))
 
 
 def _shell_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
@@ -95,6 +103,7 @@ def _build_span(root: Path, partitions: list[str]) -> tuple[float, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a hang bound: about 90 s on an idle machine
 def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
     tmp_path: Path, emulator_factory: Callable[..., Any]
 ) -> None:
@@ -130,7 +139,7 @@ def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
 
             def first_run_waits() -> bool:
                 runs = home.backfill_runs(backfill_id)
-                return bool(runs) and any(WAITING in m for m in _run_log(instance, runs[0].run_id))
+                return _waits_for_the_slot(instance, runs[0] if runs else None)
 
             _wait_until(
                 first_run_waits, "the first backfill run waiting for the slot", home.log_tail
@@ -145,14 +154,13 @@ def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
                 )
 
             def shell_run_waits() -> bool:
-                run = _shell_run(instance)
-                return run is not None and any(WAITING in m for m in _run_log(instance, run.run_id))
+                return _waits_for_the_slot(instance, _shell_run(instance))
 
             _wait_until(shell_run_waits, "the shell run waiting for the slot", shell_log.read_text)
             assert not ledger_states(store)  # nothing was built while the gate held the slot
             gate.release([slot_key(0)])
-            outcome = home.wait_for_runs(backfill_id, timeout=240)
-            assert shell.wait(timeout=120) == 0, shell_log.read_text()[-4000:]
+            outcome = home.wait_for_runs(backfill_id, timeout=600)
+            assert shell.wait(timeout=600) == 0, shell_log.read_text()[-4000:]
         limit = pool_share(instance).slots
 
     assert limit == 1
