@@ -16,6 +16,9 @@ from tests.support.loopback import TEST_KEY
 
 #: Folders whose slow tests mostly wait on dagster-daemon's fixed 30 s backfill loop (idle).
 DAEMON_SUITES = ("daemon", "postgres")
+#: pytest-timeout's bound for a slow test (pyproject.toml's 300 s for the rest): a hang bound,
+#: never a pass criterion; a daemon test that takes 90 s alone took over 300 s at load 20.
+SLOW_TIMEOUT = 1200
 
 
 def _start_rank(item: pytest.Item) -> int:
@@ -29,7 +32,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under pytest-xdist (``make test``: ``--dist load --maxschedchunk 1`` hands a worker its
     next test when it is nearly done), the longest tests start first, so that the workers end
     together instead of one starting a 2-minute daemon test when the others are done. The order
-    is the same in every worker (xdist requires it); a run without xdist keeps pytest's own."""
+    is the same in every worker (xdist requires it); a run without xdist keeps pytest's own.
+    Slow tests get :data:`SLOW_TIMEOUT`."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
     if "PYTEST_XDIST_WORKER" in os.environ:
         items.sort(key=_start_rank)  # stable: collection order within a rank
 

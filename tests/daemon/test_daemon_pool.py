@@ -103,7 +103,6 @@ def _build_span(root: Path, partitions: list[str]) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # a hang bound: about 90 s on an idle machine
 def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
     tmp_path: Path, emulator_factory: Callable[..., Any]
 ) -> None:
