@@ -16,7 +16,7 @@ from tests.support.loopback import TEST_KEY
 
 #: Folders whose slow tests mostly wait on dagster-daemon's fixed 30 s backfill loop (idle).
 DAEMON_SUITES = ("daemon", "postgres")
-#: pytest-timeout's bound for a slow test (pyproject.toml's 300 s for the rest): a hang bound,
+#: pytest-timeout's bound for a slow test (pyproject.toml's 600 s for the rest): a hang bound,
 #: never a pass criterion; a daemon test that takes 90 s alone took over 300 s at load 20.
 SLOW_TIMEOUT = 1200
 
