@@ -115,7 +115,7 @@ def test_a_killed_code_server_on_postgres_and_s3_finishes_its_backfill_by_itself
                     killed = audit_killed(emulator.stats, store)
                     restarted = time.monotonic()
                     server = code_server(port, code_env, tmp_path / "code.log")
-                    outcome = home.wait_for_backfill(backfill_id, timeout=240)
+                    outcome = home.wait_for_backfill(backfill_id)
                     seconds = time.monotonic() - restarted
                     print(f"restart -> backfill {outcome.status}: {seconds:.1f} s")
             finally:

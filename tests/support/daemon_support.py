@@ -218,13 +218,13 @@ class DaemonHome:
             raise RuntimeError(f"launchPartitionBackfill failed: {answer}")
         return str(answer["backfillId"])
 
-    def wait_for_runs(self, backfill_id: str, *, timeout: float = 150.0) -> BackfillOutcome:
+    def wait_for_runs(self, backfill_id: str, *, timeout: float = 600.0) -> BackfillOutcome:
         """Wait until the daemon has requested every partition of asset backfill ``backfill_id``
         and all its runs have ended. Its status may still say REQUESTED: the daemon marks it
         COMPLETED on its next pass (up to 30 s later), which :meth:`wait_for_backfill` awaits."""
         return self._wait(backfill_id, timeout, final=False)
 
-    def wait_for_backfill(self, backfill_id: str, *, timeout: float = 150.0) -> BackfillOutcome:
+    def wait_for_backfill(self, backfill_id: str, *, timeout: float = 600.0) -> BackfillOutcome:
         """Wait until the daemon has finished ``backfill_id``: a final status, all runs ended."""
         return self._wait(backfill_id, timeout, final=True)
 
