@@ -16,9 +16,9 @@ from tests.support.loopback import TEST_KEY
 
 #: Folders whose slow tests mostly wait on dagster-daemon's fixed 30 s backfill loop (idle).
 DAEMON_SUITES = ("daemon", "postgres")
-#: The nice increment of a ``quiet`` test and of every process it starts: -5 gives about three
-#: times a default process's share of contended cores.
-QUIET_NICE = -5
+#: pytest-timeout's bound for a slow test (pyproject.toml's 600 s for the rest): a hang bound,
+#: never a pass criterion; a daemon test that takes 90 s alone took over 300 s at load 20.
+SLOW_TIMEOUT = 1200
 
 
 def _start_rank(item: pytest.Item) -> int:
@@ -32,31 +32,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under pytest-xdist (``make test``: ``--dist load --maxschedchunk 1`` hands a worker its
     next test when it is nearly done), the longest tests start first, so that the workers end
     together instead of one starting a 2-minute daemon test when the others are done. The order
-    is the same in every worker (xdist requires it); a run without xdist keeps pytest's own."""
+    is the same in every worker (xdist requires it); a run without xdist keeps pytest's own.
+    Slow tests get :data:`SLOW_TIMEOUT`."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
     if "PYTEST_XDIST_WORKER" in os.environ:
         items.sort(key=_start_rank)  # stable: collection order within a rank
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """A ``quiet`` test runs at a higher CPU priority (:data:`QUIET_NICE`) from its setup to its
-    teardown, and so do the processes and threads it starts (the daemon, code servers, runs, the
-    emulator): the tests beside it under xdist, and other work on the machine, then take the
-    cores only when it leaves them idle. Raising a priority needs root (as here and in CI);
-    otherwise the test runs at the usual one."""
-    raised, before = False, 0
-    if item.get_closest_marker("quiet") is not None:
-        before = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's, on Linux
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, before + QUIET_NICE)
-            raised = True
-        except PermissionError:
-            pass
-    try:
-        yield
-    finally:
-        if raised:
-            os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ def test_a_job_backfill_of_synthetic_build(tmp_path: Path, monkeypatch: pytest.M
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a hang bound
         check=False,
         cwd=tmp_path,
     )

@@ -61,7 +61,7 @@ def test_two_materializations_of_one_partition_started_together_pay_each_image_o
         )
 
     table_run = start("home-table", "--select", "prompt_table")
-    assert table_run.wait(timeout=120) == 0, table_run.communicate()[0][-3000:]
+    assert table_run.wait(timeout=600) == 0, table_run.communicate()[0][-3000:]
 
     runs = [
         start(f"home-{n}", "--select", "generated_images", "--partition", PARTITION) for n in (1, 2)

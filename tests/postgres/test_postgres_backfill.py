@@ -1,6 +1,7 @@
 """The daemon-driven asset backfill of the backfill suite (tests/daemon/test_daemon_backfill.py),
 run unchanged on ``deploy/dagster.yaml`` and Postgres instead of SQLite: the same harness
-(``DaemonHome``), the same scenario and assertions, only the instance differs."""
+(``DaemonHome``), the same scenario and assertions, only the instance differs. Like it, it waits
+on the real daemon's loops (no private API), overlapped with the rest of the suite."""
 
 from __future__ import annotations
 

@@ -28,14 +28,17 @@ def _gone_pid() -> int:
 
 
 def test_a_live_heartbeat_is_renewed_and_is_not_dead(local_store: ObjectStore) -> None:
-    beat = RunHeartbeat(local_store, "run-1", lease=0.4)
+    beat = RunHeartbeat(local_store, "run-1", lease=4.0)  # renewed every second
     beat.start()
     first = read_heartbeat(local_store, "run-1")
     assert first is not None
-    time.sleep(0.5)  # a lease: renewed every 0.1 s meanwhile
-    later = read_heartbeat(local_store, "run-1")
+    later = first
+    while later.renewed_at == first.renewed_at:  # until the first renewal (pytest bounds a hang)
+        time.sleep(0.05)
+        renewed = read_heartbeat(local_store, "run-1")
+        assert renewed is not None
+        later = renewed
     beat.stop()
-    assert later is not None
     assert later.renewed_at > first.renewed_at
     assert dead_because(later) is None
     assert (later.host, later.process_scope, later.pid) == this_process()

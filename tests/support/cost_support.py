@@ -44,7 +44,7 @@ def plan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env={**environment, **env},
-        timeout=120,
+        timeout=600,  # a hang bound
         check=False,
     )
 

@@ -153,9 +153,11 @@ class DaemonHome:
         return self._instance
 
     @contextmanager
-    def daemon(self, *, ready_timeout: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+    def daemon(self, *, ready_timeout: float = 240.0) -> Iterator[subprocess.Popen[bytes]]:
         """``dagster-daemon run`` on this home's workspace, in its own process group; stopped
-        (SIGTERM, then SIGKILL of the group after 20 s) on exit with its code server and runs."""
+        (SIGTERM, then SIGKILL of the group after 20 s) on exit with its code server and runs.
+        ``ready_timeout`` only bounds a hang: a start-up takes about 5 s of CPU, and over a
+        minute of wall time on a machine loaded many times over."""
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
                 [str(DAGSTER_DAEMON), "run", "-w", str(self.workspace)],
@@ -216,13 +218,13 @@ class DaemonHome:
             raise RuntimeError(f"launchPartitionBackfill failed: {answer}")
         return str(answer["backfillId"])
 
-    def wait_for_runs(self, backfill_id: str, *, timeout: float = 150.0) -> BackfillOutcome:
+    def wait_for_runs(self, backfill_id: str, *, timeout: float = 600.0) -> BackfillOutcome:
         """Wait until the daemon has requested every partition of asset backfill ``backfill_id``
         and all its runs have ended. Its status may still say REQUESTED: the daemon marks it
         COMPLETED on its next pass (up to 30 s later), which :meth:`wait_for_backfill` awaits."""
         return self._wait(backfill_id, timeout, final=False)
 
-    def wait_for_backfill(self, backfill_id: str, *, timeout: float = 150.0) -> BackfillOutcome:
+    def wait_for_backfill(self, backfill_id: str, *, timeout: float = 600.0) -> BackfillOutcome:
         """Wait until the daemon has finished ``backfill_id``: a final status, all runs ended."""
         return self._wait(backfill_id, timeout, final=True)
 

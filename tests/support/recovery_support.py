@@ -84,7 +84,7 @@ def ledger_states(store: ObjectStore) -> dict[str, dict[str, Any]]:
 
 
 def wait_for_mid_build(
-    store: ObjectStore, alive: Callable[[], bool], *, completed: int = 3, timeout: float = 180
+    store: ObjectStore, alive: Callable[[], bool], *, completed: int = 3, timeout: float = 600
 ) -> None:
     """Until the ledger shows ``completed`` images stored and jobs in flight."""
     deadline = time.monotonic() + timeout
@@ -208,7 +208,7 @@ def code_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-def wait_for_grpc(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def wait_for_grpc(port: int, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the code server exited"
