@@ -92,8 +92,8 @@ class Finishing:
 
     def _compare_keys(self, partition: str, keys: list[str]) -> None:
         """Warn when the partition's ``metadata.jsonl`` keys differ from the previous
-        partition's (the last one this build finished, else the stored one before it): a folder
-        of metadata files with different keys is one ``datasets`` refuses to load."""
+        partition's (the last one this build finished, else the stored one before it):
+        ``datasets`` does not load a folder of metadata files with different keys whole."""
         previous = self._last_keys
         if previous is None:
             key = previous_partition(self.state.store, partition)
@@ -107,9 +107,10 @@ class Finishing:
             first, last = sorted((previous[0], partition))
             log.warning(
                 "partition %s: its metadata.jsonl keys differ from partition %s's (%s); "
-                "datasets.load_dataset('imagefolder', ...) refuses metadata files with different "
-                "keys: run `flux-pipeline export imagefolder -p %s...%s` to rewrite them with "
-                "the union of their keys",
+                "datasets.load_dataset('imagefolder', ...) needs the same keys in every "
+                "metadata.jsonl (else it fails, or drops or nulls columns, depending on which "
+                "file it reads first): run `flux-pipeline export imagefolder -p %s...%s` to "
+                "rewrite them with the union of their keys",
                 partition,
                 previous[0],
                 difference,

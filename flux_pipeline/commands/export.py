@@ -92,7 +92,7 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
             "Builds write metadata.jsonl themselves; this rewrites it for the chosen partitions "
             "with the union of their keys (variant, attributes, each attribute; null where a "
             "row lacks one), so datasets loads a range built by different versions or from "
-            "tables with other attributes (it refuses metadata files with different keys)."
+            "tables with other attributes (datasets needs the same keys in every metadata file)."
         ),
     )
     _add_source(metadata)

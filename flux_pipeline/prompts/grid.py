@@ -142,7 +142,8 @@ def expand(templates: list[GridTemplate]) -> pd.DataFrame:
         if prompt_id_problem(row["prompt_id"]) or readable[row["prompt_id"].casefold()] > 1:
             row["prompt_id"] = hashed
     columns = [*KNOWN_COLUMNS, *names]
-    return pd.DataFrame.from_records(rows, columns=columns).fillna("")
+    cells = ([row.get(column, "") for column in columns] for row in rows)
+    return pd.DataFrame.from_records(cells, columns=columns)
 
 
 def _template(index: int, entry: Any) -> tuple[GridTemplate | None, list[Problem]]:

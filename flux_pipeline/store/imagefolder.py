@@ -10,9 +10,10 @@ is one ``train`` split. Image file names can: ``datasets`` guesses splits from f
 
 Each line also carries the row's ``variant``, its ``attributes`` (JSON object string) and each
 attribute as a top-level key, so ``datasets`` shows the labels as columns. Every line of a file
-has the same keys (an attribute a row lacks is null). ``datasets`` refuses a folder whose
-metadata files have different keys: partitions built before a key existed, or from tables with
-other attributes, are rewritten with the union of their keys by
+has the same keys (an attribute a row lacks is null). ``datasets`` (5.2) does not load a folder
+whose metadata files have different keys whole: it fails, or takes the keys of the file it reads
+first and drops or nulls the others' columns. Partitions built before a key existed, or from
+tables with other attributes, are rewritten with the union of their keys by
 ``flux-pipeline export imagefolder -p RANGE`` (``attributes=`` below), and a build warns when a
 partition's keys differ from the previous partition's (:func:`key_difference`).
 """
