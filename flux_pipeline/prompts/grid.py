@@ -174,7 +174,9 @@ def _template(index: int, entry: Any) -> tuple[GridTemplate | None, list[Problem
         bad("prompt", "must be a non-empty text (a Jinja2 template over the attributes)")
     else:
         try:
-            unknown = sorted(placeholders(prompt) - {n for n, _ in attributes})
+            raw = entry.get("attributes")
+            declared = {str(name).strip() for name in raw} if isinstance(raw, dict) else set()
+            unknown = sorted(placeholders(prompt) - declared)
         except TemplateProblem as exc:
             bad("prompt", str(exc))
         else:
