@@ -90,6 +90,7 @@ def labels_load(designer: Designer, cache: Path) -> bool:
     return found == labels
 
 
+@pytest.mark.slow  # about 25 s: four Dagster runs, datasets and webdataset loads
 def test_old_partitions_keep_their_keys_and_a_mixed_root_loads_after_export(
     designer: Designer,
     tmp_path: Path,

@@ -37,6 +37,7 @@ def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.slow  # about 25 s: four Dagster runs, datasets and webdataset loads
 def test_a_grid_with_variants_builds_labelled_images_and_a_rebuild_costs_nothing(
     designer: Designer, grid: Path, hf_offline: Path, tmp_path: Path, capsys: Any
 ) -> None:
