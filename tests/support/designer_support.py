@@ -1,14 +1,14 @@
-"""Fixtures of the prompts suite: a fast emulator, a Dagster instance, a runner of the assets."""
+"""A runner of ``prompt_table`` and ``generated_images`` (with its checks) for the dataset
+design tests: one emulator, one storage root, one Dagster instance."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
-from loopback import TEST_KEY
+
+from tests.support.loopback import TEST_KEY
 
 
 class Designer:
@@ -61,27 +61,6 @@ class Designer:
             instance=self.instance,
             raise_on_error=False,
         )
-
-
-@pytest.fixture
-def designer(emulator_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Designer]:
-    """A runner against a fast emulator (20 ms steps) and a local root under ``tmp_path``."""
-    emulator = emulator_factory(workers=8, step_time=0.01)
-    with dg.instance_for_test() as instance:
-        yield Designer(emulator, tmp_path / "root", instance)
-
-
-@pytest.fixture
-def hf_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No hub access and a private cache: returns the cache dir to pass as ``cache_dir``."""
-    cache = tmp_path / "hf-cache"
-    monkeypatch.setenv("HF_HOME", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def check_passed(result: dg.ExecuteInProcessResult, name: str) -> bool:

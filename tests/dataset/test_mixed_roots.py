@@ -12,11 +12,11 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
-from conftest import Designer, check_passed
 
 from flux_pipeline.commands.cli import main
 from flux_pipeline.store.layout import lineage_path, metadata_path
 from flux_pipeline.store.lineage import read_lineage
+from tests.support.designer_support import Designer, check_passed
 
 OLD, NEW = "2026-12-01", "2026-12-02"
 #: A table of before the change; the braces are no template (no attribute column).

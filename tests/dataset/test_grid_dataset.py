@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Designer, check_passed
 
 from flux_pipeline.commands.cli import main
 from flux_pipeline.prompts import derive_seed
 from flux_pipeline.store.lineage import read_lineage
+from tests.support.designer_support import Designer, check_passed
 
 PARTITION = "2026-12-01"
 #: 3 x 2 x 2 combinations, 3 variants each: 36 images; values BaseLoader keeps as text.
