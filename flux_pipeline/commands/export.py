@@ -90,8 +90,8 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="(re)write each partition's images/partition=KEY/metadata.jsonl from its lineage",
         description=(
             "Builds write metadata.jsonl themselves; this rewrites it for the chosen partitions "
-            "with the union of their keys (variant, attributes, each attribute; null where a "
-            "row lacks one), so datasets loads a range built by different versions or from "
+            "with the union of their keys (variant, attributes, each attribute; an empty text "
+            "where a row lacks one), so datasets loads a range built by different versions or from "
             "tables with other attributes (datasets needs the same keys in every metadata file)."
         ),
     )

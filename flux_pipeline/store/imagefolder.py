@@ -8,11 +8,13 @@ is one ``train`` split. Image file names can: ``datasets`` guesses splits from f
 (``test-7.jpg``, ``cat_val-3.jpg``), so such names are warned about; loading with
 ``data_files`` never guesses.
 
-Each line also carries the row's ``variant``, its ``attributes`` (JSON object string) and each
-attribute as a top-level key, so ``datasets`` shows the labels as columns. Every line of a file
-has the same keys (an attribute a row lacks is null). ``datasets`` (5.2) does not load a folder
-whose metadata files have different keys whole: it fails, or takes the keys of the file it reads
-first and drops or nulls the others' columns. Partitions built before a key existed, or from
+Each line also carries the row's ``variant``, its ``attributes`` (JSON object string, ``{}``
+when it has none) and each attribute as a top-level key, so ``datasets`` shows the labels as
+columns. Every line of a file has the same keys; an attribute a row lacks is ``""`` (as in the
+prompt table), not null: ``datasets`` (5.2) types each column by the first metadata file it
+reads, and fails on a column that is null throughout it. Nor does it load a folder whose
+metadata files have different keys whole: it fails, or takes the keys of the file it reads first
+and drops or nulls the others' columns. Partitions built before a key existed, or from
 tables with other attributes, are rewritten with the union of their keys by
 ``flux-pipeline export imagefolder -p RANGE`` (``attributes=`` below), and a build warns when a
 partition's keys differ from the previous partition's (:func:`key_difference`).
@@ -49,6 +51,10 @@ METADATA_FIELDS: Final = (
     "variant",
     "attributes",
 )
+#: ``attributes`` of a line whose row has none (the lineage holds null).
+NO_ATTRIBUTES: Final = "{}"
+#: An attribute the row lacks (as in the prompt table, an empty cell is an absent attribute).
+ABSENT: Final = ""
 #: A file name in which ``datasets`` (data_dir= without data_files=) sees a split name.
 _SPLIT_WORD: Final = re.compile(
     r"(?:^|[-._ 0-9])(?:train|training|validation|valid|dev|val|test|testing|eval|evaluation)"
@@ -88,8 +94,11 @@ def metadata_record(
         "partition": partition,
     }
     record.update((name, getattr(row, name)) for name in METADATA_FIELDS)
+    # Never null: datasets types a column by the first metadata file it reads, and one null
+    # throughout that file fails the load ("its type in this file is null").
+    record["attributes"] = row.attributes or NO_ATTRIBUTES
     own = labels(row)
-    record.update((name, own.get(name)) for name in attributes)
+    record.update((name, own.get(name, ABSENT)) for name in attributes)
     if not own.keys() <= set(attributes):
         extra = sorted(own.keys() - set(attributes))
         raise ValueError(f"partition {partition}, prompt_id {row.prompt_id!r}: attributes {extra}")

@@ -78,9 +78,9 @@ def test_metadata_lists_completed_rows_with_their_files(
         )
         for line, row in zip(lines, rows.to_dict("records"), strict=True):
             assert list(line) == ["file_name", "partition", *METADATA_FIELDS]
-            # A null string column (attributes of a table without them) reads as NaN in pandas.
+            # A row without attributes: null in the lineage (NaN in pandas), "{}" in the file.
             assert line == {"file_name": Path(row["image_uri"]).name, "partition": day} | {
-                name: None if name == "attributes" and pd.isna(row[name]) else row[name]
+                name: "{}" if name == "attributes" and pd.isna(row[name]) else row[name]
                 for name in METADATA_FIELDS
             }
             assert (folder / line["file_name"]).is_file()

@@ -58,12 +58,21 @@ def age(designer: Designer, partition: str) -> None:
     store.write_atomic(metadata_path(partition), body.encode())
 
 
-def load(designer: Designer, cache: Path) -> Any:
+def load(designer: Designer, cache: Path, first: str | None = None) -> Any:
+    """The root's images folder as datasets loads it; ``first``: the partition whose files it
+    reads first (the other one next)."""
     import datasets
 
-    return datasets.load_dataset(
-        "imagefolder", data_dir=str(designer.root / "images"), cache_dir=str(cache)
-    )["train"].remove_columns("image")
+    images = designer.root / "images"
+    if first is None:
+        return datasets.load_dataset("imagefolder", data_dir=str(images), cache_dir=str(cache))[
+            "train"
+        ].remove_columns("image")
+    order = sorted((OLD, NEW), key=lambda key: key != first)
+    files = [str(images / f"partition={key}" / "*") for key in order]
+    return datasets.load_dataset("imagefolder", data_files=files, cache_dir=str(cache))[
+        "train"
+    ].remove_columns("image")
 
 
 def labels_of(attributes: Any) -> dict[str, str] | None:
@@ -71,10 +80,10 @@ def labels_of(attributes: Any) -> dict[str, str] | None:
     return json.loads(attributes) if isinstance(attributes, str) else None
 
 
-def labels_load(designer: Designer, cache: Path) -> bool:
+def labels_load(designer: Designer, cache: Path, first: str | None = None) -> bool:
     """Whether ``datasets`` loads every row of the root with its variant and its labels."""
     try:
-        loaded = load(designer, cache)
+        loaded = load(designer, cache, first)
     except Exception:  # datasets refuses metadata files whose keys differ
         return False
     expected = read_lineage(designer.store)
@@ -86,7 +95,9 @@ def labels_load(designer: Designer, cache: Path) -> bool:
     }
     if "style" not in loaded.column_names or len(loaded) != len(labels):
         return False
-    found = {(str(r["partition"])[:10], r["prompt_id"], r["variant"]): r["style"] for r in loaded}
+    found = {
+        (str(r["partition"])[:10], r["prompt_id"], r["variant"]): r["style"] or None for r in loaded
+    }
     return found == labels
 
 
@@ -130,18 +141,23 @@ def test_old_partitions_keep_their_keys_and_a_mixed_root_loads_after_export(
     assert new[new["prompt_id"] == "kite"]["prompt"].item() == "A sketch of a kite"
 
     # Before the export, datasets cannot load the root whole: depending on which file it reads
-    # first it fails, drops the new columns, or leaves the old rows without a variant.
-    assert not labels_load(designer, hf_offline)
+    # first it fails, drops the new columns, or leaves the old rows without a variant. After it,
+    # the root loads whichever file it reads first (both orders are tried).
+    assert not labels_load(designer, hf_offline / "old-first", first=OLD)
+    assert not labels_load(designer, hf_offline / "new-first", first=NEW)
     export = ["export", "imagefolder", "--root", str(designer.root), "-p", f"{OLD}...{NEW}"]
     assert main(export) == 0
-    assert labels_load(designer, tmp_path / "cache-2")
+    assert labels_load(designer, tmp_path / "cache-old-first", first=OLD)
+    assert labels_load(designer, tmp_path / "cache-new-first", first=NEW)
     loaded = load(designer, tmp_path / "cache-3")
     rows = {(str(r["partition"])[:10], r["prompt_id"], r["variant"]): r for r in loaded}
     assert len(rows) == 3 + 6
-    assert rows[(OLD, "fox", 0)]["style"] is None
-    assert rows[(OLD, "fox", 0)]["attributes"] is None
+    # An attribute a row lacks is an empty text, its attributes "{}": never null, which
+    # datasets cannot type when a whole file has it.
+    assert rows[(OLD, "fox", 0)]["style"] == ""
+    assert rows[(OLD, "fox", 0)]["attributes"] == "{}"
     assert rows[(NEW, "fox", 1)]["style"] == "photo"
-    assert rows[(NEW, "harbor", 0)]["style"] is None
+    assert rows[(NEW, "harbor", 0)]["style"] == ""
     assert json.loads(rows[(NEW, "kite", 0)]["attributes"]) == {"style": "sketch"}
 
     # Rebuilt from the labelled table, the old partition keeps its images: variant 0 of each
