@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from tests.support.dagster_support import make_resources
 from tests.support.loopback import TEST_KEY
 
 
@@ -16,17 +17,13 @@ class Designer:
     against one emulator and one storage root."""
 
     def __init__(self, emulator: Any, root: Path, instance: dg.DagsterInstance) -> None:
-        from flux_pipeline.resources import ObjectStoreResource, SegmindResource
         from flux_pipeline.store.storage import ObjectStore
 
         self.emulator = emulator
         self.root = root
         self.store = ObjectStore.from_uri(str(root))
         self.instance = instance
-        self.resources = {
-            "segmind": SegmindResource(api_key=TEST_KEY, base_url=emulator.url),
-            "storage": ObjectStoreResource(root=str(root)),
-        }
+        self.resources = make_resources(emulator.url, str(root), api_key=TEST_KEY)
 
     def submits(self) -> int:
         """Jobs the emulator accepted so far (v2 submits and v1 POSTs)."""
