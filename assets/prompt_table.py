@@ -38,7 +38,8 @@ ATTRIBUTE_DESCRIPTION = "attribute (label) of the row: text, null when absent"
 def prompt_table(
     context: dg.AssetExecutionContext, storage: ObjectStoreResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """The prompt table named by `FLUX_PROMPTS` (or the bundled sample), validated.
+    """The prompt table or YAML prompt grid named by `FLUX_PROMPTS` (or the bundled sample),
+    validated, expanded and rendered (docs/DATASETS.md).
 
     Every bad row is reported by id and field before any credit is spent; the valid table is
     written to `prompt_table/prompt_table.parquet`. Its data version is the sha256 of the

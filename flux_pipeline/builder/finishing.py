@@ -2,7 +2,8 @@
 
 :meth:`Finishing.finish` waits for every key of the partition, builds one lineage row per
 request (copying into the partition's folder the images it shares with other partitions, with
-``copiers`` threads), writes ``metadata.jsonl``, the receipts of the images this build wrote
+``copiers`` threads), writes ``metadata.jsonl`` (warning when its keys differ from the previous
+partition's), the receipts of the images this build wrote
 for it (:mod:`flux_pipeline.store.receipts`, where the store tags them) and then the lineage
 file atomically, hands the native memory it freed back to the system
 (:mod:`.native_heap`) and emits the partition's
@@ -14,6 +15,7 @@ later partitions find them in the ledger.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 
@@ -25,12 +27,21 @@ from flux_pipeline.builder.reports import BuildReport
 from flux_pipeline.builder.sliced_map import sliced_map
 from flux_pipeline.builder.worker_loop import Emit
 from flux_pipeline.protocol import COMPLETED, FAILED
-from flux_pipeline.store.imagefolder import write_imagefolder_metadata
+from flux_pipeline.store.imagefolder import (
+    attribute_names,
+    key_difference,
+    metadata_keys,
+    previous_partition,
+    stored_metadata_keys,
+    write_imagefolder_metadata,
+)
 from flux_pipeline.store.layout import images_dir
 from flux_pipeline.store.lineage import LineageRow, write_partition_lineage
 from flux_pipeline.store.receipts import Receipt, keep_receipts
 
 __all__ = ["Finishing"]
+
+log = logging.getLogger(__name__)
 
 
 class Finishing:
@@ -42,6 +53,8 @@ class Finishing:
         #: Threads copying reused images into a partition's folder.
         self.copiers = copiers
         self.reports: dict[str, BuildReport] = {}
+        #: The last partition finished with images, and its metadata keys.
+        self._last_keys: tuple[str, list[str]] | None = None
 
     async def finish(
         self, plan: PartitionPlan, reused: dict[str, Outcome], waits: dict[str, Sent]
@@ -57,7 +70,12 @@ class Finishing:
                 state.tally.count(len(key.prompts), outcome, plan.partition)
                 outcomes[key.request_key] = outcome
         rows = await asyncio.to_thread(self._rows, plan, outcomes)
-        await asyncio.to_thread(write_imagefolder_metadata, state.store, plan.partition, rows)
+        names = attribute_names(rows)
+        await asyncio.to_thread(
+            write_imagefolder_metadata, state.store, plan.partition, rows, attributes=names
+        )
+        if any(row.status == COMPLETED for row in rows):
+            await asyncio.to_thread(self._compare_keys, plan.partition, metadata_keys(names))
         written = _receipts(plan.partition, outcomes.values())
         await asyncio.to_thread(keep_receipts, state.store, plan.partition, written)
         lineage_uri = await asyncio.to_thread(
@@ -71,6 +89,34 @@ class Finishing:
             if sent.partition == plan.partition and outcomes[request_key].final:
                 del state.sent[request_key]
         self.emit(report)
+
+    def _compare_keys(self, partition: str, keys: list[str]) -> None:
+        """Warn when the partition's ``metadata.jsonl`` keys differ from the previous
+        partition's (the last one this build finished, else the stored one before it):
+        ``datasets`` does not load a folder of metadata files with different keys whole."""
+        previous = self._last_keys
+        if previous is None:
+            key = previous_partition(self.state.store, partition)
+            found = None if key is None else stored_metadata_keys(self.state.store, key)
+            previous = None if key is None or found is None else (key, found)
+        self._last_keys = (partition, keys)
+        if previous is None:
+            return
+        difference = key_difference(keys, previous[1])
+        if difference is not None:
+            first, last = sorted((previous[0], partition))
+            log.warning(
+                "partition %s: its metadata.jsonl keys differ from partition %s's (%s); "
+                "datasets.load_dataset('imagefolder', ...) needs the same keys in every "
+                "metadata.jsonl (else it fails, or drops or nulls columns, depending on which "
+                "file it reads first): run `flux-pipeline export imagefolder -p %s...%s` to "
+                "rewrite them with the union of their keys",
+                partition,
+                previous[0],
+                difference,
+                first,
+                last,
+            )
 
     def _rows(self, plan: PartitionPlan, outcomes: dict[str, Outcome]) -> list[LineageRow]:
         """One row per request (prompt and variant) of the partition, in the order given."""

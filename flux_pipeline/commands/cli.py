@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from flux_pipeline import native_memory, protocol
-from flux_pipeline.commands import demo, export, plan
+from flux_pipeline.commands import demo, export, plan, prompts
 from flux_pipeline.emulator.settings import EmulatorAddress, EmulatorSettings
 from flux_pipeline.settings.flags import add_flags, from_flags
 
@@ -62,6 +62,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     demo.add_parser,
     export.add_parser,
     plan.add_parser,
+    prompts.add_parser,
 ]
 
 

@@ -89,8 +89,10 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "imagefolder",
         help="(re)write each partition's images/partition=KEY/metadata.jsonl from its lineage",
         description=(
-            "Builds write metadata.jsonl themselves; this writes it for partitions built "
-            "before they did (datasets loads only the images its metadata files list)."
+            "Builds write metadata.jsonl themselves; this rewrites it for the chosen partitions "
+            "with the union of their keys (variant, attributes, each attribute; an empty text "
+            "where a row lacks one), so datasets loads a range built by different versions or from "
+            "tables with other attributes (datasets needs the same keys in every metadata file)."
         ),
     )
     _add_source(metadata)
@@ -175,18 +177,21 @@ def _say_synthetic(skipped: int, included: bool) -> None:
 
 
 def _run_imagefolder(args: argparse.Namespace) -> int:
-    from flux_pipeline.dataset.partitions import read_partition_rows
+    from flux_pipeline.dataset.partitions import attribute_union, read_partition_rows
     from flux_pipeline.store.imagefolder import write_imagefolder_metadata
     from flux_pipeline.store.provenance import is_service
 
     skipped = 0
     try:
         store, partitions = _source(args)
+        # Every file of the range gets the same keys, so datasets loads the range as one.
+        names = attribute_union(store, partitions)
         for partition in partitions:
             rows = read_partition_rows(store, partition)
             kept = [r for r in rows if args.include_synthetic or is_service(r.backend)]
             skipped += sum(r.status == "COMPLETED" for r in rows if r not in kept)
-            print(write_imagefolder_metadata(store, partition, kept), flush=True)
+            uri = write_imagefolder_metadata(store, partition, kept, attributes=names)
+            print(uri, flush=True)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"flux-pipeline export: {exc}") from None
     _say_synthetic(skipped, args.include_synthetic)

@@ -77,9 +77,9 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--prompts",
         metavar="URI",
         help=(
-            "prompt table (CSV/Parquet path or fsspec URI); default: the table prompt_table "
-            "stored under the root (prompt_table/prompt_table.parquet), else FLUX_PROMPTS, "
-            "else the bundled sample"
+            "prompt table (CSV/Parquet) or grid (YAML): path or fsspec URI; default: the "
+            "table prompt_table stored under the root (prompt_table/prompt_table.parquet), "
+            "else FLUX_PROMPTS, else the bundled sample"
         ),
     )
     parser.add_argument(

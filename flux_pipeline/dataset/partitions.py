@@ -8,6 +8,7 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
+from flux_pipeline.store.imagefolder import attribute_names
 from flux_pipeline.store.layout import LINEAGE_DIR, lineage_partition, lineage_path
 from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore
@@ -58,4 +59,18 @@ def read_partition_rows(store: ObjectStore, partition: str) -> list[LineageRow]:
     path = store.path(lineage_path(partition))
     table = pq.read_table(path, filesystem=store.fs)
     names = [f.name for f in fields(LineageRow)]
-    return [LineageRow(**{n: record.get(n) for n in names}) for record in table.to_pylist()]
+    rows = []
+    for record in table.to_pylist():
+        values = {n: record.get(n) for n in names}
+        values["variant"] = values["variant"] or 0  # a file written before variants existed
+        rows.append(LineageRow(**values))
+    return rows
+
+
+def attribute_union(store: ObjectStore, partitions: Sequence[str]) -> list[str]:
+    """Every attribute name of the COMPLETED rows of ``partitions``, in first-seen order: the
+    keys a range's ``metadata.jsonl`` files share."""
+    names: dict[str, None] = {}
+    for partition in partitions:
+        names.update(dict.fromkeys(attribute_names(read_partition_rows(store, partition))))
+    return list(names)

@@ -1,10 +1,10 @@
 """WebDataset tar shards of a partition range, with a manifest; streamed one image at a time.
 
 Each COMPLETED row becomes one sample: ``KEY.jpg`` (or the stored image's extension),
-``KEY.txt`` (the prompt, as img2dataset writes captions) and ``KEY.json`` (its lineage fields
-and ``partition``). The key is ``{partition}/{prompt_id}-{seed}``, unique across a range; a dot
-in it is written ``%2E``, since WebDataset ends a key at the first dot (the ``.json`` holds the
-real values).
+``KEY.txt`` (the prompt, as img2dataset writes captions) and ``KEY.json`` (its lineage fields,
+``partition``, and each attribute as a top-level key too). The key is
+``{partition}/{prompt_id}-{seed}``, unique across a range; a dot in it is written ``%2E``, since
+WebDataset ends a key at the first dot (the ``.json`` holds the real values).
 
 Only images a service made are exported, and each image once (same backend and
 ``request_key``), unless ``include_synthetic`` / ``keep_duplicates``; what is left out is
@@ -37,6 +37,7 @@ from flux_pipeline.dataset.shard_defaults import (
     MANIFEST_FILE,
 )
 from flux_pipeline.protocol import COMPLETED
+from flux_pipeline.store.imagefolder import labels
 from flux_pipeline.store.layout import TMP_DIR, images_dir
 from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.provenance import is_service
@@ -189,7 +190,8 @@ def _sample(store: ObjectStore, partition: str, row: LineageRow) -> Iterator[_Me
     key = sample_key(partition, row.prompt_id, row.seed)
     mtime = int(row.completed_at.timestamp()) if row.completed_at else 0
     extension = file_name.rsplit(".", 1)[-1].lower()
-    metadata = {"partition": partition, **row.to_json()}
+    # The lineage fields, and each attribute top-level too (reserved names never clash).
+    metadata = {"partition": partition, **row.to_json(), **labels(row)}
     for suffix, data in (
         (extension, image),
         ("txt", row.prompt.encode()),

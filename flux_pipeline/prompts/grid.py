@@ -142,7 +142,8 @@ def expand(templates: list[GridTemplate]) -> pd.DataFrame:
         if prompt_id_problem(row["prompt_id"]) or readable[row["prompt_id"].casefold()] > 1:
             row["prompt_id"] = hashed
     columns = [*KNOWN_COLUMNS, *names]
-    return pd.DataFrame.from_records(rows, columns=columns).fillna("")
+    cells = ([row.get(column, "") for column in columns] for row in rows)
+    return pd.DataFrame.from_records(cells, columns=columns)
 
 
 def _template(index: int, entry: Any) -> tuple[GridTemplate | None, list[Problem]]:
@@ -173,7 +174,9 @@ def _template(index: int, entry: Any) -> tuple[GridTemplate | None, list[Problem
         bad("prompt", "must be a non-empty text (a Jinja2 template over the attributes)")
     else:
         try:
-            unknown = sorted(placeholders(prompt) - {n for n, _ in attributes})
+            raw = entry.get("attributes")
+            declared = {str(name).strip() for name in raw} if isinstance(raw, dict) else set()
+            unknown = sorted(placeholders(prompt) - declared)
         except TemplateProblem as exc:
             bad("prompt", str(exc))
         else:

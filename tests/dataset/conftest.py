@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 from flux_pipeline.builder import build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.store.storage import ObjectStore
 from tests.support.dataset_builds import DAYS, TABLE
+from tests.support.designer_support import Designer
 from tests.support.loopback import fast_config
 
 
@@ -62,3 +64,11 @@ def s3_bucket(s3_env: str) -> str:
     bucket = f"flux-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
     return bucket
+
+
+@pytest.fixture
+def designer(emulator_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Designer]:
+    """A runner against a fast emulator (10 ms steps) and a local root under ``tmp_path``."""
+    emulator = emulator_factory(workers=8, step_time=0.01)
+    with dg.instance_for_test() as instance:
+        yield Designer(emulator, tmp_path / "root", instance)
