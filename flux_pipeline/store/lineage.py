@@ -55,6 +55,9 @@ LINEAGE_SCHEMA: Final = pa.schema(
         pa.field("backend", pa.string()),
         pa.field("variant", pa.int64(), nullable=False),
         pa.field("attributes", pa.string()),
+        pa.field("phash", pa.string()),
+        pa.field("luma_std", pa.float64()),
+        pa.field("blank", pa.bool_()),
     ]
 )
 #: One line per column as read back (``partition`` first), for schemas shown to people.
@@ -91,6 +94,11 @@ LINEAGE_DESCRIPTIONS: Final = {
     "0 in partitions written before variants existed",
     "attributes": "the prompt's attributes (labels) as a JSON object string, e.g. "
     '{"style": "watercolor"}; null when it has none',
+    "phash": "perceptual hash of the image (imagehash.phash, hash size 8) as 16 hex digits; "
+    "null when FAILED",
+    "luma_std": "standard deviation of the image's luminance, 0..255; null when FAILED",
+    "blank": "true when luma_std is below FLUX_BLANK_LUMA_STD (a black or flat image); the row "
+    "stays COMPLETED, exports leave it out; null when FAILED",
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The lineage columns in their documented order, as read back: ``partition`` first.
@@ -130,6 +138,11 @@ class LineageRow:
     variant: int = 0
     #: The prompt's attributes as a JSON object string; None when it has none.
     attributes: str | None = None
+    #: Facts of the stored image's pixels (:mod:`flux_pipeline.quality`); None when FAILED, or
+    #: in a ledger entry written before they were kept (the next rebuild computes them).
+    phash: str | None = None
+    luma_std: float | None = None
+    blank: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601). Every field is a scalar: read as is, not
@@ -193,6 +206,26 @@ def each_partition_lineage(
     for key in sorted(keys):
         rows = dataset.to_table(columns=names, filter=ds.field("partition") == key)
         yield key, _to_pandas(with_variant_zero(rows))
+
+
+def read_partition_lineage(store: ObjectStore, partition: str, columns: Sequence[str]) -> pa.Table:
+    """One partition's lineage file, ``columns`` only; a column the file predates reads as
+    nulls of its lineage type (``partition`` is not a file column: ask for it elsewhere)."""
+    with store.fs.open(store.path(lineage_path(partition)), "rb") as handle:
+        table = pq.read_table(handle, columns=[c for c in columns if c in _file_columns(handle)])
+    types = {f.name: f.type for f in LINEAGE_SCHEMA}
+    return pa.table(
+        {
+            name: table[name] if name in table.column_names else pa.nulls(len(table), types[name])
+            for name in columns
+        }
+    )
+
+
+def _file_columns(handle: Any) -> set[str]:
+    names = set(pq.read_schema(handle).names)
+    handle.seek(0)
+    return names
 
 
 def _dataset(store: ObjectStore) -> ds.Dataset | None:
