@@ -22,7 +22,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -63,7 +64,8 @@ SEGMENT_SCHEMA: Final = pa.schema(
         pa.field("prompt_id", pa.string()),
         pa.field("variant", pa.int64()),
         pa.field("image_uri", pa.string()),
-        pa.field("request_key", pa.string()),
+        #: The request key's first 64 bits: copies of one generation share it.
+        pa.field("key_hash", pa.uint64()),
         pa.field("backend", pa.string()),
         pa.field("phash", pa.uint64()),
     ]
@@ -78,6 +80,8 @@ _LINEAGE_COLUMNS: Final = (
     "phash",
     "blank",
 )
+#: Segments read (or rebuilt) at once: Parquet decoding leaves the GIL.
+READERS: Final = 4
 _META: Final = b"flux_pipeline"
 _FORMAT: Final = 1
 
@@ -126,20 +130,24 @@ def refresh_near_duplicates(
         for path in store.list(PHASH_INDEX_DIR)
         if (key := phash_segment_partition(path)) is not None
     }
-    segments: dict[str, _Segment] = {}
-    changed: list[str] = []
-    read: list[str] = []
-    for partition in sorted(versions):
+
+    def load(partition: str) -> tuple[_Segment, bool]:
         version = versions[partition]
         segment = _read_segment(store, partition, version, warn) if partition in stored else None
-        if segment is None:
-            segment = _segment_from_lineage(store, partition, version)
-            read.append(partition)
-            if partition in covered and covered[partition] == version and not full:
-                warn(f"near_duplicates: index of partition {partition} rebuilt from the lineage")
-        segments[partition] = segment
-        if covered.get(partition) != version:
-            changed.append(partition)
+        if segment is not None:
+            return segment, False
+        if partition not in stored and covered.get(partition) == version and not full:
+            warn(
+                f"near_duplicates: index of partition {partition} missing, rebuilt from the lineage"
+            )
+        return _segment_from_lineage(store, partition, version), True
+
+    ordered = sorted(versions)
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        loaded = dict(zip(ordered, pool.map(load, ordered), strict=True))
+    segments = {p: segment for p, (segment, _) in loaded.items()}
+    read = [p for p, (_, fresh) in loaded.items() if fresh]
+    changed = [p for p in ordered if covered.get(p) != versions[p]]
     for partition, path in stored.items():
         if partition not in versions:
             store.delete(path)
@@ -158,6 +166,32 @@ def refresh_near_duplicates(
     counts = pc.value_counts(flags["partition"]).to_pylist() if flags.num_rows else []
     flagged = {str(c["values"]): int(c["counts"]) for c in counts}
     return NearDuplicates(flags, bits, completed, flagged, read, full)
+
+
+def near_duplicates_of(
+    store: ObjectStore,
+    partitions: Sequence[str],
+    bits: int,
+    warn: Callable[[str], None] = log.warning,
+) -> dict[str, str]:
+    """``{image_uri: near_duplicate_of}`` of the flagged images of ``partitions``: from the
+    flags file when it covers their current lineage at ``bits``, else after a refresh."""
+    wanted = set(partitions)
+    versions = {
+        key: version
+        for path, version in store.versions(LINEAGE_DIR).items()
+        if (key := lineage_partition(path)) in wanted
+    }
+    flags = _read_flags(store, warn)
+    current = flags is not None and flags.bits == bits
+    if not (current and flags and all(flags.versions.get(p) == v for p, v in versions.items())):
+        table = refresh_near_duplicates(store, bits, warn).flags
+    else:
+        table = flags.table
+    chosen = table.filter(pc.is_in(table["partition"], pa.array(sorted(wanted), pa.string())))
+    return dict(
+        zip(chosen["image_uri"].to_pylist(), chosen["near_duplicate_of"].to_pylist(), strict=True)
+    )
 
 
 def read_near_duplicates(store: ObjectStore) -> pa.Table:
@@ -192,13 +226,13 @@ def _segment_from_lineage(store: ObjectStore, partition: str, version: str) -> _
         pc.is_valid(rows["phash"]),
     )
     kept = rows.filter(usable).sort_by([("prompt_id", "ascending"), ("variant", "ascending")])
-    phash = np.array([int(h, 16) for h in kept["phash"].to_pylist()], dtype=np.uint64)
+    phash = _hex_prefix(kept["phash"])
     entries = pa.table(
         {
             "prompt_id": kept["prompt_id"],
             "variant": pc.fill_null(kept["variant"], 0),
             "image_uri": kept["image_uri"],
-            "request_key": kept["request_key"],
+            "key_hash": pa.array(_hex_prefix(kept["request_key"]), pa.uint64()),
             "backend": kept["backend"],
             "phash": pa.array(phash, pa.uint64()),
         },
@@ -211,6 +245,11 @@ def _segment_from_lineage(store: ObjectStore, partition: str, version: str) -> _
     pq.write_table(table, buffer, compression="zstd")
     store.write_atomic(phash_segment_path(partition), buffer.getvalue())
     return _Segment(entries, count)
+
+
+def _hex_prefix(values: pa.ChunkedArray) -> np.ndarray:
+    """The first 16 hex digits of each string as a 64-bit integer."""
+    return np.array([int(v[:16], 16) for v in values.to_pylist()], dtype=np.uint64)
 
 
 def _read_segment(
@@ -311,9 +350,7 @@ def _flags(
         found = MultiIndex(hashes, bits).search(hashes[queries])
         query, entry, dist = queries[found.query], found.entry, found.distance
         pairs_q, pairs_e = pa.array(query, pa.int64()), pa.array(entry, pa.int64())
-        same_key = pc.equal(
-            entries["request_key"].take(pairs_q), entries["request_key"].take(pairs_e)
-        )
+        same_key = pc.equal(entries["key_hash"].take(pairs_q), entries["key_hash"].take(pairs_e))
         same_backend = pc.equal(entries["backend"].take(pairs_q), entries["backend"].take(pairs_e))
         comparable = pc.and_(
             pc.invert(pc.fill_null(same_key, False)), pc.fill_null(same_backend, True)

@@ -50,6 +50,7 @@ METADATA_FIELDS: Final = (
     "backend",
     "variant",
     "attributes",
+    "blank",
 )
 #: ``attributes`` of a line whose row has none (the lineage holds null).
 NO_ATTRIBUTES: Final = "{}"
