@@ -7,12 +7,13 @@ Each COMPLETED row becomes one sample: ``KEY.jpg`` (or the stored image's extens
 WebDataset ends a key at the first dot (the ``.json`` holds the real values).
 
 Only images a service made are exported, and each image once (same backend and
-``request_key``), unless ``include_synthetic`` / ``keep_duplicates``; what is left out is
-counted; so are blank images and near-duplicates whose original is in the
-export's partitions (:mod:`flux_pipeline.quality`), unless ``include_flagged``. Every image's sha256 is checked against its lineage. Shards are closed before they
-would pass ``max_samples_per_shard`` or ``max_shard_bytes``, published whole, and reproducible
-(the same range exports to the same bytes); ``manifest.json`` is written last, then shards of
-an earlier export with the same prefix that it does not list are removed.
+``request_key``), unless ``include_synthetic`` / ``keep_duplicates``; blank images and
+near-duplicates whose original is in the export's partitions (:mod:`flux_pipeline.quality`)
+are left out unless ``include_flagged``. What is left out is counted, by reason. Every image's
+sha256 is checked against its lineage. Shards are closed before they would pass
+``max_samples_per_shard`` or ``max_shard_bytes``, published whole, and reproducible (the same
+range exports to the same bytes); ``manifest.json`` is written last, then shards of an earlier
+export with the same prefix that it does not list are removed.
 """
 
 from __future__ import annotations

@@ -208,24 +208,17 @@ def each_partition_lineage(
         yield key, _to_pandas(with_variant_zero(rows))
 
 
+#: The file columns as read from any file, older ones too: nullable, so a missing one is null.
+_FILE_SCHEMA: Final = pa.schema([f.with_nullable(True) for f in LINEAGE_SCHEMA])
+
+
 def read_partition_lineage(store: ObjectStore, partition: str, columns: Sequence[str]) -> pa.Table:
-    """One partition's lineage file, ``columns`` only; a column the file predates reads as
-    nulls of its lineage type (``partition`` is not a file column: ask for it elsewhere)."""
-    with store.fs.open(store.path(lineage_path(partition)), "rb") as handle:
-        table = pq.read_table(handle, columns=[c for c in columns if c in _file_columns(handle)])
-    types = {f.name: f.type for f in LINEAGE_SCHEMA}
-    return pa.table(
-        {
-            name: table[name] if name in table.column_names else pa.nulls(len(table), types[name])
-            for name in columns
-        }
+    """One partition's lineage file, ``columns`` only (``partition`` is not a file column); a
+    column the file predates reads as nulls, ``variant`` as 0."""
+    data = store.read_bytes(lineage_path(partition))
+    return with_variant_zero(
+        pq.read_table(io.BytesIO(data), schema=_FILE_SCHEMA, columns=list(columns))
     )
-
-
-def _file_columns(handle: Any) -> set[str]:
-    names = set(pq.read_schema(handle).names)
-    handle.seek(0)
-    return names
 
 
 def _dataset(store: ObjectStore) -> ds.Dataset | None:
