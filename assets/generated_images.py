@@ -165,6 +165,7 @@ def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str)
         "completed": report.completed,
         "failed": report.failed,
         "cached": report.cached,
+        "blank": int(completed["blank"].astype("boolean").fillna(False).sum()),
         # Rows this build took from storage without an API call.
         "reused": report.reused,
         # Over the images generated for this partition; None when none was.

@@ -11,7 +11,7 @@ job's own.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from typing import Final
 
 from flux_pipeline.emulator.limits import draw
@@ -32,17 +32,23 @@ class Pictures:
         self.settings = settings
         self._recent: dict[str, deque[_Picture]] = {}
         self._lock = threading.Lock()
+        #: Pictures served by kind: ``blank``, ``duplicate``.
+        self.served: Counter[str] = Counter()
 
     def render(self, params: Params) -> bytes:
         """The encoded image answering ``params``."""
         fmt, key, seed = self.settings.output_format, params.request_key, self.settings.seed
         if draw(seed, "blank", key).random() < self.settings.blank_rate:
+            with self._lock:
+                self.served["blank"] += 1
             return render_blank(params.aspect_ratio, fmt)
         duplicate = draw(seed, "duplicate", key)
         if duplicate.random() < self.settings.duplicate_rate:
             with self._lock:
                 earlier = list(self._recent.get(params.aspect_ratio, ()))
             if earlier:
+                with self._lock:
+                    self.served["duplicate"] += 1
                 prompt, picture_seed, steps = duplicate.choice(earlier)
                 picture = render_picture(prompt, picture_seed, steps, params.aspect_ratio)
                 return encode(picture, fmt, again=True)

@@ -107,17 +107,30 @@ class NearDuplicates:
 def refresh_near_duplicates(
     store: ObjectStore, bits: int, warn: Callable[[str], None] = log.warning
 ) -> NearDuplicates:
-    """Bring the index and ``quality/near_duplicates.parquet`` up to the lineage; return them."""
+    """Bring the index and ``quality/near_duplicates.parquet`` up to the lineage; return them.
+
+    The flags file is replaced only if no other refresh replaced it meanwhile (compare and
+    swap); otherwise this refresh starts again from the newer one, so two runs refreshing at
+    once both end up counted."""
     if not 0 <= bits <= MAX_NEAR_DUPLICATE_BITS:
         raise ValueError(
             f"FLUX_NEAR_DUPLICATE_BITS: must be between 0 and {MAX_NEAR_DUPLICATE_BITS}, got {bits}"
         )
+    while True:
+        found = _refresh(store, bits, warn)
+        if found is not None:
+            return found
+
+
+def _refresh(store: ObjectStore, bits: int, warn: Callable[[str], None]) -> NearDuplicates | None:
+    """One attempt; None when another refresh replaced the flags file first."""
     versions = {
         key: version
         for path, version in store.versions(LINEAGE_DIR).items()
         if (key := lineage_partition(path)) is not None
     }
-    previous = _read_flags(store, warn)
+    tagged = store.read_tagged(NEAR_DUPLICATES_PATH)
+    previous = None if tagged is None else _parse_flags(tagged.data, warn)
     full = previous is None or previous.bits != bits
     covered = {} if previous is None else previous.versions
     if previous is not None and previous.bits != bits:
@@ -161,7 +174,8 @@ def refresh_near_duplicates(
         rows = np.flatnonzero(fresh.to_numpy(zero_copy_only=False))
         queries = np.union1d(rows, np.array(sorted(requery), dtype=np.int64)).astype(np.int64)
     flags = _flags(entries, queries, bits, {} if full else kept)
-    _write_flags(store, flags, bits, versions)
+    if not _write_flags(store, flags, bits, versions, None if tagged is None else tagged.tag):
+        return None
     completed = {p: s.completed for p, s in segments.items()}
     counts = pc.value_counts(flags["partition"]).to_pylist() if flags.num_rows else []
     flagged = {str(c["values"]): int(c["counts"]) for c in counts}
@@ -182,7 +196,8 @@ def near_duplicates_of(
         for path, version in store.versions(LINEAGE_DIR).items()
         if (key := lineage_partition(path)) in wanted
     }
-    flags = _read_flags(store, warn)
+    tagged = store.read_tagged(NEAR_DUPLICATES_PATH)
+    flags = None if tagged is None else _parse_flags(tagged.data, warn)
     current = flags is not None and flags.bits == bits
     if not (current and flags and all(flags.versions.get(p) == v for p, v in versions.items())):
         table = refresh_near_duplicates(store, bits, warn).flags
@@ -270,11 +285,7 @@ def _read_segment(
         return None
 
 
-def _read_flags(store: ObjectStore, warn: Callable[[str], None]) -> _Flags | None:
-    try:
-        data = store.read_bytes(NEAR_DUPLICATES_PATH)
-    except FileNotFoundError:
-        return None
+def _parse_flags(data: bytes, warn: Callable[[str], None]) -> _Flags | None:
     try:
         table = pq.read_table(io.BytesIO(data))
         meta = json.loads((table.schema.metadata or {})[_META])
@@ -288,11 +299,16 @@ def _read_flags(store: ObjectStore, warn: Callable[[str], None]) -> _Flags | Non
         return None
 
 
-def _write_flags(store: ObjectStore, flags: pa.Table, bits: int, versions: dict[str, str]) -> None:
+def _write_flags(
+    store: ObjectStore, flags: pa.Table, bits: int, versions: dict[str, str], tag: str | None
+) -> bool:
+    """Write the flags unless the file changed since it was read with ``tag`` (None: absent)."""
     meta = {"format": _FORMAT, "bits": bits, "lineage_versions": versions}
     buffer = io.BytesIO()
     pq.write_table(flags.replace_schema_metadata({_META: json.dumps(meta).encode()}), buffer)
-    store.write_atomic(NEAR_DUPLICATES_PATH, buffer.getvalue())
+    if tag is None:
+        return store.create_exclusive(NEAR_DUPLICATES_PATH, buffer.getvalue())
+    return store.replace_if(NEAR_DUPLICATES_PATH, buffer.getvalue(), tag)
 
 
 def _concat(segments: list[_Segment], partitions: list[str]) -> pa.Table:
