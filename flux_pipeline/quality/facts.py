@@ -17,8 +17,10 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from flux_pipeline.settings.environment import FLUX_BLANK_LUMA_STD
+
 #: ``luma_std`` below this marks an image ``blank`` unless ``FLUX_BLANK_LUMA_STD`` says otherwise.
-DEFAULT_BLANK_LUMA_STD: Final = 2.0
+DEFAULT_BLANK_LUMA_STD: Final = FLUX_BLANK_LUMA_STD.default
 #: Bits of the perceptual hash (hash size 8 x 8).
 PHASH_BITS: Final = 64
 
@@ -29,10 +31,6 @@ class ImageFacts:
 
     phash: str
     luma_std: float
-
-    def blank(self, threshold: float = DEFAULT_BLANK_LUMA_STD) -> bool:
-        """True when the luminance barely varies: below ``threshold`` (0..255)."""
-        return self.luma_std < threshold
 
 
 def picture_facts(picture: Image.Image) -> ImageFacts:

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flux_pipeline.quality.multi_index import MultiIndex
+from flux_pipeline.settings.environment import FLUX_NEAR_DUPLICATE_BITS
 from flux_pipeline.store.layout import (
     LINEAGE_DIR,
     NEAR_DUPLICATES_PATH,
@@ -47,8 +48,7 @@ from flux_pipeline.store.storage import ObjectStore
 log = logging.getLogger("flux_pipeline.quality")
 
 #: Two images within this many bits are near-duplicates unless FLUX_NEAR_DUPLICATE_BITS says so.
-DEFAULT_NEAR_DUPLICATE_BITS: Final = 4
-MAX_NEAR_DUPLICATE_BITS: Final = 16
+DEFAULT_NEAR_DUPLICATE_BITS: Final = FLUX_NEAR_DUPLICATE_BITS.default
 
 NEAR_DUPLICATES_SCHEMA: Final = pa.schema(
     [
@@ -112,9 +112,9 @@ def refresh_near_duplicates(
     The flags file is replaced only if no other refresh replaced it meanwhile (compare and
     swap); otherwise this refresh starts again from the newer one, so two runs refreshing at
     once both end up counted."""
-    if not 0 <= bits <= MAX_NEAR_DUPLICATE_BITS:
+    if not FLUX_NEAR_DUPLICATE_BITS.bound["ge"] <= bits <= FLUX_NEAR_DUPLICATE_BITS.bound["le"]:
         raise ValueError(
-            f"FLUX_NEAR_DUPLICATE_BITS: must be between 0 and {MAX_NEAR_DUPLICATE_BITS}, got {bits}"
+            f"FLUX_NEAR_DUPLICATE_BITS must be {FLUX_NEAR_DUPLICATE_BITS.requirement()}, got {bits}"
         )
     while True:
         found = _refresh(store, bits, warn)

@@ -294,3 +294,29 @@ def _forget_quality_columns(store: ObjectStore, backend: str) -> None:
         assert entry.lineage.phash is not None
         row = replace(entry.lineage, phash=None, luma_std=None, blank=None)
         ledger.record_finished(entry.request_key, row, entry.image_path, entry.generated_for)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FLUX_BLANK_LUMA_STD", "300"),
+        ("FLUX_NEAR_DUPLICATE_BITS", "x"),
+        ("FLUX_MAX_FLAGGED_RATE", "2"),
+    ],
+)
+def test_a_bad_quality_setting_fails_the_run_before_any_request(
+    emulator_factory: Callable[..., Any],
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    value: str,
+) -> None:
+    emulator = emulator_factory(api_keys=(KEY,), workers=1, step_time=0.0)
+    monkeypatch.setenv(name, value)
+    with dg.instance_for_test() as instance:
+        result = _materialize(emulator, root, instance)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "generated_images"
+    assert name in str(failure.event_specific_data.error.message)
+    assert sum(emulator.stats()["requests"].values()) == 0
