@@ -198,8 +198,11 @@ def near_duplicates_of(
     }
     tagged = store.read_tagged(NEAR_DUPLICATES_PATH)
     flags = None if tagged is None else _parse_flags(tagged.data, warn)
-    current = flags is not None and flags.bits == bits
-    if not (current and flags and all(flags.versions.get(p) == v for p, v in versions.items())):
+    if (
+        flags is None
+        or flags.bits != bits
+        or any(flags.versions.get(p) != v for p, v in versions.items())
+    ):
         table = refresh_near_duplicates(store, bits, warn).flags
     else:
         table = flags.table
