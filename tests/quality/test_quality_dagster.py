@@ -103,6 +103,7 @@ def _export(root: Path, out: Path, *flags: str) -> dict[str, Any]:
     return manifest
 
 
+@pytest.mark.slow
 def test_blank_and_duplicate_images_are_flagged_checked_counted_and_left_out_of_exports(
     emulator_factory: Callable[..., Any],
     root: Path,
