@@ -7,4 +7,6 @@ from flux_pipeline.assets.jobs import synthetic_build as synthetic_build
 from flux_pipeline.assets.jobs import synthetic_build_schedule as synthetic_build_schedule
 from flux_pipeline.assets.partitions import daily_partitions as daily_partitions
 from flux_pipeline.assets.prompt_table import prompt_table as prompt_table
+from flux_pipeline.assets.quality import attribute_metrics as attribute_metrics
+from flux_pipeline.assets.quality import near_duplicates as near_duplicates
 from flux_pipeline.assets.run_monitor import flux_dead_runs as flux_dead_runs

@@ -20,6 +20,7 @@ from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.partition_lineage import read_lineage_schema, read_partition_lineage
 from flux_pipeline.assets.partitions import daily_partitions
 from flux_pipeline.assets.prompt_table import read_prompt_table
+from flux_pipeline.quality.limits import QualityLimits
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.settings.environment import FLUX_MAX_FAILURE_RATE
 from flux_pipeline.store.layout import lineage_path
@@ -196,6 +197,33 @@ def failure_rate_below_threshold(store: ObjectStore, partition: str) -> dg.Asset
 
 
 @_partitioned_check
+def images_pass_quality(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
+    """The share of blank images among COMPLETED rows stays at or under `FLUX_MAX_FLAGGED_RATE`
+    (default 0.05); flagged rows stay COMPLETED and are left out of exports."""
+    lineage = read_partition_lineage(store, partition, columns=["prompt_id", "status", "blank"])
+    if lineage is None:
+        return _missing_lineage(partition)
+    threshold = QualityLimits.from_env().max_flagged_rate
+    completed = lineage[lineage["status"] == "COMPLETED"]
+    blank = completed[completed["blank"].astype("boolean").fillna(False)]
+    unknown = int(completed["blank"].isna().sum())
+    share = len(blank) / len(completed) if len(completed) else 0.0
+    metadata: dict[str, Any] = {
+        "blank_share": round(share, 4),
+        "threshold": threshold,
+        "blank": len(blank),
+        "completed": len(completed),
+    }
+    if len(blank):
+        metadata["blank_prompt_ids"] = _ids(sorted(blank["prompt_id"].astype(str)))
+    if unknown:  # built before the quality columns: its next rebuild computes them
+        metadata["without_quality_columns"] = unknown
+    return dg.AssetCheckResult(
+        passed=share <= threshold, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
+    )
+
+
+@_partitioned_check
 def lineage_schema_as_declared(store: ObjectStore, partition: str) -> dg.AssetCheckResult:
     """The stored lineage file has exactly the declared columns and types (`partition` comes
     from the Hive folder, not the file)."""
@@ -226,5 +254,6 @@ generated_images_checks = [
     one_row_per_prompt,
     images_match_sha256,
     failure_rate_below_threshold,
+    images_pass_quality,
     lineage_schema_as_declared,
 ]

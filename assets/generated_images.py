@@ -15,6 +15,7 @@ from flux_pipeline.assets.prompt_table import prompt_table, read_prompt_table
 from flux_pipeline.assets.segmind_pool import SEGMIND_POOL, PoolShare, paced_for_pool, pool_share
 from flux_pipeline.builder import BuildProgress, BuildReport, RangeReport, build_partitions
 from flux_pipeline.prompts import RangeRequests
+from flux_pipeline.quality.limits import QualityLimits
 from flux_pipeline.report.contact_sheet import render_contact_sheet
 from flux_pipeline.report.metrics import generated_cost
 from flux_pipeline.resources.segmind import SegmindResource
@@ -40,6 +41,7 @@ METADATA_INPUTS = (
     "inference_time",
     "cost",
     "image_uri",
+    "blank",
 )
 
 
@@ -66,6 +68,7 @@ with warnings.catch_warnings():
         with one engine. Stored images are reused without an API call; a FAILED image is a lineage
         row, not a failed run. Each metadata key is described in docs/OUTPUTS.md."""
         partitions = list(context.partition_keys)
+        limits = quality_limits()  # a bad FLUX_* quality setting fails here, before any request
         store = storage.store()
         table = read_prompt_table(store)
         requests = RangeRequests(table, partitions)  # each partition's, made when it is built
@@ -120,6 +123,7 @@ with warnings.catch_warnings():
                 progress_interval=PROGRESS_INTERVAL,
                 on_partition_done=partition_done,
                 account=account,
+                blank_luma_std=limits.blank_luma_std,
             )
         except (AuthenticationError, InsufficientCredits) as err:
             raise dg.Failure(description=str(err), allow_retries=False) from err
@@ -138,6 +142,14 @@ with warnings.catch_warnings():
         return dg.MaterializeResult()
 
 
+def quality_limits() -> QualityLimits:
+    """The quality settings of this process's environment; a bad one fails the step."""
+    try:
+        return QualityLimits.from_env()
+    except ValueError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from err
+
+
 def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str) -> dict[str, Any]:
     """One partition's materialization metadata, from its report and its lineage file (only
     :data:`METADATA_INPUTS`: a projection)."""
@@ -153,6 +165,7 @@ def _partition_metadata(store: ObjectStore, report: BuildReport, synthetic: str)
         "completed": report.completed,
         "failed": report.failed,
         "cached": report.cached,
+        "blank": int(completed["blank"].astype("boolean").fillna(False).sum()),
         # Rows this build took from storage without an API call.
         "reused": report.reused,
         # Over the images generated for this partition; None when none was.

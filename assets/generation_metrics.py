@@ -1,11 +1,14 @@
 """`generation_metrics`: per-partition counts, latencies and throughput over all lineage."""
 
 import io
+from collections import Counter
 
 import dagster as dg
 
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.metadata import frame_schema, histogram_markdown, preview_table
+from flux_pipeline.assets.quality import near_duplicates
+from flux_pipeline.quality.near_duplicates import read_near_duplicates
 from flux_pipeline.report.metrics import (
     METRIC_DESCRIPTIONS,
     METRIC_INPUTS,
@@ -20,7 +23,7 @@ from flux_pipeline.store.lineage import each_partition_lineage
 TABLE_ROWS = 60
 
 
-@dg.asset(deps=[generated_images], kinds={"parquet"})
+@dg.asset(deps=[generated_images, near_duplicates], kinds={"parquet"})
 def generation_metrics(
     context: dg.AssetExecutionContext, storage: ObjectStoreResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -37,7 +40,8 @@ def generation_metrics(
         lineage_rows += len(lineage)
         generated = lineage[(lineage["status"] == "COMPLETED") & ~lineage["cached"].astype(bool)]
         latencies += [float(v) for v in generated["inference_time"].dropna()]
-    metrics = metrics_frame(rows)
+    flags = read_near_duplicates(store)["partition"].to_pylist()
+    metrics = metrics_frame(rows, Counter(flags))
     buffer = io.BytesIO()
     metrics.to_parquet(buffer, index=False)
     store.write_atomic(METRICS_PATH, buffer.getvalue())

@@ -7,16 +7,20 @@ import dagster as dg
 from flux_pipeline.assets.generated_images import generated_images
 from flux_pipeline.assets.generation_metrics import generation_metrics
 from flux_pipeline.assets.prompt_table import prompt_table
+from flux_pipeline.assets.quality import attribute_metrics, near_duplicates
 
 #: Partitioned like `generated_images` (inferred): one run per day key validates the current
-#: prompt table, builds that day's images, then refreshes the (unpartitioned) aggregate over
-#: every partition. The checks on `generated_images` run in the same run for the same partition.
+#: prompt table, builds that day's images, then refreshes the (unpartitioned) near-duplicates
+#: and aggregates over every partition. The checks on `generated_images` run in the same run
+#: for the same partition.
 synthetic_build = dg.define_asset_job(
     "synthetic_build",
-    selection=dg.AssetSelection.assets(prompt_table, generated_images, generation_metrics),
+    selection=dg.AssetSelection.assets(
+        prompt_table, generated_images, near_duplicates, generation_metrics, attribute_metrics
+    ),
     description=(
         "Validate the prompt table, build one daily partition of generated images, then "
-        "refresh generation_metrics over every partition."
+        "refresh near_duplicates, generation_metrics and attribute_metrics over every partition."
     ),
 )
 

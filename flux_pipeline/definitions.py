@@ -19,10 +19,12 @@ native_memory.tune()
 import dagster as dg  # noqa: E402
 
 from flux_pipeline.assets import (  # noqa: E402
+    attribute_metrics,
     flux_dead_runs,
     generated_images,
     generated_images_checks,
     generation_metrics,
+    near_duplicates,
     prompt_table,
     synthetic_build,
     synthetic_build_schedule,
@@ -31,7 +33,7 @@ from flux_pipeline.resources import ObjectStoreResource, SegmindResource  # noqa
 from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT  # noqa: E402
 
 defs = dg.Definitions(
-    assets=[prompt_table, generated_images, generation_metrics],
+    assets=[prompt_table, generated_images, near_duplicates, generation_metrics, attribute_metrics],
     asset_checks=generated_images_checks,
     jobs=[synthetic_build],
     schedules=[synthetic_build_schedule],

@@ -27,6 +27,7 @@ RANK = {
     "prompts": 2,
     "segmind": 2,
     "emulator": 2,
+    "quality": 2,
     "builder": 3,
     "dataset": 4,
     "report": 4,

@@ -1,9 +1,10 @@
 """Finishing a partition once all its outcomes are known: its rows, its images, its files.
 
 :meth:`Finishing.finish` waits for every key of the partition, builds one lineage row per
-request (copying into the partition's folder the images it shares with other partitions, with
-``copiers`` threads), writes ``metadata.jsonl`` (warning when its keys differ from the previous
-partition's), the receipts of the images this build wrote
+request (with the facts of its image, read once from the stored copy when its ledger entry
+predates them; copying into the partition's folder the images it shares with other partitions,
+with ``copiers`` threads), writes ``metadata.jsonl`` (warning when its keys differ from the
+previous partition's), the receipts of the images this build wrote
 for it (:mod:`flux_pipeline.store.receipts`, where the store tags them) and then the lineage
 file atomically, hands the native memory it freed back to the system
 (:mod:`.native_heap`) and emits the partition's
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterable
 
 from flux_pipeline.builder import native_heap
-from flux_pipeline.builder.outcomes import Outcome, prompt_rows
+from flux_pipeline.builder.outcomes import Outcome, prompt_rows, with_facts
 from flux_pipeline.builder.planning import KeyPlan, PartitionPlan
 from flux_pipeline.builder.range_state import RangeState, Sent
 from flux_pipeline.builder.reports import BuildReport
@@ -123,8 +124,16 @@ class Finishing:
         stored = dict(plan.stored)
 
         def rows_of(key: KeyPlan) -> list[LineageRow]:
-            outcome = outcomes[key.request_key]
-            return prompt_rows(self.state.store, outcome, key.prompts, plan.partition, stored)
+            state = self.state
+            outcome = with_facts(state.store, state.ledger, outcomes[key.request_key])
+            return prompt_rows(
+                state.store,
+                outcome,
+                key.prompts,
+                plan.partition,
+                stored,
+                blank_luma_std=state.blank_luma_std,
+            )
 
         by_image = {
             (row.prompt_id, row.variant): row

@@ -2,6 +2,10 @@
 turned into the lineage rows of every prompt (of any partition) that asked for it. A row's
 ``prompt_id``, ``variant`` and ``attributes`` are always its own prompt's, whoever generated it.
 
+Each COMPLETED row carries the facts of its image's pixels (:mod:`flux_pipeline.quality`):
+computed from the engine's decode when the image is stored, or, for an image stored before they
+were kept, from one read and decode of the stored copy, then kept in the ledger.
+
 A row is ``cached`` exactly when the outcome was generated for another partition than the row's
 own (:attr:`Outcome.partition`, kept in the ledger). Prompts of the same partition that share a
 key all get the generation's row, ``cached`` false, each with its own copy of the image.
@@ -10,16 +14,21 @@ key all get the generation's row, ``cached`` false, each with its own copy of th
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
+from flux_pipeline.quality.facts import ImageFacts, picture_facts
 from flux_pipeline.segmind import GenerationResult
+from flux_pipeline.segmind.media import CheckedImage, NotAnImage, check_image
 from flux_pipeline.store.layout import image_path
 from flux_pipeline.store.ledger import Ledger, LedgerEntry
 from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore
+
+log = logging.getLogger("flux_pipeline.builder")
 
 _EXTENSIONS: Final = {
     "image/jpeg": "jpg",
@@ -80,30 +89,52 @@ def store_result(
     return Outcome(row, path, partition, final, etag)
 
 
+def with_facts(store: ObjectStore, ledger: Ledger, outcome: Outcome) -> Outcome:
+    """``outcome`` with the facts of its image: as it is when it has them (or no image); else
+    read from its stored copy once, decoded, and kept in the ledger for every later reuse."""
+    row = outcome.row
+    if outcome.path is None or row.status != COMPLETED or row.phash is not None:
+        return outcome
+    try:
+        facts = _decoded_facts(check_image(store.read_bytes(outcome.path)))
+    except (NotAnImage, FileNotFoundError) as exc:
+        log.warning("%s: no image facts (%s)", outcome.path, exc)
+        return outcome
+    row = replace(row, phash=facts.phash, luma_std=facts.luma_std)
+    if outcome.final:
+        ledger.record_finished(row.request_key, row, outcome.path, outcome.partition)
+    return replace(outcome, row=row)
+
+
 def prompt_rows(
     store: ObjectStore,
     outcome: Outcome,
     prompts: tuple[GenerationRequest, ...],
     partition: str,
     stored: dict[str, int],
+    *,
+    blank_luma_std: float,
 ) -> list[LineageRow]:
     """The rows of ``prompts`` of ``partition`` from ``outcome``, copying the image into the
-    partition's folder where its copy (of the recorded size, per ``stored``) is missing.
+    partition's folder where its copy (of the recorded size, per ``stored``) is missing;
+    ``blank`` is its ``luma_std`` below ``blank_luma_std``.
 
     A row equal to the outcome's own (its leader, generated here) is that row, not a copy: a
     partition's rows and its outcomes are not held twice while its lineage is written."""
     cached = outcome.partition != partition
+    blank = None if outcome.row.luma_std is None else outcome.row.luma_std < blank_luma_std
     rows = []
     for prompt in prompts:
         row = outcome.row
-        own = (prompt.key, prompt.variant, prompt.attributes, cached)
-        if (row.prompt_id, row.variant, row.attributes, row.cached) != own:
+        own = (prompt.key, prompt.variant, prompt.attributes, cached, blank)
+        if (row.prompt_id, row.variant, row.attributes, row.cached, row.blank) != own:
             row = replace(
                 row,
                 prompt_id=prompt.key,
                 variant=prompt.variant,
                 attributes=prompt.attributes,
                 cached=cached,
+                blank=blank,
             )
         if outcome.path is not None:
             if outcome.row.backend is None:
@@ -134,6 +165,7 @@ def _store_image(
     if ext is None or result.width is None or result.height is None:
         unsupported = f"unsupported image type {content_type!r}"
         return _failed_row(result, unsupported, submitted_at, backend), None, None
+    facts = _facts(result, content)
     path = image_path(partition, result.request, ext, backend)
     uri, etag = store.write_tagged(path, content)
     row = _row(
@@ -149,8 +181,23 @@ def _store_image(
         content_type=content_type,
         width=result.width,
         height=result.height,
+        phash=facts.phash,
+        luma_std=facts.luma_std,
     )
     return row, path, etag
+
+
+def _facts(result: GenerationResult, content: bytes) -> ImageFacts:
+    """The facts of the engine's decode (decoding ``content`` again only if it kept none)."""
+    if result.preview is not None:
+        return picture_facts(result.preview)
+    return _decoded_facts(check_image(content))
+
+
+def _decoded_facts(image: CheckedImage) -> ImageFacts:
+    if image.preview is None:
+        raise NotAnImage("the check kept no decoded pixels")
+    return picture_facts(image.preview)
 
 
 def _failed_row(

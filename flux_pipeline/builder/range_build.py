@@ -34,6 +34,7 @@ from flux_pipeline.builder.routing import Routing
 from flux_pipeline.builder.waiting import Waiting
 from flux_pipeline.builder.worker_loop import Emit, run_on_worker_loop
 from flux_pipeline.protocol import GenerationRequest
+from flux_pipeline.quality.facts import DEFAULT_BLANK_LUMA_STD
 from flux_pipeline.segmind import EngineConfig, SegmindEngine
 from flux_pipeline.store.account_slot import AccountSlot, holding
 from flux_pipeline.store.claims import DEFAULT_LEASE
@@ -72,6 +73,7 @@ def build_partition(
     progress: Callable[[BuildProgress], None] | None = None,
     progress_interval: float = 5.0,
     backend: str | None = None,
+    blank_luma_std: float = DEFAULT_BLANK_LUMA_STD,
 ) -> BuildReport:
     """Build ``partition`` from ``requests`` (one per prompt, unique ``key``); see the module."""
     run = build_partitions(
@@ -81,6 +83,7 @@ def build_partition(
         backend=backend,
         progress=progress,
         progress_interval=progress_interval,
+        blank_luma_std=blank_luma_std,
     )
     return replace(run.partitions[0], api_requests=run.engine.api_requests, engine=run.engine)
 
@@ -95,6 +98,7 @@ def build_partitions(
     on_partition_done: Callable[[BuildReport], None] | None = None,
     backend: str | None = None,
     account: AccountSlot | None = None,
+    blank_luma_std: float = DEFAULT_BLANK_LUMA_STD,
 ) -> RangeReport:
     """Build every partition of ``partitions`` (partition key -> its requests) with one engine.
 
@@ -104,6 +108,7 @@ def build_partitions(
     (once per partition, right after its lineage file is written) run on the calling thread.
     Bad input (a partition key, duplicate prompt ids) raises ``ValueError`` before any call.
     With ``account``, the build holds one of its slots from before its first request to its end.
+    A COMPLETED row is ``blank`` when its ``luma_std`` is below ``blank_luma_std``.
     """
     total = 0
     for partition, requests in partitions.items():
@@ -121,7 +126,7 @@ def build_partitions(
             on_partition_done(event)
 
     backend = backend or service_backend(engine_config.base_url)
-    build = _RangeBuild(partitions, total, Ledger(store, backend), engine_config)
+    build = _RangeBuild(partitions, total, Ledger(store, backend), engine_config, blank_luma_std)
     interval = progress_interval if progress else None
     # What is alive now (the caller's modules, Dagster's definitions) outlives the build: the
     # cyclic collector need not walk it again at each full pass while images stream through.
@@ -143,9 +148,12 @@ class _RangeBuild:
         total: int,
         ledger: Ledger,
         config: EngineConfig,
+        blank_luma_std: float,
     ) -> None:
         self.partitions = partitions
-        self.state = RangeState(ledger, config, Tally(total=total), lease=CLAIM_LEASE)
+        self.state = RangeState(
+            ledger, config, Tally(total=total), lease=CLAIM_LEASE, blank_luma_std=blank_luma_std
+        )
         self.routing = Routing(self.state)
 
     async def run(self, emit: Emit, progress_interval: float | None) -> RangeReport:

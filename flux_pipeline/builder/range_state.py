@@ -16,6 +16,7 @@ from flux_pipeline.builder.held_claims import HeldClaims
 from flux_pipeline.builder.outcomes import Outcome
 from flux_pipeline.builder.task_groups import WatchedTasks
 from flux_pipeline.protocol import FAILED, GenerationRequest
+from flux_pipeline.quality.facts import DEFAULT_BLANK_LUMA_STD
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.ledger import Ledger, LedgerEntry
 from flux_pipeline.store.storage import ObjectStore
@@ -64,6 +65,8 @@ class RangeState:
     config: EngineConfig
     tally: Tally
     lease: InitVar[float]
+    #: ``blank`` is ``luma_std`` below this (FLUX_BLANK_LUMA_STD).
+    blank_luma_std: float = DEFAULT_BLANK_LUMA_STD
     started: float = field(default_factory=time.monotonic)
     tasks: WatchedTasks = field(default_factory=WatchedTasks)
     #: Keys attached or submitted by this run, by request key, until their partition is

@@ -101,6 +101,14 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help=(
+            "also export blank images and near-duplicates of an image in the export "
+            "(left out by default; see docs/QUALITY.md)"
+        ),
+    )
+    parser.add_argument(
         "--include-synthetic",
         action="store_true",
         help=(
@@ -122,6 +130,21 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
         metavar="KEY|START...END",
         help="partition or inclusive range (repeatable; default: every built partition)",
     )
+
+
+def _near_duplicate_bits() -> int:
+    from flux_pipeline.quality.limits import QualityLimits
+
+    return QualityLimits.from_env().near_duplicate_bits
+
+
+def _say_flagged(left_out: dict[str, int], included: bool) -> None:
+    """Say what the quality gates left out (or that they were lifted)."""
+    if included:
+        print("flagged rows included (--include-flagged): blank images and near-duplicates too")
+    elif left_out:
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(left_out.items()))
+        print(f"left out flagged row(s): {counts}; --include-flagged exports them too")
 
 
 def _source(args: argparse.Namespace) -> tuple[ObjectStore, list[str]]:
@@ -152,6 +175,8 @@ def _run_webdataset(args: argparse.Namespace) -> int:
             max_shard_bytes=args.max_shard_bytes,
             keep_duplicates=args.keep_duplicates,
             include_synthetic=args.include_synthetic,
+            include_flagged=args.include_flagged,
+            near_duplicate_bits=_near_duplicate_bits(),
             on_shard=show,
         )
     except (ValueError, ExportError, OSError) as exc:
@@ -162,6 +187,7 @@ def _run_webdataset(args: argparse.Namespace) -> int:
         f"{manifest.failed_skipped} FAILED row(s); manifest {out.uri(MANIFEST_FILE)}"
     )
     _say_synthetic(manifest.synthetic_skipped, args.include_synthetic)
+    _say_flagged(manifest.flagged_skipped, args.include_flagged)
     return 0
 
 
@@ -178,21 +204,27 @@ def _say_synthetic(skipped: int, included: bool) -> None:
 
 def _run_imagefolder(args: argparse.Namespace) -> int:
     from flux_pipeline.dataset.partitions import attribute_union, read_partition_rows
+    from flux_pipeline.quality.export_gate import ExportGate
     from flux_pipeline.store.imagefolder import write_imagefolder_metadata
     from flux_pipeline.store.provenance import is_service
 
     skipped = 0
     try:
         store, partitions = _source(args)
+        gate = ExportGate.open(
+            store, partitions, _near_duplicate_bits(), include_flagged=args.include_flagged
+        )
         # Every file of the range gets the same keys, so datasets loads the range as one.
         names = attribute_union(store, partitions)
         for partition in partitions:
             rows = read_partition_rows(store, partition)
-            kept = [r for r in rows if args.include_synthetic or is_service(r.backend)]
-            skipped += sum(r.status == "COMPLETED" for r in rows if r not in kept)
+            made = [r for r in rows if args.include_synthetic or is_service(r.backend)]
+            skipped += sum(r.status == "COMPLETED" for r in rows if r not in made)
+            kept = [r for r in made if gate is None or r.status != "COMPLETED" or gate.keeps(r)]
             uri = write_imagefolder_metadata(store, partition, kept, attributes=names)
             print(uri, flush=True)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"flux-pipeline export: {exc}") from None
     _say_synthetic(skipped, args.include_synthetic)
+    _say_flagged(dict(gate.left_out) if gate is not None else {}, args.include_flagged)
     return 0

@@ -7,11 +7,13 @@ Each COMPLETED row becomes one sample: ``KEY.jpg`` (or the stored image's extens
 WebDataset ends a key at the first dot (the ``.json`` holds the real values).
 
 Only images a service made are exported, and each image once (same backend and
-``request_key``), unless ``include_synthetic`` / ``keep_duplicates``; what is left out is
-counted. Every image's sha256 is checked against its lineage. Shards are closed before they
-would pass ``max_samples_per_shard`` or ``max_shard_bytes``, published whole, and reproducible
-(the same range exports to the same bytes); ``manifest.json`` is written last, then shards of
-an earlier export with the same prefix that it does not list are removed.
+``request_key``), unless ``include_synthetic`` / ``keep_duplicates``; blank images and
+near-duplicates whose original is in the export's partitions (:mod:`flux_pipeline.quality`)
+are left out unless ``include_flagged``. What is left out is counted, by reason. Every image's
+sha256 is checked against its lineage. Shards are closed before they would pass
+``max_samples_per_shard`` or ``max_shard_bytes``, published whole, and reproducible (the same
+range exports to the same bytes); ``manifest.json`` is written last, then shards of an earlier
+export with the same prefix that it does not list are removed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from flux_pipeline.dataset.shard_defaults import (
     MANIFEST_FILE,
 )
 from flux_pipeline.protocol import COMPLETED
+from flux_pipeline.quality.export_gate import ExportGate
+from flux_pipeline.quality.near_duplicates import DEFAULT_NEAR_DUPLICATE_BITS
 from flux_pipeline.store.imagefolder import labels
 from flux_pipeline.store.layout import TMP_DIR, images_dir
 from flux_pipeline.store.lineage import LineageRow
@@ -76,6 +80,9 @@ class ShardManifest:
     duplicates_skipped: int
     failed_skipped: int
     synthetic_skipped: int
+    #: Rows left out by the quality gates, by reason (``blank``, ``near_duplicate``).
+    flagged_skipped: dict[str, int]
+    include_flagged: bool
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +95,8 @@ class ShardManifest:
             "duplicates_skipped": self.duplicates_skipped,
             "failed_skipped": self.failed_skipped,
             "synthetic_skipped": self.synthetic_skipped,
+            "flagged_skipped": dict(sorted(self.flagged_skipped.items())),
+            "include_flagged": self.include_flagged,
         }
 
 
@@ -110,6 +119,8 @@ def export_shards(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     keep_duplicates: bool = False,
     include_synthetic: bool = False,
+    include_flagged: bool = False,
+    near_duplicate_bits: int = DEFAULT_NEAR_DUPLICATE_BITS,
     on_shard: Callable[[ShardInfo], None] | None = None,
 ) -> ShardManifest:
     """Pack the COMPLETED rows of ``partitions`` (stored in ``store``) into shards in ``out``.
@@ -123,6 +134,7 @@ def export_shards(
         raise ValueError(f"max_samples_per_shard must be at least 1, not {max_samples_per_shard}")
     if max_shard_bytes < tarfile.RECORDSIZE:
         raise ValueError(f"max_shard_bytes must be at least {tarfile.RECORDSIZE}")
+    gate = ExportGate.open(store, partitions, near_duplicate_bits, include_flagged=include_flagged)
     seen: set[tuple[str | None, str]] = set()
     duplicates = failed = synthetic = 0
     shards: list[ShardInfo] = []
@@ -140,6 +152,8 @@ def export_shards(
                     failed += 1
                 elif not (include_synthetic or is_service(row.backend)):
                     synthetic += 1
+                elif gate is not None and not gate.keeps(row):
+                    continue
                 elif made in seen and not keep_duplicates:
                     duplicates += 1
                 else:
@@ -154,6 +168,8 @@ def export_shards(
         duplicates_skipped=duplicates,
         failed_skipped=failed,
         synthetic_skipped=synthetic,
+        flagged_skipped=dict(gate.left_out) if gate is not None else {},
+        include_flagged=include_flagged,
     )
     body = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
     out.write_atomic(MANIFEST_FILE, body.encode())

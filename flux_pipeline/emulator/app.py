@@ -162,7 +162,8 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """Requests received per kind (refused and faulted included); jobs queued and processing
-        now, completed, failed and expired so far, and accepted submits per request key; answers
+        now, completed, failed and expired so far, the blank and duplicate pictures served
+        (``--blank-rate``, ``--duplicate-rate``), and accepted submits per request key; answers
         sent late (``--latency``) and their total delay; the quota and its refusals per kind."""
         counts = self.store.counts
         return {
@@ -173,6 +174,8 @@ class Emulator:
                 "completed": counts["completed"],
                 "failed": counts["failed"],
                 "expired": counts["expired"],
+                "blank": self.pool.pictures.served["blank"],
+                "duplicate": self.pool.pictures.served["duplicate"],
                 "by_request_key": dict(self.store.by_request_key),
             },
             "slow": {"answers": self.slow_answers, "seconds": round(self.slow_seconds, 6)},

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from flux_pipeline import protocol
 from flux_pipeline.emulator.params import Params
-from flux_pipeline.emulator.render import render_image
+from flux_pipeline.emulator.pictures import Pictures
 from flux_pipeline.emulator.settings import EmulatorSettings
 
 NSFW = re.compile(r"\bnsfw\b", re.IGNORECASE)
@@ -108,6 +108,7 @@ class InferencePool:
         self.settings = settings
         self.store = store
         self.on_finished = on_finished
+        self.pictures = Pictures(settings)
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -161,15 +162,7 @@ class InferencePool:
             job.status, job.error = protocol.FAILED, CONTENT_POLICY_ERROR
             return
         loop = asyncio.get_running_loop()
-        rendering = loop.run_in_executor(
-            self._executor,
-            render_image,
-            params.prompt,
-            params.seed,
-            params.steps,
-            params.aspect_ratio,
-            self.settings.output_format,
-        )
+        rendering = loop.run_in_executor(self._executor, self.pictures.render, params)
         try:
             job.output, _ = await asyncio.gather(rendering, holding)
         except Exception as exc:

@@ -20,6 +20,8 @@ from flux_pipeline.protocol import ASPECT_RATIOS
 #: Distinct colours of the background gradient (a column of them is stretched: cheap).
 GRADIENT_LEVELS = 256
 MAX_CAPTION_LINES = 5
+#: JPEG quality of an image, and of the re-encoded copy ``--duplicate-rate`` serves.
+QUALITY, REENCODED_QUALITY = 85, 70
 BANNER = "SYNTHETIC IMAGE - Segmind emulator, not a model output"
 
 
@@ -75,11 +77,15 @@ def _composition(rng: random.Random, size: tuple[int, int], steps: int) -> Image
     return image
 
 
-def _caption(image: Image.Image, prompt: str, seed: int, steps: int, aspect_ratio: str) -> None:
-    """Draw the synthetic banner on top and the wrapped prompt in a band at the bottom."""
+def _caption(
+    image: Image.Image, prompt: str, seed: int, steps: int, aspect_ratio: str, *, scale: int
+) -> None:
+    """Draw the synthetic banner on top and the wrapped prompt in a band at the bottom, laid
+    out as on the full-size image (``scale`` times wider)."""
     width, height = image.size
-    size = max(14, width // 30)
-    font, small = _font(size), _font(max(12, size * 2 // 3))
+    full = max(14, width * scale // 30)
+    size = max(1, full // scale)
+    font, small = _font(size), _font(max(1, max(12, full * 2 // 3) // scale))
     margin = size // 2
     draw = ImageDraw.Draw(image)
 
@@ -87,7 +93,7 @@ def _caption(image: Image.Image, prompt: str, seed: int, steps: int, aspect_rati
     draw.rectangle([0, 0, width, banner_height], fill=(0, 0, 0))
     draw.text((margin, margin // 2), BANNER, font=small, fill=(255, 210, 0))
 
-    chars_per_line = max(10, int((width - 2 * margin) / (0.55 * size)))
+    chars_per_line = max(10, int((width * scale - 2 * margin * scale) / (0.55 * full)))
     lines = textwrap.wrap(prompt, chars_per_line) or [""]
     if len(lines) > MAX_CAPTION_LINES:
         lines = [*lines[: MAX_CAPTION_LINES - 1], lines[MAX_CAPTION_LINES - 1][:-3] + "..."]
@@ -105,17 +111,36 @@ def _caption(image: Image.Image, prompt: str, seed: int, steps: int, aspect_rati
         )
 
 
+def render_picture(
+    prompt: str, seed: int, steps: int, aspect_ratio: str, scale: int = 1
+) -> Image.Image:
+    """The synthetic picture for one request, 1/``scale`` of the size ``protocol.ASPECT_RATIOS``
+    gives (a smaller one is the same layout: tests and benchmarks hash thousands of them)."""
+    width, height = ASPECT_RATIOS[aspect_ratio]
+    rng = _rng(prompt, seed, steps, aspect_ratio)
+    image = _composition(rng, (width // scale, height // scale), steps)
+    _caption(image, prompt, seed, steps, aspect_ratio, scale=scale)
+    return image
+
+
+def encode(image: Image.Image, output_format: OutputFormat, *, again: bool = False) -> bytes:
+    """The picture as served; ``again`` re-encodes it as a copy would be (other JPEG quality,
+    other PNG compression): other bytes, nearly the same pixels."""
+    buffer = io.BytesIO()
+    if output_format == "png":
+        image.save(buffer, format="PNG", compress_level=6 if again else 1)
+    else:
+        image.save(buffer, format="JPEG", quality=REENCODED_QUALITY if again else QUALITY)
+    return buffer.getvalue()
+
+
 def render_image(
     prompt: str, seed: int, steps: int, aspect_ratio: str, output_format: OutputFormat = "jpeg"
 ) -> bytes:
     """Encode the synthetic image for one request; sizes follow ``protocol.ASPECT_RATIOS``."""
-    width, height = ASPECT_RATIOS[aspect_ratio]
-    rng = _rng(prompt, seed, steps, aspect_ratio)
-    image = _composition(rng, (width, height), steps)
-    _caption(image, prompt, seed, steps, aspect_ratio)
-    buffer = io.BytesIO()
-    if output_format == "png":
-        image.save(buffer, format="PNG", compress_level=1)
-    else:
-        image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
+    return encode(render_picture(prompt, seed, steps, aspect_ratio), output_format)
+
+
+def render_blank(aspect_ratio: str, output_format: OutputFormat = "jpeg") -> bytes:
+    """An all-black image of the aspect ratio's size, as a safety filter answers."""
+    return encode(Image.new("RGB", ASPECT_RATIOS[aspect_ratio]), output_format)

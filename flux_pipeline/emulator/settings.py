@@ -98,6 +98,22 @@ class EmulatorSettings(ValueObject):
     oversized_bytes: int = setting(
         400 * 1024 * 1024, "bytes of an oversized body", ge=64, metavar="N"
     )
+    blank_rate: float = setting(
+        0.0,
+        "share of jobs answered with an all-black image, like a safety filter (seeded per "
+        "request key)",
+        ge=0,
+        le=1,
+        metavar="P",
+    )
+    duplicate_rate: float = setting(
+        0.0,
+        "share of jobs answered with the picture of an earlier job of the same aspect ratio, "
+        "re-encoded: other bytes, a phash within 2 bits (seeded per request key)",
+        ge=0,
+        le=1,
+        metavar="P",
+    )
     metrics: bool = setting(
         True,
         "status and result bodies carry metrics (queue_time, inference_time, cost); "

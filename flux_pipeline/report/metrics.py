@@ -1,13 +1,13 @@
 """``generation_metrics``: one row per partition, aggregated from the lineage dataset.
 
-Counts (``prompts``, ``completed``, ``failed``, ``cached``, ``failure_rate``, ``bytes``) describe
-every row the partition holds. Timings, request counts and throughput describe only the
-generations made for that partition (``cached`` false), each counted once: prompts of the
-partition that share a request key share one generation (same request id, timings and
-attempts). A cached row carries another partition's generation, so counting it would mix that
-build into this one. A partition made entirely of other partitions' images therefore has null
-timings and zero requests, and rebuilding a partition from its own images changes nothing here
-(its rows keep ``cached`` false and their original values).
+Counts (``prompts``, ``completed``, ``failed``, ``cached``, ``blank``, ``near_duplicates``,
+``failure_rate``, ``bytes``) describe every row the partition holds. Timings, request counts
+and throughput describe only the generations made for that partition (``cached`` false), each
+counted once: prompts of the partition that share a request key share one generation (same
+request id, timings and attempts). A cached row carries another partition's generation, so
+counting it would mix that build into this one. A partition made entirely of other partitions'
+images therefore has null timings and zero requests, and rebuilding a partition from its own
+images changes nothing here (its rows keep ``cached`` false and their original values).
 
 ``cost`` sums the service's reported cost over those generations, and ``cost_to_date`` runs it
 over the partitions in key order (what the dataset has cost so far). Seconds are rounded to
@@ -16,7 +16,7 @@ milliseconds, throughput to 0.01 image/s, ``failure_rate`` to 4 places.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import pandas as pd
@@ -28,6 +28,9 @@ METRIC_DESCRIPTIONS: Final = {
     "completed": "COMPLETED rows, cached ones included",
     "failed": "FAILED rows, cached ones included",
     "cached": "rows whose image was generated for another partition (reused, no API call)",
+    "blank": "COMPLETED rows whose image is blank (luma_std below FLUX_BLANK_LUMA_STD)",
+    "near_duplicates": "COMPLETED rows flagged by near_duplicates (within "
+    "FLUX_NEAR_DUPLICATE_BITS of an earlier image)",
     "failure_rate": "failed / prompts",
     "inference_time_p50_s": "median inference_time (s) of images generated in this partition",
     "inference_time_p95_s": "95th percentile inference_time (s), generated images only",
@@ -61,6 +64,7 @@ METRIC_INPUTS: Final = (
     "attempts",
     "cost",
     "image_bytes",
+    "blank",
 )
 
 SECONDS_DECIMALS: Final = 3
@@ -69,14 +73,22 @@ RATIO_DECIMALS: Final = 4
 COST_DECIMALS: Final = 6
 
 
-def generation_metrics(lineage: pd.DataFrame) -> pd.DataFrame:
+def generation_metrics(
+    lineage: pd.DataFrame, near_duplicates: Mapping[str, int] | None = None
+) -> pd.DataFrame:
     """Per-partition counts, percentiles, requests, throughput and bytes (see the module)."""
-    return metrics_frame([partition_metrics(str(key), g) for key, g in _by_partition(lineage)])
+    rows = [partition_metrics(str(key), g) for key, g in _by_partition(lineage)]
+    return metrics_frame(rows, near_duplicates)
 
 
-def metrics_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
-    """The metrics table of :func:`partition_metrics` rows, in partition order."""
+def metrics_frame(
+    rows: Iterable[dict[str, object]], near_duplicates: Mapping[str, int] | None = None
+) -> pd.DataFrame:
+    """The metrics table of :func:`partition_metrics` rows, in partition order, with each
+    partition's count of ``near_duplicates`` (flagged images, by partition)."""
     frame = pd.DataFrame(list(rows), columns=list(METRIC_COLUMNS))
+    flagged = near_duplicates or {}
+    frame["near_duplicates"] = [flagged.get(str(p), 0) for p in frame["partition"]]
     frame["cost_to_date"] = frame["cost"].fillna(0.0).cumsum().round(COST_DECIMALS)
     for column in ("first_submitted_at", "last_completed_at"):  # all-null columns come naive
         frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -87,6 +99,8 @@ def metrics_frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
             "completed": "int64",
             "failed": "int64",
             "cached": "int64",
+            "blank": "int64",
+            "near_duplicates": "int64",
             "http_requests": "int64",
             "extra_requests": "int64",
             "bytes": "int64",
@@ -139,6 +153,8 @@ def partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
         "completed": len(completed),
         "failed": int(failed.sum()),
         "cached": int(rows["cached"].astype(bool).sum()),
+        "blank": _count_true(completed["blank"]) if "blank" in rows else 0,
+        "near_duplicates": 0,  # filled by metrics_frame from the near_duplicates asset
         "failure_rate": round(float(failed.mean()), RATIO_DECIMALS),
         "inference_time_p50_s": _seconds_quantile(inference, 0.5),
         "inference_time_p95_s": _seconds_quantile(inference, 0.95),
@@ -154,6 +170,11 @@ def partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
         "first_submitted_at": first,
         "last_completed_at": last,
     }
+
+
+def _count_true(values: pd.Series) -> int:
+    """True values of a nullable boolean column (null: not known, not counted)."""
+    return int(values.astype("boolean").fillna(False).sum())
 
 
 def _seconds_quantile(values: pd.Series, q: float) -> float | None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from PIL import Image
+
 from flux_pipeline.protocol import GenerationRequest
 
 Status = Literal["COMPLETED", "FAILED"]
@@ -25,6 +27,8 @@ class GenerationResult:
     #: Pixel size of ``content``, as decoded when the engine checked it.
     width: int | None = None
     height: int | None = None
+    #: The pixels the engine decoded to check ``content``, at about 1/8 of each side.
+    preview: Image.Image | None = field(default=None, repr=False, compare=False)
     #: ``metrics.inference_time`` (or ``x-generation-time``) exactly as reported.
     inference_time: float | None = None
     queue_time: float | None = None

@@ -182,6 +182,7 @@ class Session:
             content_type=image.content_type,
             width=image.width,
             height=image.height,
+            preview=image.preview,
             inference_time=inference_time,
             queue_time=queue_time,
             cost=cost,

@@ -71,6 +71,34 @@ FLUX_MAX_FAILURE_RATE: Final[Variable[float]] = Variable(
     ge=0,
     le=1,
 )
+FLUX_BLANK_LUMA_STD: Final[Variable[float]] = Variable(
+    "FLUX_BLANK_LUMA_STD",
+    float,
+    2.0,
+    "An image whose luminance spread (lineage luma_std, 0..255) is below this is blank: it stays "
+    "COMPLETED, and exports leave it out. Read when a build starts.",
+    ge=0,
+    le=255,
+)
+FLUX_NEAR_DUPLICATE_BITS: Final[Variable[int]] = Variable(
+    "FLUX_NEAR_DUPLICATE_BITS",
+    int,
+    4,
+    "Two images whose phash differ in at most this many bits are near-duplicates; a change "
+    "makes near_duplicates recompute every flag. Read when a build starts and by exports.",
+    ge=0,
+    le=16,
+)
+FLUX_MAX_FLAGGED_RATE: Final[Variable[float]] = Variable(
+    "FLUX_MAX_FLAGGED_RATE",
+    float,
+    0.05,
+    "Share of a partition's COMPLETED images that may be blank (images_pass_quality) or "
+    "near-duplicates (near_duplicate_rate_below_threshold) before the check fails (WARN). Read "
+    "when a build starts and when the checks run.",
+    ge=0,
+    le=1,
+)
 FLUX_RUN_LEASE: Final[Variable[float]] = Variable(
     "FLUX_RUN_LEASE",
     float,

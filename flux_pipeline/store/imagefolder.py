@@ -50,6 +50,7 @@ METADATA_FIELDS: Final = (
     "backend",
     "variant",
     "attributes",
+    "blank",
 )
 #: ``attributes`` of a line whose row has none (the lineage holds null).
 NO_ATTRIBUTES: Final = "{}"
@@ -102,6 +103,9 @@ def metadata_record(
     if not own.keys() <= set(attributes):
         extra = sorted(own.keys() - set(attributes))
         raise ValueError(f"partition {partition}, prompt_id {row.prompt_id!r}: attributes {extra}")
+    # False also where the lineage does not know it (built before the quality columns), never
+    # null, for the same reason.
+    record["blank"] = row.blank is True
     return record
 
 

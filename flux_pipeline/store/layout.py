@@ -21,6 +21,9 @@ METADATA_FILE: Final = "metadata.jsonl"
 #: Where the ``prompt_table`` asset stores the validated table.
 PROMPT_TABLE_PATH: Final = "prompt_table/prompt_table.parquet"
 METRICS_PATH: Final = "metrics/generation_metrics.parquet"
+ATTRIBUTE_METRICS_PATH: Final = "metrics/attribute_metrics.parquet"
+NEAR_DUPLICATES_PATH: Final = "quality/near_duplicates.parquet"
+PHASH_INDEX_DIR: Final = "quality/phash_index"
 LEDGER_DIR: Final = "_ledger"
 RECEIPTS_DIR: Final = "_receipts"
 CLAIMS_DIR: Final = "_claims"
@@ -81,6 +84,21 @@ def image_partition(relpath: str) -> str | None:
     """The partition folder key of an image's path, else None."""
     found = _IMAGE_PARTITION.match(relpath)
     return found.group(1) if found else None
+
+
+def phash_segment_path(partition: str) -> str:
+    """``quality/phash_index/partition=KEY.parquet`` (the key checked as in
+    :func:`partition_dir`)."""
+    partition_dir(partition)
+    return f"{PHASH_INDEX_DIR}/{_PARTITION}{partition}.parquet"
+
+
+def phash_segment_partition(relpath: str) -> str | None:
+    """The key of a segment's path (as :func:`phash_segment_path` makes it), else None."""
+    name = relpath.removeprefix(f"{PHASH_INDEX_DIR}/{_PARTITION}")
+    if name == relpath or not name.endswith(".parquet") or "/" in name:
+        return None
+    return name.removesuffix(".parquet")
 
 
 def receipts_path(partition: str) -> str:

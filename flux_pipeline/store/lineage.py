@@ -55,6 +55,9 @@ LINEAGE_SCHEMA: Final = pa.schema(
         pa.field("backend", pa.string()),
         pa.field("variant", pa.int64(), nullable=False),
         pa.field("attributes", pa.string()),
+        pa.field("phash", pa.string()),
+        pa.field("luma_std", pa.float64()),
+        pa.field("blank", pa.bool_()),
     ]
 )
 #: One line per column as read back (``partition`` first), for schemas shown to people.
@@ -91,6 +94,11 @@ LINEAGE_DESCRIPTIONS: Final = {
     "0 in partitions written before variants existed",
     "attributes": "the prompt's attributes (labels) as a JSON object string, e.g. "
     '{"style": "watercolor"}; null when it has none',
+    "phash": "perceptual hash of the image (imagehash.phash, hash size 8) as 16 hex digits; "
+    "null when FAILED",
+    "luma_std": "standard deviation of the image's luminance, 0..255; null when FAILED",
+    "blank": "true when luma_std is below FLUX_BLANK_LUMA_STD (a black or flat image); the row "
+    "stays COMPLETED, exports leave it out; null when FAILED",
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The lineage columns in their documented order, as read back: ``partition`` first.
@@ -130,6 +138,11 @@ class LineageRow:
     variant: int = 0
     #: The prompt's attributes as a JSON object string; None when it has none.
     attributes: str | None = None
+    #: Facts of the stored image's pixels (:mod:`flux_pipeline.quality`); None when FAILED, or
+    #: in a ledger entry written before they were kept (the next rebuild computes them).
+    phash: str | None = None
+    luma_std: float | None = None
+    blank: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601). Every field is a scalar: read as is, not
@@ -193,6 +206,19 @@ def each_partition_lineage(
     for key in sorted(keys):
         rows = dataset.to_table(columns=names, filter=ds.field("partition") == key)
         yield key, _to_pandas(with_variant_zero(rows))
+
+
+#: The file columns as read from any file, older ones too: nullable, so a missing one is null.
+_FILE_SCHEMA: Final = pa.schema([f.with_nullable(True) for f in LINEAGE_SCHEMA])
+
+
+def read_partition_lineage(store: ObjectStore, partition: str, columns: Sequence[str]) -> pa.Table:
+    """One partition's lineage file, ``columns`` only (``partition`` is not a file column); a
+    column the file predates reads as nulls, ``variant`` as 0."""
+    data = store.read_bytes(lineage_path(partition))
+    return with_variant_zero(
+        pq.read_table(io.BytesIO(data), schema=_FILE_SCHEMA, columns=list(columns))
+    )
 
 
 def _dataset(store: ObjectStore) -> ds.Dataset | None:

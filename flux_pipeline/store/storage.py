@@ -287,6 +287,17 @@ class ObjectStore:
     def listing(self, prefix: str = "") -> dict[str, tuple[int, str | None]]:
         """``{relative path: (size, tag)}`` of every object under ``prefix``, as
         :meth:`sizes` lists them; the tag is the S3 ``ETag`` (None on a local folder)."""
+        return {path: (int(info["size"]), _etag(info)) for path, info in self._find(prefix).items()}
+
+    def versions(self, prefix: str = "") -> dict[str, str]:
+        """``{relative path: version}`` of every object under ``prefix`` (one listing): the
+        S3 ``ETag``, else the size and modification time (an atomic replace changes both)."""
+        return {
+            path: _etag(info) or f"{info['size']}@{info.get('mtime', info.get('LastModified'))}"
+            for path, info in self._find(prefix).items()
+        }
+
+    def _find(self, prefix: str) -> dict[str, dict[str, Any]]:
         whole_root = not prefix.strip("/")
         base = self.root if whole_root else self.path(prefix.rstrip("/"))
         self._backend.count("LIST")
@@ -295,9 +306,9 @@ class ObjectStore:
         except FileNotFoundError:
             return {}
         start = len(self.root) + 1
-        found = {p[start:]: (int(info["size"]), _etag(info)) for p, info in listed.items()}
+        found = {p[start:]: info for p, info in listed.items()}
         if whole_root:
-            found = {p: n for p, n in found.items() if not p.startswith(f"{TMP_DIR}/")}
+            found = {p: i for p, i in found.items() if not p.startswith(f"{TMP_DIR}/")}
         return found
 
     def name_pages(self, prefix: str) -> Iterator[Page]:

@@ -318,11 +318,11 @@ def test_rows_generated_here_are_the_outcomes_own_not_copies(tmp_path: Path) -> 
     assert path is not None
     store.write_atomic(path, b"jpeg")
     outcome = Outcome(row, path, "2026-01-01")
-    here = prompt_rows(store, outcome, (leader, twin), "2026-01-01", {})
+    here = prompt_rows(store, outcome, (leader, twin), "2026-01-01", {}, blank_luma_std=2.0)
     assert here[0] is row
     assert here[1] is not row
     assert here[1].prompt_id == "p2"
     assert store.exists(image_path("2026-01-01", twin, "jpg", BACKEND))
-    cached = prompt_rows(store, outcome, (leader,), "2026-01-02", {})
+    cached = prompt_rows(store, outcome, (leader,), "2026-01-02", {}, blank_luma_std=2.0)
     assert cached[0] is not row
     assert cached[0].cached

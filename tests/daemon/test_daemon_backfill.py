@@ -140,6 +140,7 @@ def test_a_daemon_backfill_packs_partitions_into_runs_and_running_it_again_is_fr
             "one_row_per_prompt",
             "images_match_sha256",
             "failure_rate_below_threshold",
+            "images_pass_quality",
             "lineage_schema_as_declared",
         )
         for partition in PARTITIONS

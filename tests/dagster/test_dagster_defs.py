@@ -16,29 +16,41 @@ from flux_pipeline.definitions import defs
 def test_asset_graph_is_prompt_table_to_images_to_metrics() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"prompt_table", "generated_images", "generation_metrics"}
+    assert keys == {
+        "prompt_table",
+        "generated_images",
+        "near_duplicates",
+        "generation_metrics",
+        "attribute_metrics",
+    }
     assert graph.get(dg.AssetKey("generated_images")).parent_keys == {dg.AssetKey("prompt_table")}
-    assert graph.get(dg.AssetKey("generation_metrics")).parent_keys == {
+    after_images = {dg.AssetKey("generated_images"), dg.AssetKey("near_duplicates")}
+    assert graph.get(dg.AssetKey("near_duplicates")).parent_keys == {
         dg.AssetKey("generated_images")
     }
+    assert graph.get(dg.AssetKey("generation_metrics")).parent_keys == after_images
+    assert graph.get(dg.AssetKey("attribute_metrics")).parent_keys == after_images
     images = graph.get(dg.AssetKey("generated_images"))
     assert isinstance(images.partitions_def, dg.DailyPartitionsDefinition)
     assert images.partitions_def.start.strftime("%Y-%m-%d") == "2026-01-01"
     assert graph.get(dg.AssetKey("prompt_table")).partitions_def is None
 
 
-def test_four_partitioned_checks_guard_generated_images() -> None:
+def test_five_partitioned_checks_guard_generated_images_and_one_near_duplicates() -> None:
     graph = defs.resolve_asset_graph()
     checks = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
     assert checks == {
         "one_row_per_prompt": "generated_images",
         "images_match_sha256": "generated_images",
         "failure_rate_below_threshold": "generated_images",
+        "images_pass_quality": "generated_images",
         "lineage_schema_as_declared": "generated_images",
+        "near_duplicate_rate_below_threshold": "near_duplicates",
     }
     images_partitions = graph.get(dg.AssetKey("generated_images")).partitions_def
     for key in graph.asset_check_keys:
-        assert graph.get(key).partitions_def == images_partitions
+        if key.asset_key == dg.AssetKey("generated_images"):
+            assert graph.get(key).partitions_def == images_partitions
 
 
 def test_job_and_stopped_daily_schedule() -> None:
@@ -47,7 +59,10 @@ def test_job_and_stopped_daily_schedule() -> None:
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
         "prompt_table",
         "generated_images",
-        "generation_metrics",  # unpartitioned: each partition's run refreshes the aggregate
+        # unpartitioned: each partition's run refreshes them over every partition
+        "near_duplicates",
+        "generation_metrics",
+        "attribute_metrics",
     }
     schedule = defs.resolve_schedule_def("synthetic_build_daily")
     assert schedule.job_name == "synthetic_build"

@@ -123,7 +123,9 @@ def test_the_job_builds_a_partition_then_refreshes_the_metrics_on_the_embedded_e
     assert materialized == {
         ("prompt_table", None),
         ("generated_images", PARTITION),
+        ("near_duplicates", None),
         ("generation_metrics", None),
+        ("attribute_metrics", None),
     }
     meta = metadata_of(result, "generated_images")
     assert meta["backend"].startswith("embedded emulator: SYNTHETIC images")

@@ -25,6 +25,7 @@ CHECKS = {
     "one_row_per_prompt",
     "images_match_sha256",
     "failure_rate_below_threshold",
+    "images_pass_quality",
     "lineage_schema_as_declared",
 }
 

@@ -58,9 +58,11 @@ def test_dg_checks_lists_and_launches_the_project(prompts_csv: Path, tmp_path: P
     assert {a["asset_key"] for a in listed["assets"]} == {
         "prompt_table",
         "generated_images",
+        "near_duplicates",
         "generation_metrics",
+        "attribute_metrics",
     }
-    assert len(listed["asset_checks"]) == 4
+    assert len(listed["asset_checks"]) == 6
     assert [job["name"] for job in listed["jobs"]] == ["synthetic_build"]
     dg_cli("launch", "--assets", "prompt_table")
     dg_cli("launch", "--assets", "generated_images", "--partition", PARTITION)

@@ -73,7 +73,7 @@ def test_a_run_killed_mid_partition_on_postgres_resumes_without_paying_twice(
         rerun = materialize_in_process(instance, emu.url, root)
         assert rerun.success
         checks = rerun.get_asset_check_evaluations()
-        assert len(checks) == 4
+        assert len(checks) == 5
         assert all(check.passed for check in checks)
         latest = instance.get_latest_materialization_event(dg.AssetKey("generated_images"))
         assert latest is not None

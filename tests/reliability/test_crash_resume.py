@@ -108,7 +108,7 @@ def test_a_killed_materialization_resumes_without_paying_twice(
     reader.stop()
     assert rerun.success
     checks = rerun.get_asset_check_evaluations()
-    assert len(checks) == 4
+    assert len(checks) == 5
     assert all(check.passed for check in checks)
 
     lineage = audit_resumed(emu, store, requests, killed)

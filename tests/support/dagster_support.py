@@ -39,14 +39,19 @@ class Runner:
 
     def _materialize(self, selection: Any, **kwargs: Any) -> dg.ExecuteInProcessResult:
         from flux_pipeline.assets import (
+            attribute_metrics,
             generated_images,
             generated_images_checks,
             generation_metrics,
+            near_duplicates,
             prompt_table,
         )
 
         return dg.materialize(
-            [prompt_table, generated_images, generation_metrics, *generated_images_checks],
+            [
+                *(prompt_table, generated_images, near_duplicates),
+                *(generation_metrics, attribute_metrics, *generated_images_checks),
+            ],
             selection=selection,
             resources=self.resources,
             instance=self.instance,
@@ -100,15 +105,20 @@ class Runner:
     def job(self, key: str = PARTITION) -> dg.ExecuteInProcessResult:
         """The ``synthetic_build`` job of the code location for one partition."""
         from flux_pipeline.assets import (
+            attribute_metrics,
             generated_images,
             generated_images_checks,
             generation_metrics,
+            near_duplicates,
             prompt_table,
             synthetic_build,
         )
 
         defs = dg.Definitions(
-            assets=[prompt_table, generated_images, generation_metrics],
+            assets=[
+                *(prompt_table, generated_images, near_duplicates),
+                *(generation_metrics, attribute_metrics),
+            ],
             asset_checks=generated_images_checks,
             jobs=[synthetic_build],
             resources=self.resources,
