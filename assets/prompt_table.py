@@ -39,11 +39,10 @@ def prompt_table(
     context: dg.AssetExecutionContext, storage: ObjectStoreResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """The prompt table or YAML prompt grid named by `FLUX_PROMPTS` (or the bundled sample),
-    validated, expanded and rendered (docs/DATASETS.md).
-
-    Every bad row is reported by id and field before any credit is spent; the valid table is
-    written to `prompt_table/prompt_table.parquet`. Its data version is the sha256 of the
-    validated content, so an unchanged table leaves the built partitions in sync."""
+    validated, expanded and rendered (docs/DATASETS.md); every bad row is reported by id and
+    field before any credit is spent. Written to `prompt_table/prompt_table.parquet`; its data
+    version is the sha256 of the validated content, so an unchanged table keeps partitions in
+    sync."""
     source = FLUX_PROMPTS.read()
     context.log.info(f"loading prompt table from {source or 'the bundled sample'}")
     try:
