@@ -147,7 +147,7 @@ class RestartableS3:
 
 #: ``dagster`` of this virtualenv, and how long a materialization may take.
 DAGSTER = Path(sys.executable).with_name("dagster")
-TIMEOUT = 180.0
+TIMEOUT = 600.0
 
 
 class Materialization:
