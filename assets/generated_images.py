@@ -16,7 +16,6 @@ from flux_pipeline.assets.segmind_pool import SEGMIND_POOL, PoolShare, paced_for
 from flux_pipeline.builder import BuildProgress, BuildReport, RangeReport, build_partitions
 from flux_pipeline.prompts import RangeRequests
 from flux_pipeline.quality.limits import QualityLimits
-from flux_pipeline.report.contact_sheet import render_contact_sheet
 from flux_pipeline.report.metrics import generated_cost
 from flux_pipeline.resources.segmind import SegmindResource
 from flux_pipeline.resources.storage import ObjectStoreResource
@@ -273,6 +272,9 @@ def _contact_sheet(
     store: ObjectStore, partition: str, completed: pd.DataFrame, synthetic: str
 ) -> dg.MarkdownMetadataValue:
     """A thumbnail grid of the first completed images, labelled with their prompt ids."""
+    # Imported here: Pillow loads only in a run that stores a partition's contact sheet.
+    from flux_pipeline.report.contact_sheet import render_contact_sheet
+
     shown = completed.sort_values("prompt_id").head(CONTACT_SHEET_LIMIT)
     paths = {str(row.prompt_id): store.relpath(str(row.image_uri)) for row in shown.itertuples()}
     images = store.read_many(path for path in paths.values() if path)

@@ -11,7 +11,6 @@ from datetime import datetime
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
-from PIL import Image
 
 
 def frame_schema(
@@ -76,6 +75,8 @@ def image_markdown(image_png: bytes, *, alt: str, max_width: int = 960) -> dg.Ma
     Dagster's UI renders ``MetadataValue.md`` with inline images ("Show Markdown"); the value is
     stored in the event log, so it is kept to tens of kilobytes.
     """
+    from PIL import Image  # here: only a run that renders a preview needs Pillow loaded
+
     with Image.open(io.BytesIO(image_png)) as image:
         picture = image.convert("RGB")
         if picture.width > max_width:

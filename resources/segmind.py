@@ -9,7 +9,6 @@ from contextlib import ExitStack
 import dagster as dg
 from pydantic import PrivateAttr, field_validator
 
-from flux_pipeline.emulator import EmulatorSettings, run_emulator
 from flux_pipeline.protocol import DEFAULT_BASE_URL
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.segmind.config import EngineOptions, SegmindSettings
@@ -96,6 +95,9 @@ class SegmindResource(dg.ConfigurableResource["SegmindResource"], SegmindSetting
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if not self.uses_emulator:
             return
+        # Imported here: the emulator's web server is loaded only by runs that start it.
+        from flux_pipeline.emulator import EmulatorSettings, run_emulator
+
         stack = ExitStack()
         running = stack.enter_context(run_emulator(EmulatorSettings(workers=self.emulator_workers)))
         self._emulator, self._emulator_url = stack, running.url

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,6 +23,15 @@ class RunningEmulator:
     """A started emulator: its base URL and a view of its counters."""
 
     url: str
+    _server: uvicorn.Server | None = field(default=None, repr=False, compare=False)
+
+    def connections(self) -> int:
+        """Connections the server holds open plus requests it is still answering: 0 once every
+        client has gone and every byte they sent has been read and answered (or dropped)."""
+        if self._server is None:
+            raise RuntimeError("connections() needs the emulator started by run_emulator")
+        state = self._server.server_state
+        return len(state.connections) + len(state.tasks)
 
     def stats(self) -> dict[str, Any]:
         """The same JSON as ``GET /_emulator/stats``."""
@@ -60,7 +69,7 @@ def run_emulator(
         time.sleep(0.01)
     bound_port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningEmulator(url=f"http://{host}:{bound_port}")
+        yield RunningEmulator(url=f"http://{host}:{bound_port}", _server=server)
     finally:
         server.should_exit = True
         thread.join(timeout=10.0)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import IO, Final
-
-from PIL import Image, UnidentifiedImageError
+from typing import IO, TYPE_CHECKING, Final
 
 from flux_pipeline.protocol import ASPECT_RATIOS
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: Decoded pixels allowed (16 Mpx, 16x the model's one megapixel; 64 MB as RGBA).
 MAX_PIXELS: Final = 16 * 1024 * 1024
@@ -49,6 +50,9 @@ class CheckedImage:
 
 def check_image(body: IO[bytes] | bytes) -> CheckedImage:
     """Decode ``body`` fully; raise :class:`NotAnImage` when it is not a whole image."""
+    # Imported here: a process that only loads the code location never decodes an image.
+    from PIL import Image, UnidentifiedImageError
+
     source = io.BytesIO(body) if isinstance(body, bytes) else body
     try:
         with Image.open(source) as image:

@@ -44,6 +44,7 @@ class RequestPacer:
         #: Pace learned from 429s (requests/s); None until the first one.
         self.learned: float | None = None
         self._next_free = 0.0  # theoretical send time of the next request
+        self._last_slot: float | None = None  # that of the last request let through at a pace
         self._hold_until = 0.0
         self._quiet_until = 0.0
         #: Since when requests are counted (the end of the last hold), requests sent before
@@ -74,6 +75,7 @@ class RequestPacer:
     async def wait(self) -> None:
         """Return when one more API request may be sent."""
         delayed = False
+        slot: float | None = None
         while True:
             now = time.monotonic()
             if now < self._hold_until:
@@ -82,6 +84,7 @@ class RequestPacer:
                 continue
             rate = self.rate
             if rate is None:
+                slot = None
                 break
             slot = max(now, self._next_free)
             self._next_free = slot + 1 / rate
@@ -91,6 +94,11 @@ class RequestPacer:
             await asyncio.sleep(slot - now)
             if time.monotonic() >= self._hold_until:
                 break  # else a 429 arrived meanwhile: wait for its hold, then take a new slot
+        if slot is not None and self._last_slot is not None:
+            gap = slot - self._last_slot
+            if self._stats.pace_gap is None or gap < self._stats.pace_gap:
+                self._stats.pace_gap = gap
+        self._last_slot = slot if slot is not None else self._last_slot
         self._stats.paced += 1
         self._stats.pace_waits += delayed
         if self._since is None:
@@ -114,7 +122,8 @@ class RequestPacer:
             self.learned = max(_SLOWEST, estimate, sending / 2)
             self._since, self._sent_before, self._refused = now + wait, self.sent, 0
         self._hold_until = max(self._hold_until, now + wait)
-        self._next_free = self._hold_until
+        # Slots already handed out past the hold keep their place: new ones follow them.
+        self._next_free = max(self._next_free, self._hold_until)
 
     def answered(self) -> None:
         """An API answer that was not a 429: let a learned pace grow back a little."""

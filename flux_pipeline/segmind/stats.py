@@ -36,6 +36,10 @@ class EngineStats:
     #: them that had to wait for the pace (``requests_per_minute`` or learned) or a 429's hold.
     paced: int = 0
     pace_waits: int = 0
+    #: The shortest time the pacer left between the send slots of two requests it let through
+    #: at a pace: with ``requests_per_minute`` set, never under 60 s / that, so no window of
+    #: the quota admits more than it allows. None until two requests were paced.
+    pace_gap: float | None = None
     #: Requests not submitted because the budget (max_new_images / max_cost) was spent.
     budget_refused: int = 0
     #: What the budget guard counted (with or without a budget): accepted submits, including

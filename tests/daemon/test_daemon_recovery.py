@@ -59,7 +59,7 @@ def test_a_killed_backfill_finishes_by_itself_after_the_daemon_restarts(
         with home.daemon() as daemon:
             wait_for_mid_build(store, lambda: daemon.poll() is None)
             kill_group(daemon)
-        killed = audit_killed(emulator.stats, store)
+        killed = audit_killed(emulator, store)
         (started,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
 
         restarted = time.monotonic()

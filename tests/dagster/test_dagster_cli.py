@@ -46,7 +46,7 @@ def test_the_dagster_cli_materializes_a_partition_from_any_directory(
             env=env,
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=600,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert KEY not in run.stdout + run.stderr
@@ -87,7 +87,7 @@ def test_one_shell_command_builds_a_partition_range_in_one_run(
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -66,7 +66,7 @@ def test_two_materializations_of_one_partition_started_together_pay_each_image_o
     runs = [
         start(f"home-{n}", "--select", "generated_images", "--partition", PARTITION) for n in (1, 2)
     ]
-    outputs = [run.communicate(timeout=240)[0] for run in runs]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
 
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output[-3000:]

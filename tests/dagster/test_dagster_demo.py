@@ -83,5 +83,5 @@ def _demo(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         env={**inherited, **env},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )

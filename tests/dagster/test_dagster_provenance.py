@@ -31,7 +31,7 @@ def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         env={**inherited, **env},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
         check=False,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]

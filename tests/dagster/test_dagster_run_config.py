@@ -92,7 +92,7 @@ def test_cli_run_config_override_keeps_the_service_from_the_environment(
             env={**os.environ, "DAGSTER_HOME": str(home)},
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=600,
         )
 
     refused = cli(literal_yaml)

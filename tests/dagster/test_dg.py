@@ -47,7 +47,7 @@ def test_dg_checks_lists_and_launches_the_project(prompts_csv: Path, tmp_path: P
             capture_output=True,
             text=True,
             check=False,
-            timeout=240,
+            timeout=600,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "virtual environment" not in run.stderr  # dg found the project's own .venv

@@ -112,7 +112,7 @@ def test_a_killed_code_server_on_postgres_and_s3_finishes_its_backfill_by_itself
                 with home.daemon():
                     wait_for_mid_build(store, lambda: server.poll() is None)
                     kill_group(server)
-                    killed = audit_killed(emulator.stats, store)
+                    killed = audit_killed(emulator, store)
                     restarted = time.monotonic()
                     server = code_server(port, code_env, tmp_path / "code.log")
                     outcome = home.wait_for_backfill(backfill_id)

@@ -200,7 +200,7 @@ def test_client_memory_stays_bounded_with_400_mb_bodies_in_flight() -> None:
         check=False,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
     assert child.returncode == 0, child.stderr[-3000:]
     report = json.loads(child.stdout.strip().splitlines()[-1])

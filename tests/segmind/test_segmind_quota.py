@@ -3,6 +3,7 @@ API requests per image, pacing of API requests only, and the ``auto`` mode."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -13,6 +14,14 @@ from tests.support.segmind_support import batch, run_engine
 
 def _api_requests(stats: dict[str, Any]) -> int:
     return sum(n for kind, n in stats["requests"].items() if kind != "output")
+
+
+def _most_per_window(pace_gap: float | None, window: float) -> int:
+    """The most requests the pacer scheduled in any ``window`` seconds, from the shortest gap
+    it left between two of them."""
+    assert pace_gap is not None
+    assert pace_gap > 0
+    return math.floor(window / pace_gap) + 1
 
 
 @pytest.mark.parametrize("in_flight", [4, 16, 32])
@@ -41,9 +50,10 @@ def test_requests_per_minute_paces_api_requests_only_and_meets_no_quota_refusal(
 ) -> None:
     """A quota of 30 requests per 3 s counting every API request, the client set to it.
 
-    18 images take about 36 requests, more than one window holds. Paced 3 % under the quota,
-    a request reaches the window's edge only when answers are late by about 90 ms: a loaded
-    machine may see a stray 429 or two (each holds every request), never a storm.
+    18 images take about 36 requests, more than one window holds. The pacer never schedules
+    more requests in a window than the quota allows (counted on its schedule, whatever the
+    load). How many 429s the wire then sees depends on how late a loaded machine sends them:
+    that share is measured in bench/bench_quota.py (target under 1 %).
     """
     emu = emulator_factory(
         workers=8, step_time=0.01, quota_per_minute=30, quota_counts="all", quota_window=3.0
@@ -56,7 +66,8 @@ def test_requests_per_minute_paces_api_requests_only_and_meets_no_quota_refusal(
     assert [r.status for r in results] == ["COMPLETED"] * 18
     served = emu.stats()
     assert _api_requests(served) > 30  # the quota's window filled
-    assert sum(served["quota"]["refused"].values()) == stats.rate_limited <= 2
+    assert _most_per_window(stats.pace_gap, 3.0) <= 30
+    assert sum(served["quota"]["refused"].values()) == stats.rate_limited
     assert served["requests"]["output"] == 18  # media downloads: served, never paced
     assert stats.paced == _api_requests(served) == stats.api_requests
     assert stats.pace_waits > 0  # the pace did bind
@@ -96,8 +107,8 @@ def test_auto_switches_to_one_request_per_image_while_the_quota_binds(
 
     assert [r.status for r in results] == ["COMPLETED"] * 24
     served = emu.stats()
-    # paced 3 % under the quota: a few requests late on a busy loopback may cross its edge
-    assert sum(served["quota"]["refused"].values()) <= 3
+    assert _most_per_window(stats.pace_gap, 2.0) <= 10  # the 429 share: bench/bench_quota.py
+    assert sum(served["quota"]["refused"].values()) == stats.rate_limited
     assert stats.mode_switches >= 1
     assert stats.mode_used == "async+sync"
     assert served["requests"]["sync"] == stats.completed_by_mode["sync"] > 0

@@ -153,7 +153,7 @@ class DaemonHome:
         return self._instance
 
     @contextmanager
-    def daemon(self, *, ready_timeout: float = 240.0) -> Iterator[subprocess.Popen[bytes]]:
+    def daemon(self, *, ready_timeout: float = 600.0) -> Iterator[subprocess.Popen[bytes]]:
         """``dagster-daemon run`` on this home's workspace, in its own process group; stopped
         (SIGTERM, then SIGKILL of the group after 20 s) on exit with its code server and runs.
         ``ready_timeout`` only bounds a hang: a start-up takes about 5 s of CPU, and over a

@@ -18,7 +18,7 @@ from tests.support.loopback import free_port
 TEST_KEY = "SG_0123456789abcdef"
 SUBMIT_PATH = "/v2/fast-flux-schnell"
 SYNC_PATH = "/v1/fast-flux-schnell"
-POLL_LIMIT = 20.0
+POLL_LIMIT = 120.0
 
 
 def wait_for_end(http: httpx.Client, status_url: str) -> httpx.Response:

@@ -35,7 +35,7 @@ from tests.support.loopback import free_port
 #: The instance every test of this suite uses, copied unchanged.
 DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 UNPRIVILEGED_USER = "nobody"
-START_TIMEOUT = 60.0
+START_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -32,6 +32,9 @@ from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.storage import ObjectStore, last_record
 from tests.support.loopback import free_port
+
+if TYPE_CHECKING:
+    from flux_pipeline.emulator.server import RunningEmulator
 
 PARTITIONS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
 PER_RUN = 2
@@ -112,15 +115,19 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"processes of the killed group {pid} are still alive")
 
 
-def settled_submits(emulator_stats: Callable[[], dict[str, Any]]) -> dict[str, int]:
-    """``by_request_key`` once the submits on the wire at the kill have been served."""
-    previous = emulator_stats()["jobs"]["by_request_key"]
-    while True:
-        time.sleep(0.3)
-        current = emulator_stats()["jobs"]["by_request_key"]
-        if current == previous:
-            return dict(current)
-        previous = current
+#: Bounds a hang while the killed build's last requests are served (no pass criterion).
+SETTLE_TIMEOUT = 120.0
+
+
+def settled_submits(emulator: RunningEmulator) -> dict[str, int]:
+    """``by_request_key`` once the submits on the wire at the kill have been served: the
+    emulator holds no connection and answers no request any more (the killed clients' sockets
+    are closed, so every byte they sent has been read and answered or dropped)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while emulator.connections():
+        assert time.monotonic() < deadline, "the emulator still serves the killed build"
+        time.sleep(0.05)
+    return dict(emulator.stats()["jobs"]["by_request_key"])
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,8 @@ class Killed:
     window: set[str]
 
 
-def audit_killed(emulator_stats: Callable[[], dict[str, Any]], store: ObjectStore) -> Killed:
-    accepted = settled_submits(emulator_stats)
+def audit_killed(emulator: RunningEmulator, store: ObjectStore) -> Killed:
+    accepted = settled_submits(emulator)
     ledger = ledger_states(store)
     in_flight = {k: e["request_id"] for k, e in ledger.items() if e["state"] == "SUBMITTED"}
     assert in_flight

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
@@ -34,6 +34,10 @@ from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore, last_record
 from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY, fast_config
+from tests.support.recovery_support import settled_submits
+
+if TYPE_CHECKING:
+    from flux_pipeline.emulator.server import RunningEmulator
 
 PARTITION = "2026-11-20"
 #: Every file name a reader may see under ``images/`` (``{prompt_id}-{image_id}.jpg``).
@@ -143,7 +147,7 @@ class RestartableS3:
 
 #: ``dagster`` of this virtualenv, and how long a materialization may take.
 DAGSTER = Path(sys.executable).with_name("dagster")
-TIMEOUT = 180.0
+TIMEOUT = 600.0
 
 
 class Materialization:
@@ -215,17 +219,6 @@ def wait_for_mid_build(run: Materialization, store: ObjectStore, keys: set[str])
     pytest.fail("the build never reached the middle of the partition")
 
 
-def settled_submits(emu: Any) -> dict[str, int]:
-    """``by_request_key`` once submits that were on the wire at the kill have been served."""
-    previous = emu.stats()["jobs"]["by_request_key"]
-    while True:
-        time.sleep(0.3)
-        current = emu.stats()["jobs"]["by_request_key"]
-        if current == previous:
-            return dict(current)
-        previous = current
-
-
 #: Keys the service may accept without their request id reaching the ledger before the kill:
 #: the one unavoidable window (the answer to an accepted submit was on its way, or the id was
 #: on its way to the ledger: milliseconds). Nothing on our side knows those ids, so the rerun
@@ -243,7 +236,7 @@ class Killed:
     window: set[str]
 
 
-def audit_killed(emu: Any, store: ObjectStore, keys: set[str]) -> Killed:
+def audit_killed(emu: RunningEmulator, store: ObjectStore, keys: set[str]) -> Killed:
     """Once the killed build's submits have settled: images finished, jobs in flight, every
     accepted key recorded once, and at most :data:`WINDOW_LIMIT` accepted but unrecorded."""
     accepted = {k: n for k, n in settled_submits(emu).items() if k in keys}
