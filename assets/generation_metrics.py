@@ -41,7 +41,7 @@ def generation_metrics(
         generated = lineage[(lineage["status"] == "COMPLETED") & ~lineage["cached"].astype(bool)]
         latencies += [float(v) for v in generated["inference_time"].dropna()]
     flags = read_near_duplicates(store)["partition"].to_pylist()
-    metrics = metrics_frame(rows, Counter(flags))
+    metrics = metrics_frame(rows, Counter(flags), billed_by_partition(store))
     buffer = io.BytesIO()
     metrics.to_parquet(buffer, index=False)
     store.write_atomic(METRICS_PATH, buffer.getvalue())
