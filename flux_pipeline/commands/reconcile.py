@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import date
 from typing import Any
 
 from flux_pipeline.commands.plan import load_prompts
-
-RPM_VARIABLE = "SEGMIND_REQUESTS_PER_MINUTE"
+from flux_pipeline.settings.environment import (
+    FLUX_STORAGE_ROOT,
+    SEGMIND_API_KEY,
+    SEGMIND_BASE_URL,
+    SEGMIND_REQUESTS_PER_MINUTE,
+)
 
 
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,27 +54,14 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a day YYYY-MM-DD: {text!r}") from None
 
 
-def _quota() -> float | None:
-    raw = os.environ.get(RPM_VARIABLE, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{RPM_VARIABLE}: must be a positive number, got {raw!r}")
-    return value
-
-
 def _run(args: argparse.Namespace) -> int:
     from flux_pipeline.prompts import partition_requests
     from flux_pipeline.reconcile import days_between, reconcile
     from flux_pipeline.segmind import EngineConfig, SegmindError
     from flux_pipeline.store.provenance import service_backend
-    from flux_pipeline.store.storage import DEFAULT_ROOT, ObjectStore
+    from flux_pipeline.store.storage import ObjectStore
 
-    key, url = os.environ.get("SEGMIND_API_KEY"), os.environ.get("SEGMIND_BASE_URL")
+    key, url = SEGMIND_API_KEY.read(), SEGMIND_BASE_URL.read()
     if not key or not url:
         raise SystemExit(
             "flux-pipeline reconcile: set SEGMIND_API_KEY and SEGMIND_BASE_URL: the account's "
@@ -79,8 +69,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     try:
         days_between(args.first, args.last)
-        config = EngineConfig(api_key=key, base_url=url, requests_per_minute=_quota())
-        root = args.root or os.environ.get("FLUX_STORAGE_ROOT", DEFAULT_ROOT)
+        quota = SEGMIND_REQUESTS_PER_MINUTE.read()
+        config = EngineConfig(api_key=key, base_url=url, requests_per_minute=quota)
+        root = args.root or FLUX_STORAGE_ROOT.read()
         store = ObjectStore.from_uri(root)
         wanted = None
         if args.recover:
