@@ -30,15 +30,11 @@ def account_reconciliation(
     segmind: SegmindResource,
     storage: ObjectStoreResource,
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """The account's record of requests for the model, for one day (the record's `created_at`
-    day in UTC), against the ledgers and lineage under the root, written to
-    `reconciliation/date=DAY/reconciliation.parquet`: one row per request with its billed cost
-    (USD), request key, partition, image and state (`stored`, `paid_not_stored`,
-    `stored_not_billed`, `failed`). Lookups are paced at the `segmind` pool's share of the
-    quota, like a build. Today's and yesterday's answers are provisional: the record lags.
-    The lineage is never rewritten; with `recover`, paid images of still-wanted keys are stored
-    (claimed as a build claims them) for the next build to reuse.
-    """
+    """One UTC day of the account's record of requests against the ledgers and lineage under
+    the root: `reconciliation/date=DAY/reconciliation.parquet`, one row per request (billed USD,
+    key, partition, image, state `stored`/`paid_not_stored`/`stored_not_billed`/`failed`).
+    Paced at the `segmind` pool's share; today and yesterday are provisional (the record lags).
+    `recover` stores paid images of still-wanted keys; the lineage is never rewritten."""
     day = date.fromisoformat(context.partition_key)
     store = storage.store()
     engine = paced_for_pool(segmind.engine_config(), pool_share(context.instance))

@@ -18,6 +18,7 @@ from flux_pipeline.report.metrics import (
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.store.layout import METRICS_PATH
 from flux_pipeline.store.lineage import each_partition_lineage
+from flux_pipeline.store.reconciliation import billed_by_partition
 
 #: Partitions shown in the metadata table (the Parquet file holds all of them).
 TABLE_ROWS = 60

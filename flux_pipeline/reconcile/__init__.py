@@ -3,7 +3,6 @@ under the root (``flux-pipeline reconcile``, asset ``account_reconciliation``)."
 
 from flux_pipeline.reconcile.reconciliation import (
     Reconciliation,
-    billed_by_partition,
     days_between,
     reconcile,
 )
@@ -13,7 +12,6 @@ __all__ = [
     "STATES",
     "ReconciledRequest",
     "Reconciliation",
-    "billed_by_partition",
     "days_between",
     "reconcile",
 ]

@@ -10,14 +10,10 @@ transport (the ``segmind`` pool's share of the quota, as a run), never once per 
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any
 
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.reconcile.evidence import gather
@@ -25,25 +21,12 @@ from flux_pipeline.reconcile.recovery import recover, still_wanted
 from flux_pipeline.reconcile.states import STATES, ReconciledRequest, classify, unbilled
 from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.segmind.history import RecordedRequest, open_record
-from flux_pipeline.store.layout import RECONCILIATION_DIR, reconciliation_path
 from flux_pipeline.store.ledger import Ledger
-from flux_pipeline.store.storage import ObjectStore
-
-RECONCILIATION_SCHEMA: Final = pa.schema(
-    [
-        pa.field("request_id", pa.string(), nullable=False),
-        pa.field("billed_cost", pa.float64()),
-        pa.field("request_key", pa.string()),
-        pa.field("partition", pa.string()),
-        pa.field("image_uri", pa.string()),
-        pa.field("state", pa.string(), nullable=False),
-        pa.field("record_status", pa.string()),
-        pa.field("created_at", pa.timestamp("us", tz="UTC")),
-        pa.field("error", pa.string()),
-        pa.field("known", pa.bool_(), nullable=False),
-    ]
+from flux_pipeline.store.reconciliation import (
+    USD_DECIMALS,
+    write_reconciliation,
 )
-USD_DECIMALS: Final = 6
+from flux_pipeline.store.storage import ObjectStore
 
 
 @dataclass
@@ -155,22 +138,4 @@ def _day_of(row: RecordedRequest) -> date | None:
 
 def _write(store: ObjectStore, day: date, rows: list[ReconciledRequest]) -> None:
     columns = {f.name: [getattr(r, f.name) for r in rows] for f in fields(ReconciledRequest)}
-    table = pa.Table.from_pydict(columns, schema=RECONCILIATION_SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    store.write_atomic(reconciliation_path(day.isoformat()), buffer.getvalue())
-
-
-def billed_by_partition(store: ObjectStore) -> dict[str, float]:
-    """USD the record billed per partition, over every reconciliation file under the root."""
-    totals: dict[str, float] = {}
-    for path in store.list(RECONCILIATION_DIR):
-        if not path.endswith(".parquet"):
-            continue
-        table = pq.read_table(
-            io.BytesIO(store.read_bytes(path)), columns=["partition", "billed_cost", "request_id"]
-        )
-        for row in table.to_pylist():
-            if row["partition"] is not None and row["billed_cost"] is not None:
-                totals[row["partition"]] = totals.get(row["partition"], 0.0) + row["billed_cost"]
-    return {key: round(value, USD_DECIMALS) for key, value in totals.items()}
+    write_reconciliation(store, day.isoformat(), columns)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from flux_pipeline.builder import build_partition
+from flux_pipeline.builder.cost import plan_cost
 from flux_pipeline.commands.cli import main
 from flux_pipeline.emulator.settings import DEFAULT_PRICE
 from flux_pipeline.prompts import load_prompt_table, partition_requests
@@ -139,6 +140,9 @@ def test_reconcile_counts_and_prices_every_state_then_recovers_the_paid_images(
         assert entry.lineage.recovered_from == "history"
     assert emu.stats()["jobs"]["by_request_key"] == submits_before  # nothing paid again
     assert store.read_bytes(f"lineage/partition={PARTITION}/lineage.parquet") == lineage_before
+    # the plan prices new images at what the record billed
+    plan = plan_cost(store, {PARTITION: requests}, backend=backend)
+    assert (plan.unit.basis, plan.unit.value) == ("billed", pytest.approx(DEFAULT_PRICE))
 
 
 def test_reconcile_refuses_a_window_that_ends_before_it_starts(
