@@ -4,12 +4,14 @@ for the submits whose fate was unknown."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
 
 from flux_pipeline.emulator.limits import draw
 from flux_pipeline.protocol import GenerationRequest
+from flux_pipeline.segmind.history import row_of, rows_of, windows
 from tests.support.loopback import fast_config
 from tests.support.segmind_support import batch, run_engine
 
@@ -91,3 +93,34 @@ def test_a_submit_the_record_never_shows_is_sent_again_after_the_grace(
     assert emu.stats()["jobs"]["by_request_key"] == {request.request_key: 2}
     assert (stats.ambiguous_submits, stats.adopted, stats.resubmitted) == (1, 0, 1)
     assert stats.requests["history"] >= 2  # looked again until the grace was over
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"request_id": "a"}, {"request_id": "b"}],
+        {"data": [{"request_id": "a"}, {"request_id": "b"}], "page": 1},
+        {"items": [{"request_id": "a"}, {"request_id": "b"}]},
+        {"results": [{"request_id": "a"}, {"request_id": "b"}]},
+        {"requests": [{"request_id": "a"}, {"request_id": "b"}, {"no": "id"}]},
+        {"data": {"items": [{"request_id": "a"}, {"request_id": "b"}]}},
+    ],
+)
+def test_every_documented_page_shape_is_read(body: object) -> None:
+    assert [row["request_id"] for row in rows_of(body)] == ["a", "b"]
+
+
+def test_one_row_bare_or_under_data_and_windows_of_31_days() -> None:
+    assert row_of({"request_id": "a", "model_status": "COMPLETED"}) == {
+        "request_id": "a",
+        "model_status": "COMPLETED",
+    }
+    assert row_of({"data": {"request_id": "a"}}) == {"request_id": "a"}
+    assert row_of({"error": "Request a not found"}) is None
+    spans = list(windows(date(2026, 1, 1), date(2026, 3, 15)))
+    assert spans == [
+        (date(2026, 2, 13), date(2026, 3, 15)),
+        (date(2026, 1, 13), date(2026, 2, 12)),
+        (date(2026, 1, 1), date(2026, 1, 12)),
+    ]
+    assert all((end - start).days + 1 <= 31 for start, end in spans)
