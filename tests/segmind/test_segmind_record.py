@@ -4,6 +4,7 @@ for the submits whose fate was unknown."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Any
 
@@ -11,9 +12,9 @@ import pytest
 
 from flux_pipeline.emulator.limits import draw
 from flux_pipeline.protocol import GenerationRequest
-from flux_pipeline.segmind.history import row_of, rows_of, windows
+from flux_pipeline.segmind.history import open_record, row_of, rows_of, windows
 from tests.support.loopback import fast_config
-from tests.support.segmind_support import batch, run_engine
+from tests.support.segmind_support import Answer, batch, run_engine, scripted_server
 
 #: A lost answer is given up on after this long (the emulator holds it until then).
 READ_TIMEOUT = 1.0
@@ -124,3 +125,33 @@ def test_one_row_bare_or_under_data_and_windows_of_31_days() -> None:
         (date(2026, 1, 1), date(2026, 1, 12)),
     ]
     assert all((end - start).days + 1 <= 31 for start, end in spans)
+
+
+def test_listing_splits_long_windows_filters_the_model_exactly_and_deduplicates() -> None:
+    """A service answering bare lists: one request listed once per output, another model whose
+    slug contains ours; 40 days asked for become two windows of at most 31 days."""
+    row = {"model_name": "fast-flux-schnell", "model_status": "COMPLETED"}
+    page = [
+        {**row, "request_id": "r1", "credits_deduction": 0.0026},
+        {**row, "request_id": "r1", "credits_deduction": 0.0026},  # its second output
+        {**row, "request_id": "r2", "credits_deduction": 0.0026},
+        {**row, "request_id": "r3", "model_name": "fast-flux-schnell-lora"},
+    ]
+
+    def script(method: str, path: str) -> Answer:
+        return Answer(body=page)
+
+    async def listed(url: str) -> list[str]:
+        async with open_record(fast_config(url)) as record:
+            return [r.request_id async for r in record.rows(date(2026, 1, 1), date(2026, 2, 9))]
+
+    with scripted_server(script) as (url, received):
+        ids = asyncio.run(listed(url))
+
+    assert ids == ["r1", "r2"]
+    assert len(received) == 2  # one page per window (a short page is the last)
+    assert all(
+        "per_page=100" in line and "model_name=fast-flux-schnell" in line for line in received
+    )
+    assert "from_date=2026-01-10&to_date=2026-02-09" in received[0]
+    assert "from_date=2026-01-01&to_date=2026-01-09" in received[1]
