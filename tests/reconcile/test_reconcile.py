@@ -23,6 +23,7 @@ from flux_pipeline.store.layout import image_path, reconciliation_path
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY, fast_config
 
 PARTITION = "2026-11-20"
@@ -162,7 +163,7 @@ def test_the_asset_reconciles_a_day_and_generation_metrics_gains_the_billed_cost
 
     emu, store, _, _, _ = seeded
     resources = {
-        "segmind": SegmindResource(api_key=TEST_KEY, base_url=emu.url),
+        "segmind": SegmindResource(api_key=key_from_env(TEST_KEY), base_url=emu.url),
         "storage": ObjectStoreResource(root=str(tmp_path / "data")),
     }
     today = datetime.now(UTC).date().isoformat()

@@ -21,6 +21,7 @@ import pytest
 
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY
 from tests.support.reliability_support import (
     PARTITION,
@@ -134,7 +135,7 @@ def test_lost_submit_answers_leave_no_failed_row_through_dagster(
     monkeypatch.setenv("FLUX_PROMPTS", str(table))
     keys = {r.request_key for r in table_requests(table, PARTITION)}
     segmind = SegmindResource(
-        api_key=TEST_KEY, base_url=emu.url, request_timeout=1.0, history_grace=0.5
+        api_key=key_from_env(TEST_KEY), base_url=emu.url, request_timeout=1.0, history_grace=0.5
     )
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
