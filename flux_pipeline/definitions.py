@@ -19,10 +19,10 @@ native_memory.tune()
 import dagster as dg  # noqa: E402
 
 from flux_pipeline.assets import (  # noqa: E402
-    attribute_metrics,
     account_reconciliation,
     account_reconciliation_daily,
     account_reconciliation_job,
+    attribute_metrics,
     flux_dead_runs,
     generated_images,
     generated_images_checks,

@@ -224,9 +224,6 @@ def wait_for_mid_build(run: Materialization, store: ObjectStore, keys: set[str])
     pytest.fail("the build never reached the middle of the partition")
 
 
-
-
-
 @dataclass(frozen=True)
 class Killed:
     """What a build killed mid-partition left: its ledger entries by state, and the submits
