@@ -1,5 +1,14 @@
 """Assets, checks, the build job, its schedule, the dead-run sensor (``flux_pipeline.assets``)."""
 
+from flux_pipeline.assets.account_reconciliation import (
+    account_reconciliation as account_reconciliation,
+)
+from flux_pipeline.assets.account_reconciliation import (
+    account_reconciliation_daily as account_reconciliation_daily,
+)
+from flux_pipeline.assets.account_reconciliation import (
+    account_reconciliation_job as account_reconciliation_job,
+)
 from flux_pipeline.assets.checks import generated_images_checks as generated_images_checks
 from flux_pipeline.assets.generated_images import generated_images as generated_images
 from flux_pipeline.assets.generation_metrics import generation_metrics as generation_metrics

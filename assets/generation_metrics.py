@@ -18,6 +18,7 @@ from flux_pipeline.report.metrics import (
 from flux_pipeline.resources.storage import ObjectStoreResource
 from flux_pipeline.store.layout import METRICS_PATH
 from flux_pipeline.store.lineage import each_partition_lineage
+from flux_pipeline.store.reconciliation import billed_by_partition
 
 #: Partitions shown in the metadata table (the Parquet file holds all of them).
 TABLE_ROWS = 60
@@ -41,7 +42,7 @@ def generation_metrics(
         generated = lineage[(lineage["status"] == "COMPLETED") & ~lineage["cached"].astype(bool)]
         latencies += [float(v) for v in generated["inference_time"].dropna()]
     flags = read_near_duplicates(store)["partition"].to_pylist()
-    metrics = metrics_frame(rows, Counter(flags))
+    metrics = metrics_frame(rows, Counter(flags), billed_by_partition(store))
     buffer = io.BytesIO()
     metrics.to_parquet(buffer, index=False)
     store.write_atomic(METRICS_PATH, buffer.getvalue())

@@ -19,6 +19,9 @@ native_memory.tune()
 import dagster as dg  # noqa: E402
 
 from flux_pipeline.assets import (  # noqa: E402
+    account_reconciliation,
+    account_reconciliation_daily,
+    account_reconciliation_job,
     attribute_metrics,
     flux_dead_runs,
     generated_images,
@@ -33,10 +36,17 @@ from flux_pipeline.resources import ObjectStoreResource, SegmindResource  # noqa
 from flux_pipeline.settings.environment import FLUX_STORAGE_ROOT  # noqa: E402
 
 defs = dg.Definitions(
-    assets=[prompt_table, generated_images, near_duplicates, generation_metrics, attribute_metrics],
+    assets=[
+        prompt_table,
+        generated_images,
+        near_duplicates,
+        generation_metrics,
+        attribute_metrics,
+        account_reconciliation,
+    ],
     asset_checks=generated_images_checks,
-    jobs=[synthetic_build],
-    schedules=[synthetic_build_schedule],
+    jobs=[synthetic_build, account_reconciliation_job],
+    schedules=[synthetic_build_schedule, account_reconciliation_daily],
     sensors=[flux_dead_runs],
     # Every step of a run in the run's own process: the build is one asyncio step, the checks
     # and the metrics are quick reads, so a process per step (Dagster's default) would only add

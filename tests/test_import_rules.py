@@ -31,6 +31,7 @@ RANK = {
     "builder": 3,
     "dataset": 4,
     "report": 4,
+    "reconcile": 4,
     "commands": 5,
 }
 #: Imports made inside a function, on purpose: the commands that run the job or read a backfill

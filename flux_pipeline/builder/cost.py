@@ -7,9 +7,10 @@ jobs are already paid (those older than the service's retention, ``in_flight_exp
 likely be paid again), ``to_submit`` are billed, and a ``shared`` key is paid once, in the first
 partition of the range that needs it.
 
-The cost of one image (:func:`unit_cost`) is the mean ``cost`` the service reported over the
-lineage's COMPLETED generations (``cached`` false, each request key once); else
-``price_per_image``; else unknown, and said so.
+The cost of one image (:func:`unit_cost`, USD) is the mean the account's record billed per
+stored image where a reconciliation says (``reconciliation/``); else the mean ``cost`` the
+service reported over the lineage's COMPLETED generations (``cached`` false, each request key
+once); else ``price_per_image``; else unknown, and said so.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from flux_pipeline.builder.planning import PartitionPlan, plan_partitions
 from flux_pipeline.protocol import COMPLETED, GenerationRequest
 from flux_pipeline.store.ledger import Ledger, LedgerEntry
 from flux_pipeline.store.lineage import read_lineage
+from flux_pipeline.store.reconciliation import billed_per_image
 from flux_pipeline.store.storage import ObjectStore
 
-Basis = Literal["reported", "price_per_image", "unknown"]
+Basis = Literal["billed", "reported", "price_per_image", "unknown"]
 #: How long Segmind keeps a job's status and result after submission.
 RESULT_RETENTION: Final = timedelta(hours=1)
 
@@ -44,6 +46,11 @@ class UnitCost:
 
     def describe(self) -> str:
         """One line for people: the value and where it comes from."""
+        if self.basis == "billed":
+            return (
+                f"{self.value:g} USD per image: the mean the account's record billed for "
+                f"{self.samples} stored image(s) (flux-pipeline reconcile)"
+            )
         if self.basis == "reported":
             return (
                 f"{self.value:g} per image: the mean cost the service reported over "
@@ -107,13 +114,20 @@ class CostPlan:
 COST_INPUTS: Final = ("status", "cached", "request_key", "cost")
 
 
-def unit_cost(lineage: pd.DataFrame, price_per_image: float | None = None) -> UnitCost:
-    """The expected cost of one image from ``lineage`` (see the module); ``price_per_image``
-    when no COMPLETED generation reported a cost."""
+def unit_cost(
+    lineage: pd.DataFrame,
+    price_per_image: float | None = None,
+    billed: Sequence[float] = (),
+) -> UnitCost:
+    """The expected cost of one image: the mean ``billed`` (USD the account's record billed
+    per stored image, from the reconciliation files) where known, else from ``lineage`` (see
+    the module), else ``price_per_image``."""
     if price_per_image is not None and not (
         math.isfinite(price_per_image) and price_per_image >= 0
     ):
         raise ValueError(f"price_per_image: must be a number >= 0, got {price_per_image}")
+    if billed:
+        return UnitCost(sum(billed) / len(billed), "billed", len(billed))
     generated = lineage[(lineage["status"] == COMPLETED) & ~lineage["cached"].astype(bool)]
     reported = generated.drop_duplicates("request_key")["cost"].dropna().astype(float)
     if len(reported):
@@ -132,7 +146,8 @@ def plan_cost(
 ) -> CostPlan:
     """Plan ``partitions`` (key -> its requests, in build order) against ``store``, for a build
     on ``backend`` (what other backends generated is to submit)."""
-    unit = unit_cost(read_lineage(store, columns=COST_INPUTS), price_per_image)
+    billed = billed_per_image(store)
+    unit = unit_cost(read_lineage(store, columns=COST_INPUTS), price_per_image, billed)
     plans = plan_partitions(Ledger(store, backend), partitions)
     expired_before = datetime.now(UTC) - RESULT_RETENTION
     return CostPlan(tuple(_partition_cost(plan, unit, expired_before) for plan in plans), unit)

@@ -43,6 +43,11 @@ class Feeding:
             for r in batch
             if (sent := state.sent[r.request_key]).attach_id
         }
+        unanswered = {
+            r.request_key: sent.unanswered_at
+            for r in batch
+            if (sent := state.sent[r.request_key]).unanswered_at
+        }
 
         lost: set[str] = set()
         queue = deque(batch)
@@ -65,7 +70,8 @@ class Feeding:
         writers = BoundedTasks(self.writers)
         try:
             # Close the stream here so its jobs are cancelled before the client closes.
-            async with aclosing(self.engine.generate(feed(), attach=attach)) as results:
+            results_of = self.engine.generate(feed(), attach=attach, unanswered=unanswered)
+            async with aclosing(results_of) as results:
                 async for result in results:
                     await writers.start(self._keep, result)
         except BaseException:

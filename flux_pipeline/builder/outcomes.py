@@ -238,6 +238,7 @@ def _row(result: GenerationResult, submitted_at: datetime | None, **outcome: Any
         cached=False,
         variant=request.variant,
         attributes=request.attributes,
+        recovered_from=result.recovered_from,
         **outcome,
     )
 

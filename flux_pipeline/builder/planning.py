@@ -7,6 +7,8 @@ group gets one action:
   found (this partition's own copies first, then the path the ledger names): copied, no API call;
 - ``failed``: the ledger holds a final FAILED (400, 422, content that is not an image): reused;
 - ``attach``: the ledger holds the request id of a job still in flight: polled, not paid again;
+  or the send time of a submit whose answer an earlier run never saw: resolved from the
+  account's record (adopted when found) before anything is sent;
 - ``submit``: nothing usable is stored: a new, billed job;
 - ``shared``: (ranges only) an earlier partition of the same range attaches or submits the key;
   this one waits for that outcome and copies it.
@@ -29,7 +31,7 @@ from typing import Final, Literal
 from flux_pipeline.builder.sliced_map import sliced_map
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
 from flux_pipeline.store.layout import image_path, images_dir
-from flux_pipeline.store.ledger import SUBMITTED, Ledger, LedgerEntry
+from flux_pipeline.store.ledger import SENDING, SUBMITTED, Ledger, LedgerEntry
 from flux_pipeline.store.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,8 @@ def _classify(
     if group[0].request_key in shared:
         return KeyPlan(group, "shared", entry)
     if entry is not None and entry.state == SUBMITTED and entry.request_id:
+        return KeyPlan(group, "attach", entry)
+    if entry is not None and entry.state == SENDING and entry.submitted_at is not None:
         return KeyPlan(group, "attach", entry)
     return KeyPlan(group, "submit", entry)
 

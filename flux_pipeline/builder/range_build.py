@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Final
 
 from flux_pipeline.builder.feeding import Feeding
@@ -161,8 +162,18 @@ class _RangeBuild:
         store, tasks = state.store, state.tasks
         before = store.requests.snapshot()
         finishing = Finishing(state, emit, copiers=COPIERS)
-        on_submitted = state.ledger.record_submitted
-        async with SegmindEngine(state.config, on_submitted=on_submitted) as engine:
+        ledger, sent = state.ledger, state.sent
+
+        def on_sending(request_key: str, sent_at: datetime) -> None:
+            ledger.record_sending(request_key, sent_at, sent[request_key].partition)
+
+        def on_submitted(request_key: str, request_id: str) -> None:
+            partition = sent[request_key].partition
+            ledger.record_submitted(request_key, request_id, partition=partition)
+
+        async with SegmindEngine(
+            state.config, on_submitted=on_submitted, on_sending=on_sending
+        ) as engine:
             feeding = Feeding(state, engine, writers=WRITERS)
             waiting = Waiting(state, self.routing, feeding, poll=WAIT_POLL)
             try:

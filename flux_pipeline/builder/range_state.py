@@ -51,6 +51,8 @@ class Sent:
     #: ``attach``: the request id to poll and when an earlier run submitted it.
     attach_id: str | None = None
     submitted_at: datetime | None = None
+    #: An earlier run sent the key's submit at this time and never saw the answer.
+    unanswered_at: datetime | None = None
     #: HTTP requests the engine spent on the key's result (0: no result from this engine).
     attempts: int = 0
     #: The outcome came from another run's ledger entry.

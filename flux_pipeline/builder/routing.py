@@ -18,7 +18,7 @@ from flux_pipeline.builder.outcomes import Outcome, entry_outcome
 from flux_pipeline.builder.planning import PartitionPlan
 from flux_pipeline.builder.range_state import RangeState, Sent
 from flux_pipeline.protocol import COMPLETED, FAILED, GenerationRequest
-from flux_pipeline.store.ledger import SUBMITTED, LedgerEntry
+from flux_pipeline.store.ledger import SENDING, SUBMITTED, LedgerEntry
 
 __all__ = ["Routing", "finished_since"]
 
@@ -77,6 +77,8 @@ class Routing:
                 continue
             if entry is not None and entry.state == SUBMITTED and entry.request_id:
                 sent.attach_id, sent.submitted_at = entry.request_id, entry.submitted_at
+            elif entry is not None and entry.state == SENDING:
+                sent.unanswered_at = entry.submitted_at
             batch.append(request)
         state.held.forget(finished)  # final in the ledger: their claims block nobody
         return batch

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from flux_pipeline import native_memory, protocol
-from flux_pipeline.commands import demo, export, plan, prompts
+from flux_pipeline.commands import demo, export, plan, prompts, reconcile
 from flux_pipeline.emulator.settings import EmulatorAddress, EmulatorSettings
 from flux_pipeline.settings.flags import add_flags, from_flags
 
@@ -63,6 +63,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     export.add_parser,
     plan.add_parser,
     prompts.add_parser,
+    reconcile.add_parser,
 ]
 
 

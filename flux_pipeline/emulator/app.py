@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import math
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from flux_pipeline import protocol
 from flux_pipeline.emulator.badmedia import BadMedia
+from flux_pipeline.emulator.history import AccountRecord, BadQuery, HistoryQuery, RecordRow
 from flux_pipeline.emulator.jobs import InferencePool, Job, JobStore
 from flux_pipeline.emulator.limits import (
     FAULTS,
@@ -28,12 +30,13 @@ from flux_pipeline.emulator.limits import (
     LatencyInjector,
     RateLimiter,
 )
+from flux_pipeline.emulator.lost_answers import LostAnswers, hold_until_gone
 from flux_pipeline.emulator.params import InvalidParameters, parse_params
 from flux_pipeline.emulator.quota import COUNTED_KINDS, SlidingWindowQuota
 from flux_pipeline.emulator.settings import COST_PER_JOB, UNLIMITED_BALANCE, EmulatorSettings
 
-REQUEST_KINDS = ("submit", "status", "result", "output", "sync")
-#: The API requests a quota can count (media downloads never are).
+REQUEST_KINDS = ("submit", "status", "result", "output", "sync", "history")
+#: The API requests a quota can count (media downloads and the record never are).
 API_KINDS = ("submit", "status", "result", "sync")
 MISSING_KEY = "Missing Authorization or x-api-key in header"
 
@@ -67,6 +70,9 @@ class Emulator:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         self.store = JobStore(settings.retention)
+        self.record = AccountRecord(settings.history_retention)
+        self.lost_answers = LostAnswers(settings)
+        self._rows: dict[str, RecordRow] = {}
         self.pool = InferencePool(settings, self.store, self._finished)
         self.credits = CreditLedger(settings.credits, UNLIMITED_BALANCE)
         self.faults = FaultInjector(settings.fault_rate, settings.seed)
@@ -105,6 +111,11 @@ class Emulator:
 
     def _finished(self, job: Job) -> None:
         job.remaining_credits = self.credits.balance(job.account)
+        row = self._rows.pop(job.request_id, None)
+        if row is not None:
+            # v2 charges a FAILED job (its credits are not given back); v1 refunds it.
+            charged = job.status == protocol.COMPLETED or not job.sync
+            row.finish(job.status, cost=self.settings.price if charged else 0.0, error=job.error)
 
     # -- gatekeeping ------------------------------------------------------------------------
 
@@ -179,6 +190,10 @@ class Emulator:
                 "by_request_key": dict(self.store.by_request_key),
             },
             "slow": {"answers": self.slow_answers, "seconds": round(self.slow_seconds, 6)},
+            "lost_answers": {
+                "dropped": self.lost_answers.dropped,
+                "bad_gateway": self.lost_answers.bad_gateway,
+            },
             "quota": {
                 "limit": self.settings.quota_per_minute,
                 "counts": self.settings.quota_counts,
@@ -211,11 +226,11 @@ class Emulator:
             "inference_time": job.inference_time,
             "queue_time": job.queue_time,
             "total_time": job.total_time,
-            "cost": COST_PER_JOB,
+            "cost": self.settings.price,
             "remaining_credits": job.remaining_credits,
         }
 
-    def image_body(self, kind: str, job: Job, output: bytes) -> bytes | None:
+    def image_body(self, kind: str, job: Job | RecordRow, output: bytes) -> bytes | None:
         """The image as this answer serves it: ``output``, a bad body, or None for an
         ``oversized`` one to stream (see :mod:`~flux_pipeline.emulator.badmedia`)."""
         if not self.bad_media.pick(kind, job.params.request_key):
@@ -224,7 +239,9 @@ class Emulator:
             return None
         return self.bad_media.body(output)
 
-    def image_response(self, kind: str, job: Job, output: bytes, **extra: Any) -> Response:
+    def image_response(
+        self, kind: str, job: Job | RecordRow, output: bytes, **extra: Any
+    ) -> Response:
         """A raw image answer (media download, v1 POST), bad when ``--bad-media`` says so."""
         body = self.image_body(kind, job, output)
         if body is None:
@@ -254,10 +271,44 @@ class Emulator:
             return None, _error(400, str(exc))
         if not self.credits.charge(account, COST_PER_JOB):
             return None, _error(406, "Insufficient credits")
-        job = Job(params=params, account=account)
+        job = Job(params=params, account=account, sync=kind == "sync")
         self.store.add(job)
+        media_url = self.media_url(request, job)
+        row = self.record.add(job.request_id, account, params, json.loads(raw), media_url)
+        self._rows[job.request_id] = row
         self.pool.submit(job)
         return job, None
+
+    async def lose_answer(self, request: Request, kind: str, job: Job) -> Response | None:
+        """The answer that replaces an accepted submit's own when it is lost: a 502, or
+        nothing at all until the client gives up (``--drop-submit-answers``)."""
+        loss = self.lost_answers.pick(kind, job.params.request_key)
+        if loss == "502":
+            return _error(502, "Bad Gateway")
+        if loss == "drop":
+            await hold_until_gone(request)
+            return Response(status_code=504)  # nobody is left to read it
+        return None
+
+    def history_page(self, request: Request) -> Response:
+        account, refused = self.gate(request, "history", "history")
+        if refused is not None:
+            return refused
+        try:
+            query = HistoryQuery.parse(dict(request.query_params), datetime.now(UTC).date())
+        except BadQuery as exc:
+            return _error(400, str(exc))
+        return JSONResponse(self.record.page(account, query))
+
+    def history_row(self, request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        account, refused = self.gate(request, "history", request_id)
+        if refused is not None:
+            return refused
+        row = self.record.get(account, request_id)
+        if row is None:
+            return _error(404, f"Request {request_id} not found")
+        return JSONResponse(row.as_json())
 
 
 def answered_late(endpoint: Endpoint) -> Endpoint:
@@ -287,6 +338,9 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         job, refused = await emulator.accept(request, "submit")
         if refused is not None or job is None:
             return refused or _error(500, "Internal Server Error")
+        lost = await emulator.lose_answer(request, "submit", job)
+        if lost is not None:
+            return lost
         urls = emulator.urls(request, job.request_id)
         return JSONResponse(
             {
@@ -339,9 +393,13 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         if refused is not None:
             return refused
         job = emulator.store.get(request_id)
-        if job is None or job.output is None or extension != settings.output_format:
+        if job is not None and job.output is not None and extension == settings.output_format:
+            return emulator.image_response("output", job, job.output)
+        row = emulator.record.find(request_id)
+        if row is None or row.status != protocol.COMPLETED or extension != settings.output_format:
             return _error(404, f"Output {name} not found")
-        return emulator.image_response("output", job, job.output)
+        # The result has expired, the record has not: the same image, rendered again.
+        return emulator.image_response("output", row, await emulator.pool.render(row.params))
 
     async def sync(request: Request) -> Response:
         if settings.v2_only:  # through the gateway like any request, then no such endpoint
@@ -351,13 +409,16 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         job, refused = await emulator.accept(request, "sync")
         if refused is not None or job is None:
             return refused or _error(500, "Internal Server Error")
+        lost = await emulator.lose_answer(request, "sync", job)
+        if lost is not None:
+            return lost
         await job.done.wait()
         if job.status != protocol.COMPLETED or job.output is None:
             emulator.credits.refund(job.account, COST_PER_JOB)
             return _error(422, job.error or "Inference failed")
         headers = {
             "x-remaining-credits": str(job.remaining_credits),
-            "x-cost": str(COST_PER_JOB),
+            "x-cost": str(settings.price),
             "x-generation-time": str(job.inference_time),
             "x-seed-value": str(job.params.seed),
             "x-request-id": job.request_id,
@@ -367,8 +428,20 @@ def create_app(settings: EmulatorSettings) -> Starlette:
             return JSONResponse({"image": base64.b64encode(image).decode("ascii")}, headers=headers)
         return emulator.image_response("sync", job, job.output, headers=headers)
 
+    async def history(request: Request) -> Response:
+        return emulator.history_page(request)
+
+    async def history_row(request: Request) -> Response:
+        return emulator.history_row(request)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/inference-request/request-history", answered_late(history), methods=["GET"]),
+        Route(
+            "/inference-request/request-history/{request_id}",
+            answered_late(history_row),
+            methods=["GET"],
+        ),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/media/{name}", answered_late(media), methods=["GET"]),
         Route("/v1/{model}", answered_late(sync), methods=["POST"]),

@@ -40,6 +40,8 @@ class Job:
     output: bytes | None = field(default=None, repr=False)
     error: str | None = None
     remaining_credits: float | None = None
+    #: Submitted through v1 (its credits are given back when it fails).
+    sync: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -133,6 +135,14 @@ class InferencePool:
         self.store.counts["queued"] += 1
         self._queue.put_nowait(job)
 
+    async def render(self, params: Params) -> bytes:
+        """The request's image as the pictures knobs choose it (blank, duplicate), rendered in
+        the pool's threads: a job's output, and again for a recorded request whose result has
+        expired."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.pictures.render, params
+        )
+
     def planned_time(self, params: Params) -> float:
         """Seconds the job holds its slot: ``steps x step_time`` with seeded jitter."""
         jitter = random.Random(f"{self.settings.seed}\x00jitter\x00{params.request_key}")
@@ -161,10 +171,8 @@ class InferencePool:
             await holding
             job.status, job.error = protocol.FAILED, CONTENT_POLICY_ERROR
             return
-        loop = asyncio.get_running_loop()
-        rendering = loop.run_in_executor(self._executor, self.pictures.render, params)
         try:
-            job.output, _ = await asyncio.gather(rendering, holding)
+            job.output, _ = await asyncio.gather(self.render(params), holding)
         except Exception as exc:
             job.status, job.error = protocol.FAILED, f"Inference failed: {exc}"
         else:

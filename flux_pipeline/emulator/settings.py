@@ -6,9 +6,9 @@ is named after it (``blank_rate`` -> ``--blank-rate``) unless ``flag=`` says oth
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Strict, field_validator
+from pydantic import Strict, field_validator, model_validator
 
 from flux_pipeline.emulator.quota import QuotaCounts
 from flux_pipeline.settings import Settings, ValueObject, setting
@@ -17,8 +17,11 @@ OutputFormat = Literal["jpeg", "png"]
 #: What a bad media answer holds: a PNG header then padding, a PNG cut in half, an HTML page.
 BadMedia = Literal["oversized", "truncated", "html"]
 
-#: Credits one accepted job costs (``x-cost`` and ``metrics.cost``).
+#: Credits one accepted job takes from a ``credits`` balance.
 COST_PER_JOB = 1.0
+#: USD one image costs by default (``x-cost``, ``metrics.cost``, the record's
+#: ``credits_deduction``): Segmind's price of Fast Flux.1 Schnell.
+DEFAULT_PRICE = 0.0026
 #: Balance reported for keys without a configured credit budget.
 UNLIMITED_BALANCE = 1_000_000.0
 
@@ -128,6 +131,34 @@ class EmulatorSettings(ValueObject):
         metavar="URL",
     )
 
+    history_retention: float | None = setting(
+        None,
+        "seconds the account's record keeps a request (default: the process's life)",
+        gt=0,
+        metavar="SECONDS",
+    )
+    price: float = setting(
+        DEFAULT_PRICE,
+        "USD one image costs: x-cost, metrics.cost and the record's credits_deduction",
+        ge=0,
+        finite=True,
+        metavar="USD",
+    )
+    drop_submit_answers: float = setting(
+        0.0,
+        "share of accepted submits (v2 and v1) whose answer is held until the client gives up",
+        ge=0,
+        le=1,
+        metavar="P",
+    )
+    accept_then_502: float = setting(
+        0.0,
+        "share of accepted submits (v2 and v1) answered 502, the job run, recorded and billed",
+        ge=0,
+        le=1,
+        metavar="P",
+    )
+
     @field_validator("api_keys")
     @classmethod
     def _non_empty_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -141,6 +172,15 @@ class EmulatorSettings(ValueObject):
         if origin is not None and not origin.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) origin")
         return origin
+
+    @model_validator(mode="after")
+    def _lost_answers_at_most_all(self) -> Self:
+        lost = self.drop_submit_answers + self.accept_then_502
+        if lost > 1.0:
+            raise ValueError(
+                f"drop_submit_answers + accept_then_502: must be at most 1 together, got {lost}"
+            )
+        return self
 
     @property
     def content_type(self) -> str:

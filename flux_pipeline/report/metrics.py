@@ -46,6 +46,8 @@ METRIC_DESCRIPTIONS: Final = {
     "cost": "reported cost of the images generated for this partition (service units; null "
     "when the service reported none)",
     "cost_to_date": "running total of cost over this and every earlier partition",
+    "billed_cost": "USD the account's record billed for requests sent for this partition, from "
+    "the reconciliation files (null where no reconciliation covers it)",
     "bytes": "stored image bytes of COMPLETED rows, cached ones included",
     "first_submitted_at": "UTC: earliest submitted_at of a completed generated image",
     "last_completed_at": "UTC: latest completed_at of a completed generated image",
@@ -82,14 +84,18 @@ def generation_metrics(
 
 
 def metrics_frame(
-    rows: Iterable[dict[str, object]], near_duplicates: Mapping[str, int] | None = None
+    rows: Iterable[dict[str, object]],
+    near_duplicates: Mapping[str, int] | None = None,
+    billed: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """The metrics table of :func:`partition_metrics` rows, in partition order, with each
-    partition's count of ``near_duplicates`` (flagged images, by partition)."""
+    partition's count of ``near_duplicates`` (flagged images, by partition) and ``billed``, the
+    USD billed per partition where a reconciliation says (``billed_cost``)."""
     frame = pd.DataFrame(list(rows), columns=list(METRIC_COLUMNS))
     flagged = near_duplicates or {}
     frame["near_duplicates"] = [flagged.get(str(p), 0) for p in frame["partition"]]
     frame["cost_to_date"] = frame["cost"].fillna(0.0).cumsum().round(COST_DECIMALS)
+    frame["billed_cost"] = frame["partition"].map(dict(billed or {})).astype("float64")
     for column in ("first_submitted_at", "last_completed_at"):  # all-null columns come naive
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.astype(
@@ -166,6 +172,7 @@ def partition_metrics(partition: str, rows: pd.DataFrame) -> dict[str, object]:
         "throughput_images_per_s": round(len(made) / span, RATE_DECIMALS) if span > 0 else None,
         "cost": _cost(made),
         "cost_to_date": None,  # filled over the partitions in order
+        "billed_cost": None,  # from the reconciliation files (metrics_frame)
         "bytes": int(completed["image_bytes"].fillna(0).sum()),
         "first_submitted_at": first,
         "last_completed_at": last,

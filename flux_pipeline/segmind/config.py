@@ -57,7 +57,15 @@ class EngineOptions(Settings):
     )
     base64: bool = setting(False, "Ask for outputs inline as base64 instead of a media URL.")
     repost_ambiguous_submits: bool = setting(
-        False, "Re-POST a submit whose answer never arrived (it may be billed twice)."
+        False,
+        "Deprecated and ignored (a warning says so): a submit whose answer never arrived is "
+        "resolved from the account's record of requests, never re-POSTed blindly.",
+    )
+    history_grace: float = setting(
+        60.0,
+        "Seconds after sending a submit whose answer never arrived before it is deemed never "
+        "made when the account's record does not show it (the record may lag).",
+        ge=0,
     )
     max_new_images: int | None = setting(
         None,
@@ -67,12 +75,12 @@ class EngineOptions(Settings):
     )
     max_cost: float | None = setting(
         None,
-        "Budget of one engine in the service's cost unit (reported cost, else "
-        "price_per_image); needs price_per_image. Unset: no budget.",
+        "Budget of one engine in USD (the reported cost, else price_per_image); needs "
+        "price_per_image. Unset: no budget.",
         ge=0,
     )
     price_per_image: float | None = setting(
-        None, "Cost of one image assumed while the service has reported none.", ge=0
+        None, "USD one image is assumed to cost while the service has reported none.", ge=0
     )
     max_image_bytes: int = setting(
         32 * 1024 * 1024,
@@ -185,6 +193,16 @@ class EngineConfig(ValueObject, EngineOptions):
                 "the bare key (SG_ followed by hex digits)."
             )
         return key
+
+    @model_validator(mode="after")
+    def _ignore_reposts(self) -> Self:
+        if self.repost_ambiguous_submits:
+            log.warning(
+                "repost_ambiguous_submits is deprecated and ignored: a submit whose answer "
+                "never arrived is looked up in the account's record of requests (adopted when "
+                "found, sent again only after history_grace seconds without it)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _map_deprecated_rate(self) -> Self:

@@ -42,3 +42,6 @@ class GenerationResult:
     retryable: bool = False
     #: True when the deadline ended the wait (the job may still finish server-side).
     timed_out: bool = False
+    #: ``"history"`` when the job or its image came from the account's record (an adopted
+    #: ambiguous submit, an expired result recovered); None otherwise.
+    recovered_from: str | None = None

@@ -4,6 +4,7 @@ POST that spends the budget, and the two ways a job ends (a checked image, or FA
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.segmind.config import EngineConfig
 from flux_pipeline.segmind.errors import InsufficientCredits
 from flux_pipeline.segmind.estimator import CompletionEstimator, SubmitOrder
+from flux_pipeline.segmind.history import AccountRecord, Adopted
 from flux_pipeline.segmind.http.bodies import MediaAnswer
 from flux_pipeline.segmind.http.client import HttpClient
 from flux_pipeline.segmind.http.exceptions import StepFailed
@@ -32,6 +34,8 @@ log = logging.getLogger("flux_pipeline.segmind")
 
 #: Called with (request_key, request_id) once a submit is accepted, before polling starts.
 SubmittedHook = Callable[[str, str], None]
+#: Called with (request_key, UTC send time) before a submit's POST goes out.
+SendingHook = Callable[[str, datetime], None]
 
 #: Answers to a submit that end only that image: bad parameters (400), a FAILED job (422).
 FINAL_REFUSALS = frozenset({400, 422})
@@ -61,6 +65,9 @@ class Job:
     mode: ApiMode = "async"
     #: The job holds a place of the budget that no POST has taken over yet.
     reserved: bool = False
+    #: The job or its image came from the account's record (an adopted ambiguous submit, an
+    #: expired result recovered): ``recovered_from = "history"`` in lineage.
+    recovered: bool = False
 
 
 @dataclass
@@ -94,6 +101,12 @@ class Session:
     #: Threads of the ``on_submitted`` hook, and the hook (see ``v2.submit``).
     hooks: ThreadPoolExecutor
     on_submitted: SubmittedHook | None
+    #: The hook run before each submit's POST (see :data:`SendingHook`).
+    on_sending: SendingHook | None
+    #: The account's record: ambiguous submits and expired results are resolved there.
+    record: AccountRecord
+    #: Seconds after a send before a submit not found in the record is deemed never made.
+    history_grace: float
     #: Topics already warned about (see :meth:`warn_once`).
     warned: set[str]
     #: Images decoded at once (see ``output.check``).
@@ -129,6 +142,14 @@ class Session:
             return None
         http = self.http
         billed, answer = False, None
+        if self.on_sending is not None:
+            hook = functools.partial(self.on_sending, job.request.request_key, datetime.now(UTC))
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.hooks, hook)
+            except Exception as exc:  # a send we cannot record is not made
+                run.stop(exc)
+                await asyncio.shield(self.guard.settle(billed=False))
+                return None
         try:
             answer = await http.send_media(
                 kind,
@@ -142,6 +163,9 @@ class Session:
         except InsufficientCredits as exc:
             run.stop(exc)
             return None
+        except Adopted:
+            billed = True  # the job was made: the account's record has it
+            raise
         except StepFailed as exc:
             billed = exc.maybe_billed
             raise
@@ -189,6 +213,7 @@ class Session:
             attempts=job.attempts.count,
             submitted_at=job.submitted_at,
             completed_at=datetime.now(UTC),
+            recovered_from="history" if job.recovered else None,
         )
 
     def failed(
@@ -207,6 +232,7 @@ class Session:
             completed_at=datetime.now(UTC),
             retryable=retryable,
             timed_out=timed_out,
+            recovered_from="history" if job.recovered else None,
         )
 
 

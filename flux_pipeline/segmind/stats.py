@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-RequestKind = Literal["submit", "status", "result", "download", "sync"]
-REQUEST_KINDS: tuple[RequestKind, ...] = ("submit", "status", "result", "download", "sync")
+#: ``history``: a lookup in the account's record (``segmind/history.py``).
+RequestKind = Literal["submit", "status", "result", "download", "sync", "history"]
+REQUEST_KINDS: tuple[RequestKind, ...] = (
+    "submit",
+    "status",
+    "result",
+    "download",
+    "sync",
+    "history",
+)
 #: The two APIs an image can go through: v2 submit/poll/result, or one v1 POST.
 ApiMode = Literal["async", "sync"]
 API_MODES: tuple[ApiMode, ...] = ("async", "sync")
@@ -26,8 +34,13 @@ class EngineStats:
     submitted: int = 0
     attached: int = 0
     expired: int = 0
-    #: Submits whose answer never arrived (maybe billed), left un-reposted unless allowed.
+    #: Submits whose answer never arrived or was a 500/502/504 (the job may exist); of them,
+    #: those found in the account's record and adopted, and those found absent and sent again.
     ambiguous_submits: int = 0
+    adopted: int = 0
+    resubmitted: int = 0
+    #: Expired request ids (404) whose outcome the account's record gave instead.
+    recovered: int = 0
     completed: int = 0
     failed: int = 0
     cost: float = 0.0

@@ -161,7 +161,7 @@ async def follow(session: Session, job: Job, *, first_delay: float, optimistic: 
     planned = optimistic  # the poll the estimator planned: was the job done by then?
     misses = refetches = empty_results = 0
     while True:
-        await _wait(session, job, delay)
+        await wait_before_poll(session, job, delay)
         on_result = ask is not _Ask.STATUS
         try:
             url = job.response_url if on_result else job.status_url
@@ -218,7 +218,7 @@ async def follow(session: Session, job: Job, *, first_delay: float, optimistic: 
             )
 
 
-async def _wait(session: Session, job: Job, delay: float) -> None:
+async def wait_before_poll(session: Session, job: Job, delay: float) -> None:
     """Sleep ``delay`` seconds before the next poll, unless the deadline comes first."""
     if delay <= 0:
         return

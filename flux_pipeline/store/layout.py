@@ -24,6 +24,8 @@ METRICS_PATH: Final = "metrics/generation_metrics.parquet"
 ATTRIBUTE_METRICS_PATH: Final = "metrics/attribute_metrics.parquet"
 NEAR_DUPLICATES_PATH: Final = "quality/near_duplicates.parquet"
 PHASH_INDEX_DIR: Final = "quality/phash_index"
+RECONCILIATION_DIR: Final = "reconciliation"
+RECONCILIATION_FILE: Final = "reconciliation.parquet"
 LEDGER_DIR: Final = "_ledger"
 RECEIPTS_DIR: Final = "_receipts"
 CLAIMS_DIR: Final = "_claims"
@@ -99,6 +101,13 @@ def phash_segment_partition(relpath: str) -> str | None:
     if name == relpath or not name.endswith(".parquet") or "/" in name:
         return None
     return name.removesuffix(".parquet")
+
+
+def reconciliation_path(day: str) -> str:
+    """``reconciliation/date=DAY/reconciliation.parquet``; ``day`` is ``YYYY-MM-DD``."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        raise ValueError(f"not a day YYYY-MM-DD: {day!r}")
+    return f"{RECONCILIATION_DIR}/date={day}/{RECONCILIATION_FILE}"
 
 
 def receipts_path(partition: str) -> str:

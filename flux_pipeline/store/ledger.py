@@ -1,11 +1,13 @@
 """Per-request state under ``_ledger/{backend}/{request_key}.json``: resume and cache, shared by
 partitions, kept per backend (:mod:`flux_pipeline.store.provenance`).
 
-An entry goes ``SUBMITTED`` (the job's ``request_id``, so a restarted run re-attaches instead of
-paying again) then ``COMPLETED`` (the image is stored; the entry carries its lineage fields) or
-``FAILED`` (final, reused as is). Every write is durable when the method returns and readers
-never see a torn entry (:meth:`ObjectStore.write_record`). A finished entry names the partition
-the generation was made for, which never changes: it is what makes a reused row ``cached``.
+An entry goes ``SENDING`` (a submit is about to go out: its send time and partition, so a run
+that dies before the answer is resolved from the account's record on restart), ``SUBMITTED``
+(the job's ``request_id``, so a restarted run re-attaches instead of paying again) then
+``COMPLETED`` (the image is stored; the entry carries its lineage fields) or ``FAILED`` (final,
+reused as is). Every write is durable when the method returns and readers never see a torn
+entry (:meth:`ObjectStore.write_record`). A finished entry names the partition the generation was
+made for, which never changes: it is what makes a reused row ``cached``.
 
 Reading many entries lists the folder first, so a key with no entry costs no read; the listing
 goes on only while each page spares at least :data:`SPARED_PER_PAGE` reads. A ledger reads one
@@ -18,7 +20,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from flux_pipeline.store.backend import PAGE_NAMES
 from flux_pipeline.store.layout import image_partition, ledger_dir, ledger_path
@@ -26,13 +28,14 @@ from flux_pipeline.store.lineage import LineageRow
 from flux_pipeline.store.storage import ObjectStore, last_record
 
 SUBMITTED: Final = "SUBMITTED"
+SENDING: Final = "SENDING"
 #: Reads of missing entries a listing page must spare for the listing to go on: on AWS S3 a
 #: ``LIST`` is priced like 12.5 ``GET``s, so listing never costs more than the reads it saves.
 SPARED_PER_PAGE: Final = 12
 #: Keys asked for at once from which the folder is listed first.
 LIST_FROM: Final = 2 * SPARED_PER_PAGE
 
-State = Literal["SUBMITTED", "COMPLETED", "FAILED"]
+State = Literal["SENDING", "SUBMITTED", "COMPLETED", "FAILED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +67,47 @@ class Ledger:
         self.backend = backend
         self.folder = ledger_dir(backend)
 
-    def record_submitted(
-        self, request_key: str, request_id: str, submitted_at: datetime | None = None
+    def record_sending(
+        self, request_key: str, sent_at: datetime, partition: str | None = None
     ) -> None:
-        """Keep an accepted job's id: fits the engine hook ``on_submitted(key, request_id)``."""
+        """Keep the time a submit goes out, before it does (and the partition it is for): fits
+        the engine hook ``on_sending(key, sent_at)``."""
+        body: dict[str, object] = {
+            "state": SENDING,
+            "submitted_at": sent_at.isoformat(),
+            "partition": partition,
+        }
+        self._write(request_key, body)
+
+    def record_submitted(
+        self,
+        request_key: str,
+        request_id: str,
+        submitted_at: datetime | None = None,
+        partition: str | None = None,
+    ) -> None:
+        """Keep an accepted job's id (and the partition it is for): fits the engine hook
+        ``on_submitted(key, request_id)``."""
         when = submitted_at or datetime.now(UTC)
-        self._write(
-            request_key,
-            {"state": SUBMITTED, "request_id": request_id, "submitted_at": when.isoformat()},
-        )
+        body: dict[str, object] = {
+            "state": SUBMITTED,
+            "request_id": request_id,
+            "submitted_at": when.isoformat(),
+            "partition": partition,
+        }
+        self._write(request_key, body)
+
+    def every_line(self) -> dict[str, list[LedgerEntry]]:
+        """Every state each entry of this backend went through, oldest first, by request key
+        (where the store keeps them: a local folder appends, S3 keeps the newest only)."""
+        paths = self.store.list(self.folder)
+        found = self.store.read_many(paths)
+        lines: dict[str, list[LedgerEntry]] = {}
+        for data in found.values():
+            entries = [_entry_of(json.loads(line)) for line in _whole_lines(data)]
+            if entries:
+                lines[entries[-1].request_key] = entries
+        return lines
 
     def record_finished(
         self,
@@ -148,12 +183,23 @@ class Ledger:
         self.store.write_record(self._path(request_key), json.dumps(payload).encode())
 
 
+def _whole_lines(data: bytes) -> list[bytes]:
+    """The whole records of an entry's object, oldest first (see :func:`last_record`)."""
+    lines = data.split(b"\n")
+    if len(lines) > 1 and not data.endswith(b"\n"):
+        lines = lines[:-1]  # a tail without a newline is an append torn by a crash
+    return [line for line in lines if line.strip()]
+
+
 def _entry(request_key: str, data: bytes) -> LedgerEntry:
-    body = json.loads(last_record(data))
+    return _entry_of(json.loads(last_record(data)), request_key)
+
+
+def _entry_of(body: dict[str, Any], request_key: str | None = None) -> LedgerEntry:
     submitted = body.get("submitted_at")
     lineage = body.get("lineage")
     return LedgerEntry(
-        request_key=request_key,
+        request_key=request_key or str(body["request_key"]),
         state=body["state"],
         request_id=body.get("request_id"),
         submitted_at=datetime.fromisoformat(submitted) if submitted else None,

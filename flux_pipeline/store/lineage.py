@@ -58,6 +58,7 @@ LINEAGE_SCHEMA: Final = pa.schema(
         pa.field("phash", pa.string()),
         pa.field("luma_std", pa.float64()),
         pa.field("blank", pa.bool_()),
+        pa.field("recovered_from", pa.string()),
     ]
 )
 #: One line per column as read back (``partition`` first), for schemas shown to people.
@@ -99,6 +100,8 @@ LINEAGE_DESCRIPTIONS: Final = {
     "luma_std": "standard deviation of the image's luminance, 0..255; null when FAILED",
     "blank": "true when luma_std is below FLUX_BLANK_LUMA_STD (a black or flat image); the row "
     "stays COMPLETED, exports leave it out; null when FAILED",
+    "recovered_from": "history when the job or its image came from the account's record of "
+    "requests (an ambiguous submit adopted, an expired result recovered); else null",
 }
 PARTITIONING: Final = ds.partitioning(pa.schema([("partition", pa.string())]), flavor="hive")
 #: The lineage columns in their documented order, as read back: ``partition`` first.
@@ -143,6 +146,8 @@ class LineageRow:
     phash: str | None = None
     luma_std: float | None = None
     blank: bool | None = None
+    #: ``"history"``: the job or its image came from the account's record; else None.
+    recovered_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601). Every field is a scalar: read as is, not

@@ -242,10 +242,14 @@ def test_build_on_s3(emulator: Any, s3_store: ObjectStore, tmp_path: Path) -> No
     assert s3_store.list("_tmp") == []
 
 
-def test_an_expired_ledger_id_leads_to_one_new_submit(
-    emulator_factory: Any, local_store: ObjectStore
+@pytest.mark.parametrize("recorded", [True, False])
+def test_an_expired_ledger_id_is_recovered_from_the_record_or_submitted_once(
+    emulator_factory: Any, local_store: ObjectStore, recorded: bool
 ) -> None:
-    emu = emulator_factory(workers=4, step_time=0.01, retention=0.3)
+    """Past its retention, the account's record still has the job (recovered, not paid again);
+    a record that forgot it too leads to exactly one new submit."""
+    history = None if recorded else 0.2
+    emu = emulator_factory(workers=4, step_time=0.01, retention=0.3, history_retention=history)
     request = GenerationRequest(key="owl", prompt="a snowy owl at night", seed=9, steps=1)
     answer = httpx.post(
         f"{emu.url}/v2/{MODEL}", json=request.payload(), headers={"x-api-key": TEST_KEY}
@@ -261,11 +265,18 @@ def test_an_expired_ledger_id_leads_to_one_new_submit(
         pytest.fail(f"{old_id} never expired")
 
     report = build([request], local_store, emu)
-    assert submits(emu) == 2  # ours above, then exactly one fresh submit
-    assert report.engine.expired == 1
     row = lineage_of(local_store).loc["owl"]
     assert row["status"] == "COMPLETED"
-    assert row["request_id"] != old_id
+    if recorded:
+        assert submits(emu) == 1  # ours above only: the image came from the record
+        assert (report.engine.recovered, report.engine.expired) == (1, 0)
+        assert row["request_id"] == old_id
+        assert row["recovered_from"] == "history"
+    else:
+        assert submits(emu) == 2  # ours above, then exactly one fresh submit
+        assert report.engine.expired == 1
+        assert row["request_id"] != old_id
+        assert pd.isna(row["recovered_from"])
     entry = Ledger(local_store, service_backend(emu.url)).get(request.request_key)
     assert entry is not None
     assert entry.state == "COMPLETED"

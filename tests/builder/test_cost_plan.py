@@ -13,7 +13,7 @@ import pytest
 
 from flux_pipeline.builder import BuildReport, build_partition
 from flux_pipeline.builder.cost import CostPlan, PartitionCost, plan_cost, unit_cost
-from flux_pipeline.emulator.settings import COST_PER_JOB
+from flux_pipeline.emulator.settings import DEFAULT_PRICE
 from flux_pipeline.prompts import partition_requests
 from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import read_lineage
@@ -77,11 +77,11 @@ def test_cost_comes_from_the_reported_cost_over_the_price_flag(
     build(DAYS[0])
     result = plan(store, table, DAYS[1:], price_per_image=0.002)
     assert result.unit.basis == "reported"
-    assert result.unit.value == pytest.approx(COST_PER_JOB)
+    assert result.unit.value == pytest.approx(DEFAULT_PRICE)
     assert result.unit.samples == 3  # the COMPLETED generations; FAILED is not billed
     (day,) = result.partitions
     assert counts(day) == (4, 1, 0, 0, 3, 0)  # whale's pinned seed: reused from day one
-    assert day.estimated_cost == pytest.approx(3 * COST_PER_JOB)
+    assert day.estimated_cost == pytest.approx(3 * DEFAULT_PRICE)
 
 
 def test_unknown_cost_is_said_so(store: ObjectStore, table: pd.DataFrame) -> None:

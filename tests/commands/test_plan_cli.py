@@ -11,6 +11,7 @@ import pytest
 
 from flux_pipeline.builder import BuildReport
 from flux_pipeline.commands.plan import daily_keys
+from flux_pipeline.emulator.settings import DEFAULT_PRICE
 from flux_pipeline.prompts import partition_requests
 from flux_pipeline.store.layout import PROMPT_TABLE_PATH
 from flux_pipeline.store.ledger import Ledger
@@ -35,7 +36,7 @@ def test_json_before_and_after_a_build(
     (day,) = after["partitions"]
     assert (day["to_submit"], day["reusable"], day["failed"]) == (0, 3, 1)
     assert after["cost_basis"] == "reported"
-    assert after["unit_cost"] == 1.0
+    assert after["unit_cost"] == DEFAULT_PRICE
     assert after["total"]["estimated_cost"] == 0.0
 
 

@@ -22,6 +22,7 @@ def test_asset_graph_is_prompt_table_to_images_to_metrics() -> None:
         "near_duplicates",
         "generation_metrics",
         "attribute_metrics",
+        "account_reconciliation",
     }
     assert graph.get(dg.AssetKey("generated_images")).parent_keys == {dg.AssetKey("prompt_table")}
     after_images = {dg.AssetKey("generated_images"), dg.AssetKey("near_duplicates")}
@@ -68,6 +69,20 @@ def test_job_and_stopped_daily_schedule() -> None:
     assert schedule.job_name == "synthetic_build"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.cron_schedule == "5 0 * * *"
+
+
+def test_the_stopped_reconciliation_schedule_reconciles_the_day_before() -> None:
+    schedule = defs.resolve_schedule_def("account_reconciliation_daily")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == "account_reconciliation_job"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 12, 6, 1, 30, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == "2026-12-05"
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("account_reconciliation")).pools == {"segmind"}
 
 
 def test_the_schedule_builds_the_day_it_runs_on() -> None:

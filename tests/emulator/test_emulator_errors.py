@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
+from flux_pipeline.emulator.settings import DEFAULT_PRICE
 from tests.support.emulator_http import SUBMIT_PATH, SYNC_PATH, TEST_KEY, submit, wait_for_end
 
 
@@ -121,7 +122,7 @@ def test_credits_run_out_with_406_and_are_reported(emulator_factory: Callable[..
     assert sync.headers["x-remaining-credits"] == "0.0"
     assert [answer.status_code for answer in refused] == [406, 406]
     assert refused[0].json() == {"error": "Insufficient credits"}
-    assert metrics["cost"] == 1.0
+    assert metrics["cost"] == DEFAULT_PRICE
     assert metrics["remaining_credits"] in (0.0, 1.0)
     assert emu.stats()["jobs"]["completed"] == 2
 
@@ -189,6 +190,7 @@ def test_faults_hit_every_endpoint_and_are_counted(emulator_factory: Callable[..
             http.get("/v2/requests/x/status"),
             http.get("/v2/requests/x"),
             http.get("/media/x.jpeg"),
+            http.get("/inference-request/request-history"),
         ]
         health = http.get("/healthz")
 
@@ -197,5 +199,12 @@ def test_faults_hit_every_endpoint_and_are_counted(emulator_factory: Callable[..
         assert "error" in answer.json()
     assert health.status_code == 200
     stats = emu.stats()
-    assert stats["requests"] == {"submit": 1, "status": 1, "result": 1, "output": 1, "sync": 1}
+    assert stats["requests"] == {
+        "submit": 1,
+        "status": 1,
+        "result": 1,
+        "output": 1,
+        "sync": 1,
+        "history": 1,
+    }
     assert stats["jobs"]["by_request_key"] == {}

@@ -111,7 +111,14 @@ def test_exactly_q_requests_pass_then_each_kind_gets_429_until_the_oldest_leaves
         "window": 60.0,
         "refused": {"submit": 1, "status": 1, "result": 1, "sync": 1},
     }
-    assert stats["requests"] == {"submit": 3, "status": 3, "result": 2, "output": 0, "sync": 2}
+    assert stats["requests"] == {
+        "submit": 3,
+        "status": 3,
+        "result": 2,
+        "output": 0,
+        "sync": 2,
+        "history": 0,
+    }
     assert sum(stats["jobs"]["by_request_key"].values()) == 3  # refused submits made no job
 
 

@@ -12,6 +12,7 @@ from segmind.exceptions import SegmindError
 from segmind.v2 import InferenceFailed
 
 from flux_pipeline.emulator.jobs import CONTENT_POLICY_ERROR
+from flux_pipeline.emulator.settings import DEFAULT_PRICE
 from tests.support.emulator_http import TEST_KEY
 
 
@@ -25,7 +26,7 @@ def test_run_submits_polls_and_returns_the_final_body(sdk: SegmindClient, emulat
 
     assert body["status"] == "COMPLETED"
     assert body["output"].startswith(f"{emulator.url}/media/")
-    assert body["metrics"]["cost"] == 1.0
+    assert body["metrics"]["cost"] == DEFAULT_PRICE
 
 
 def test_submit_async_wait_returns_the_result(sdk: SegmindClient) -> None:

@@ -8,6 +8,7 @@ import io
 import httpx
 from PIL import Image
 
+from flux_pipeline.emulator.settings import DEFAULT_PRICE
 from tests.support.emulator_http import SYNC_PATH
 
 
@@ -17,7 +18,7 @@ def test_sync_answers_the_image_with_billing_headers(client: httpx.Client) -> No
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
     assert response.headers["x-seed-value"] == "42"
-    assert response.headers["x-cost"] == "1.0"
+    assert response.headers["x-cost"] == str(DEFAULT_PRICE)
     assert float(response.headers["x-remaining-credits"]) >= 0
     assert float(response.headers["x-generation-time"]) >= 3 * 0.02 * 0.95
     request_id = response.headers["x-request-id"]

@@ -125,8 +125,10 @@ def test_unknown_request_is_404(client: httpx.Client) -> None:
 
 
 def test_results_expire_after_retention(emulator_factory: Callable[..., Any]) -> None:
+    """Status and result go; the media URL goes only with the account's record (which keeps
+    it downloadable after the result expired: see test_emulator_record.py)."""
     retention = 1.0
-    emu = emulator_factory(step_time=0.001, retention=retention)
+    emu = emulator_factory(step_time=0.001, retention=retention, history_retention=retention / 2)
     with httpx.Client(base_url=emu.url, headers={"x-api-key": TEST_KEY}) as http:
         submitted = time.monotonic()
         job = submit(http, steps=1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC
 from typing import Any
 
@@ -216,11 +215,41 @@ def test_resume_attaches_to_recorded_request_ids_without_paying_again(emulator: 
     assert stats.expired == 0
 
 
-def test_an_expired_request_id_is_submitted_again_exactly_once(emulator_factory: Any) -> None:
+def _expired(url: str, request_id: str) -> None:
+    """Return once the emulator no longer keeps ``request_id``'s result."""
+    with httpx.Client(base_url=url, headers={"x-api-key": TEST_KEY}) as http:
+        while http.get(f"/v2/requests/{request_id}/status").status_code != 404:
+            pass
+
+
+def test_an_expired_request_id_is_recovered_from_the_account_record(
+    emulator_factory: Any,
+) -> None:
     emu = emulator_factory(workers=4, step_time=0.02, retention=0.5)
     request = GenerationRequest(key="late", prompt="a windmill")
     old_id = _submit_then_crash(emu.url, request)
-    time.sleep(0.8)  # past the emulator's retention: the id is forgotten
+    _expired(emu.url, old_id)
+
+    (result,), stats = run_engine(
+        fast_config(emu.url), [request], attach={request.request_key: old_id}
+    )
+
+    assert result.status == "COMPLETED"
+    assert result.content
+    assert result.request_id == old_id
+    assert result.recovered_from == "history"
+    assert emu.stats()["jobs"]["by_request_key"] == {request.request_key: 1}
+    assert (stats.recovered, stats.expired, stats.submitted) == (1, 0, 0)
+    assert stats.requests["history"] == 1
+
+
+def test_an_expired_request_id_the_record_lacks_is_submitted_again_exactly_once(
+    emulator_factory: Any,
+) -> None:
+    emu = emulator_factory(workers=4, step_time=0.02, retention=0.5, history_retention=0.3)
+    request = GenerationRequest(key="late", prompt="a windmill")
+    old_id = _submit_then_crash(emu.url, request)
+    _expired(emu.url, old_id)
 
     (result,), stats = run_engine(
         fast_config(emu.url), [request], attach={request.request_key: old_id}
@@ -228,6 +257,7 @@ def test_an_expired_request_id_is_submitted_again_exactly_once(emulator_factory:
 
     assert result.status == "COMPLETED"
     assert result.request_id != old_id
+    assert result.recovered_from is None
     assert emu.stats()["jobs"]["by_request_key"] == {request.request_key: 2}
     assert stats.expired == 1
     assert stats.submitted == 1
@@ -264,27 +294,29 @@ def test_png_outputs_stay_png(emulator_factory: Any, mode: str, base64: bool) ->
     assert all(r.content is not None and r.content.startswith(PNG) for r in results)
 
 
-def test_a_submit_whose_answer_was_lost_is_not_posted_again() -> None:
+def test_a_lost_answer_is_not_posted_again_while_the_record_cannot_be_read() -> None:
     with hangup_server() as (url, received):
-        (result,), stats = run_engine(fast_config(url), batch(1))
+        (result,), stats = run_engine(fast_config(url, max_retries=1), batch(1))
 
     assert result.status == "FAILED"
     assert result.retryable
     assert "not re-POSTed" in (result.error or "")
-    assert received == ["POST /v2/fast-flux-schnell HTTP/1.1"]
+    assert "record could not be read" in (result.error or "")
+    posts = [line for line in received if line.startswith("POST")]
+    assert posts == ["POST /v2/fast-flux-schnell HTTP/1.1"]
+    assert any(line.startswith("GET /inference-request/request-history") for line in received)
     assert stats.ambiguous_submits == 1
 
 
-def test_reposting_lost_submits_can_be_allowed() -> None:
-    with hangup_server() as (url, received):
-        (result,), stats = run_engine(
-            fast_config(url, repost_ambiguous_submits=True, max_retries=2), batch(1)
-        )
+def test_reposting_lost_submits_is_deprecated_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, "flux_pipeline.segmind"):
+        config = fast_config("http://127.0.0.1:9", repost_ambiguous_submits=True)
 
-    assert result.status == "FAILED"
-    assert result.retryable
-    assert len(received) == 3
-    assert stats.ambiguous_submits == 3
+    assert "repost_ambiguous_submits is deprecated and ignored" in caplog.text
+    assert "account's record" in caplog.text
+    assert config.history_grace == 60.0
 
 
 def test_a_job_past_its_deadline_fails_retryable_with_its_request_id(

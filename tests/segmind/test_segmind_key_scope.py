@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from flux_pipeline.segmind.history import SEGMIND_HISTORY_ROOT, history_root
 from flux_pipeline.segmind.http.key_scope import may_receive_key, registrable_domain
 from tests.support.loopback import TEST_KEY, fast_config
 from tests.support.segmind_support import (
@@ -34,6 +35,22 @@ from tests.support.segmind_support import (
 )
 def test_the_key_rule_for_urls_an_https_api_names(url: str, allowed: bool) -> None:
     assert may_receive_key("https://api.segmind.com", url) is allowed
+
+
+@pytest.mark.parametrize(
+    ("base_url", "root"),
+    [
+        ("https://api.segmind.com", SEGMIND_HISTORY_ROOT),
+        ("https://api.segmind.com/v1", SEGMIND_HISTORY_ROOT),
+        ("https://queue.segmind.com/", SEGMIND_HISTORY_ROOT),
+        ("http://127.0.0.1:8765/v1", "http://127.0.0.1:8765"),  # an emulator: its own root
+        ("https://segmind.com.evil.net", "https://segmind.com.evil.net"),
+        ("https://evilsegmind.com/v1", "https://evilsegmind.com"),
+    ],
+)
+def test_the_account_record_root_and_the_key_going_there(base_url: str, root: str) -> None:
+    assert history_root(base_url) == root
+    assert may_receive_key(base_url.removesuffix("/v1"), root)  # same registrable domain
 
 
 def test_the_key_rule_on_loopback_and_ip_hosts() -> None:

@@ -65,6 +65,11 @@ class HttpClient:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
+    @property
+    def stats(self) -> EngineStats:
+        """The counters this client adds to."""
+        return self._stats
+
     def trust(self, url: str) -> bool:
         """See :meth:`KeyScope.trust`."""
         return self.keys.trust(url)
@@ -110,7 +115,7 @@ class HttpClient:
         try:
             return await self._send(kind, method, url, attempts, json=json, media=media)
         except StepFailed as exc:
-            # One of the attempts was a submit whose answer never arrived (reposts allowed).
+            # One of the attempts was a submit whose answer never arrived.
             exc.maybe_billed = exc.maybe_billed or attempts.maybe_billed
             raise
 
@@ -157,6 +162,8 @@ class HttpClient:
                 error = f"{kind}: HTTP {status}: {self.error_text(response)}"
                 delay = retry_after(response)
                 self._transient(api, status, delay)
+                if method == "POST" and status != 429 and attempts.on_submit_fault is not None:
+                    await attempts.on_submit_fault()  # the job may exist: raises when found
             failures += 1
             if failures > config.max_retries:
                 raise StepFailed(f"{error} (gave up after {failures} attempts)", retryable=True)
@@ -182,14 +189,12 @@ class HttpClient:
         if method == "POST" and not isinstance(exc, NOT_SENT):
             self._stats.ambiguous_submits += 1
             attempts.maybe_billed = True
-            if not self._config.repost_ambiguous_submits:
-                log.warning("submit answer lost (%s); not re-POSTed", type(exc).__name__)
-                raise StepFailed(
-                    f"{error}; the submit was sent but its answer never arrived, so the job may "
-                    "exist and be billed: not re-POSTed (set repost_ambiguous_submits to allow "
-                    "it)",
-                    retryable=True,
-                ) from None
+            log.info("submit answer lost (%s); not re-POSTed", type(exc).__name__)
+            raise StepFailed(
+                f"{error}; the submit was sent but its answer never arrived, so the job may "
+                "exist and be billed: not re-POSTed blindly",
+                retryable=True,
+            ) from None
         return error
 
     def _final(self, kind: RequestKind, url: str, status: int, response: httpx.Response) -> bool:

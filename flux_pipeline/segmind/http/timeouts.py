@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -29,6 +30,9 @@ class Attempts:
     maybe_billed: bool = False
     #: The next request already has its place from the pacer (taken by the caller).
     paced: bool = False
+    #: Awaited before a POST answered 500/502/504 is sent again (the job may exist anyway):
+    #: it raises to stop the retry when the job is found (see ``segmind/ambiguous.py``).
+    on_submit_fault: Callable[[], Awaitable[None]] | None = None
 
     def remaining(self) -> float:
         return self.deadline_at - time.monotonic()
