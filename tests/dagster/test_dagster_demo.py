@@ -38,7 +38,7 @@ def test_demo_builds_today_on_the_embedded_emulator_and_says_where(
     assert f"lineage: {lineage_file}" in run.stdout
     assert f"images:  {root / 'images' / f'partition={today}'}" in run.stdout
     assert "6 images completed, 0 failed" in run.stdout
-    assert "asset checks: 4/4 passed" in run.stdout
+    assert "asset checks: 6/6 passed" in run.stdout
     assert len(pd.read_parquet(lineage_file)) == 6
     assert any((tmp_path / "home").iterdir())  # the run is recorded in DAGSTER_HOME
     assert "backend: embedded emulator: SYNTHETIC" in run.stdout

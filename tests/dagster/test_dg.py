@@ -61,9 +61,13 @@ def test_dg_checks_lists_and_launches_the_project(prompts_csv: Path, tmp_path: P
         "near_duplicates",
         "generation_metrics",
         "attribute_metrics",
+        "account_reconciliation",
     }
     assert len(listed["asset_checks"]) == 6
-    assert [job["name"] for job in listed["jobs"]] == ["synthetic_build"]
+    assert sorted(job["name"] for job in listed["jobs"]) == [
+        "account_reconciliation_job",
+        "synthetic_build",
+    ]
     dg_cli("launch", "--assets", "prompt_table")
     dg_cli("launch", "--assets", "generated_images", "--partition", PARTITION)
 
