@@ -9,9 +9,10 @@ skips the 3-4 s of CPU an interpreter spends importing them, which was most of w
 suite's commands cost.
 
 The command is its console script's entry point (the installed ``console_scripts``), called
-with ``sys.argv`` and ``sys.path`` as the script would have them. What only a fresh
-interpreter shows (a console script's start-up from another directory, ``native_memory.tune()``
-before any import) is tested with :mod:`subprocess` instead.
+with ``sys.argv`` as the script would set it; its import path is the server's (pytest's, so the
+checkout is on it). What only a fresh interpreter shows (a console script's start-up from
+another directory, ``native_memory.tune()`` before any import) is tested with
+:mod:`subprocess` instead.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ PRELOAD = [
     "yaml",
     "imagehash",
 ]
-#: The folder of this checkout, on pytest's ``sys.path`` but not on a console script's.
-CHECKOUT = str(Path(__file__).resolve().parents[2])
 
 _server = multiprocessing.get_context("forkserver")
 _server.set_forkserver_preload(PRELOAD)
@@ -152,12 +151,12 @@ def _command_main(args: list[str], env: dict[str, str], cwd: str, stdout: str, s
     os.setsid()
     _redirect(1, stdout)
     _redirect(2, stderr)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     script = Path(args[0])
     sys.argv = list(args)
-    sys.path[:] = [str(script.parent)] + [p for p in sys.path if p not in ("", CHECKOUT)]
     code = 0
     try:
         result = _entry_point(script.name)()
