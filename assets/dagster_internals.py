@@ -16,6 +16,7 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+from sqlalchemy.exc import DBAPIError
 
 #: The Dagster release the wrapped private behaviour was checked against.
 VERIFIED_WITH = "1.13.27"
@@ -46,7 +47,24 @@ def create_missing_pool_limits(instance: dg.DagsterInstance, pools: Iterable[str
     if instance.global_op_concurrency_default_limit is None:
         return []
     missing = sorted(set(pools) - storage.get_concurrency_keys())
-    return [pool for pool in missing if storage.initialize_concurrency_limit_to_default(pool)]
+    return [pool for pool in missing if _initialize_pool_limit(instance, pool)]
+
+
+def _initialize_pool_limit(instance: dg.DagsterInstance, pool: str) -> bool:
+    """Create ``pool``'s limit row at the default; False if another process created it first.
+
+    Two processes can both see the row missing: the sensor and a run being queued, two daemons'
+    submits. On Postgres the later insert fails (a unique key), and Dagster's fallback update in
+    the same, now aborted, transaction fails too, which failed the run's submission (and its
+    backfill made one more run). That race is settled here: the row exists either way.
+    """
+    storage = instance.event_log_storage
+    try:
+        return storage.initialize_concurrency_limit_to_default(pool)
+    except DBAPIError:
+        if pool in storage.get_concurrency_keys():
+            return False
+        raise
 
 
 @dataclass(frozen=True)

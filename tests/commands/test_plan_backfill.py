@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ from dagster._core.execution.backfill import PartitionBackfill
 from flux_pipeline.assets import generated_images
 from flux_pipeline.assets.backfill_partitions import BackfillLookupError, backfill_partitions
 from flux_pipeline.definitions import defs
+from tests.support import forked_cli
 from tests.support.cost_support import DAYS, plan, plan_json
 
 # The emulator named as the service (SEGMIND_BASE_URL, SEGMIND_API_KEY), as for every cost test.
@@ -72,16 +73,13 @@ def test_a_job_backfill_of_synthetic_build(tmp_path: Path, monkeypatch: pytest.M
     home.mkdir()
     (home / "dagster.yaml").write_text("")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    launched = subprocess.run(
+    launched = forked_cli.run(
         [
             str(Path(sys.executable).with_name("dagster")),
             *("job", "backfill", "-m", "flux_pipeline.definitions", "-j", "synthetic_build"),
             *("--from", DAYS[0], "--to", DAYS[1], "--noprompt"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=600,  # a hang bound
-        check=False,
+        env=os.environ,
         cwd=tmp_path,
     )
     found = re.search(r"Launched backfill job `(\w+)`", launched.stdout + launched.stderr)

@@ -20,7 +20,6 @@ requests the runs at once, and the test waits for the runs, not for the backfill
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from flux_pipeline.assets.segmind_pool import pool_share
 from flux_pipeline.store.account_slot import slot_key
 from flux_pipeline.store.claims import Claims
 from flux_pipeline.store.storage import ObjectStore
+from tests.support import forked_cli
 from tests.support.daemon_support import DaemonHome
 from tests.support.loopback import TEST_KEY
 from tests.support.recovery_support import DAGSTER, LOCAL_DAGSTER_YAML, ledger_states, write_table
@@ -148,13 +148,11 @@ def test_the_pool_admits_one_run_at_a_time_and_a_shell_run_shares_the_account(
                 first_run_waits, "the first backfill run waiting for the slot", home.log_tail
             )
             shell_log = tmp_path / "shell.log"
-            with shell_log.open("wb") as out:
-                shell = subprocess.Popen(
-                    [*MATERIALIZE, "--partition", SHELL_PARTITION, "-c", str(config)],
-                    env=dict(os.environ),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
+            shell = forked_cli.start(
+                [*MATERIALIZE, "--partition", SHELL_PARTITION, "-c", str(config)],
+                env=os.environ,
+                output=shell_log,
+            )
 
             def shell_run_waits() -> bool:
                 return _waits_for_the_slot(instance, _shell_run(instance))

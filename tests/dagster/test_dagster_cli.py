@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support import forked_cli
 from tests.support.dagster_support import KEY, PARTITION
 
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -81,14 +82,7 @@ def test_one_shell_command_builds_a_partition_range_in_one_run(
         '"dagster/asset_partition_range_end": "2026-11-22"}'
     )
     command = [str(DAGSTER), "job", "execute", "-m", "flux_pipeline.definitions"]
-    run = subprocess.run(
-        [*command, "-j", "synthetic_build", "--tags", tags],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = forked_cli.run([*command, "-j", "synthetic_build", "--tags", tags], env=env)
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:

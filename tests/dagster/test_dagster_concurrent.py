@@ -9,7 +9,6 @@ one run did wait on the other, so the runs really raced for the keys.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from tests.support import forked_cli
 from tests.support.dagster_support import KEY, PARTITION
 
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -48,16 +48,14 @@ def test_two_materializations_of_one_partition_started_together_pay_each_image_o
     }
     materialize = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
 
-    def start(name: str, *select: str) -> subprocess.Popen[str]:
+    def start(name: str, *select: str) -> forked_cli.Command:
         home = tmp_path / name
         home.mkdir()
         (home / "dagster.yaml").write_text(INSTANCE_YAML)
-        return subprocess.Popen(
+        return forked_cli.start(
             [*materialize, *select],
             env={**env, "DAGSTER_HOME": str(home)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            output=tmp_path / f"{name}.log",
         )
 
     table_run = start("home-table", "--select", "prompt_table")

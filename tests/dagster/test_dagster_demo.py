@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support import forked_cli
+
 FLUX_PIPELINE = Path(sys.executable).with_name("flux-pipeline")
 
 
@@ -76,12 +78,4 @@ def _demo(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         for key, value in os.environ.items()
         if key not in {"SEGMIND_API_KEY", "SEGMIND_BASE_URL"}
     }
-    return subprocess.run(
-        [str(FLUX_PIPELINE), "demo"],
-        check=False,
-        cwd=cwd,
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return forked_cli.run([str(FLUX_PIPELINE), "demo"], cwd=cwd, env={**inherited, **env})

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from flux_pipeline.store.provenance import EMBEDDED_EMULATOR, service_backend
+from tests.support import forked_cli
 from tests.support.loopback import TEST_KEY
 
 DAY = "2026-11-20"
@@ -25,15 +26,7 @@ def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     inherited = {
         k: v for k, v in os.environ.items() if k not in {"SEGMIND_API_KEY", "SEGMIND_BASE_URL"}
     }
-    run = subprocess.run(
-        [str(BIN / "flux-pipeline"), *args],
-        cwd=cwd,
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    run = forked_cli.run([str(BIN / "flux-pipeline"), *args], cwd=cwd, env={**inherited, **env})
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     return run
 

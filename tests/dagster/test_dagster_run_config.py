@@ -22,6 +22,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from tests.support import forked_cli
 from tests.support.dagster_support import KEY, PARTITION, make_resources
 from tests.support.secrets import files_containing
 
@@ -86,13 +87,9 @@ def test_cli_run_config_override_keeps_the_service_from_the_environment(
     materialize = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
 
     def cli(config: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return forked_cli.run(
             [*materialize, "--select", "generated_images", "--partition", PARTITION, "-c", config],
-            check=False,
             env={**os.environ, "DAGSTER_HOME": str(home)},
-            capture_output=True,
-            text=True,
-            timeout=600,
         )
 
     refused = cli(literal_yaml)

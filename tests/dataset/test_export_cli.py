@@ -17,6 +17,7 @@ import webdataset as wds
 from flux_pipeline.commands.export import byte_size
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore
+from tests.support import forked_cli
 from tests.support.dataset_builds import DAYS
 
 COMMAND = Path(sys.executable).with_name("flux-pipeline")
@@ -25,14 +26,7 @@ Builder = Callable[..., ObjectStore]
 
 def export(*args: str, root: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLUX_STORAGE_ROOT": root}
-    return subprocess.run(
-        [str(COMMAND), "export", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return forked_cli.run([str(COMMAND), "export", *args], env=env, timeout=120)
 
 
 def test_webdataset_command_packs_a_range(

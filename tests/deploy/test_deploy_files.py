@@ -7,6 +7,7 @@ MinIO, install the chart) is validated only on paper; ``deploy/README.md`` says 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import socket
@@ -21,6 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support import forked_cli
 from tests.support.helm_schema import HELM_VALUES_SUBSET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,6 +111,10 @@ def test_the_image_installs_uv_lock_with_its_extras_and_the_deploy_dagster_yaml(
             "k8s",
         }
     assert "--no-editable" in syncs[-1]  # the package itself, last, as an installed copy
+    # The image writes no bytecode (PYTHONDONTWRITEBYTECODE), so uv compiles it at install.
+    env = dict(pair.split("=", 1) for line in dockerfile("ENV") for pair in shlex.split(line))
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["UV_COMPILE_BYTECODE"] == "1"
     assert any(
         copy.split()[:-1] == ["pyproject.toml", "uv.lock", "README.md"]
         for copy in dockerfile("COPY")
@@ -311,10 +317,8 @@ def test_the_image_command_starts_a_code_server_that_answers(tmp_path: Path) -> 
     try:
         deadline = time.monotonic() + 120
         while True:
-            check = subprocess.run(
-                [str(dagster), "api", "grpc-health-check", "-p", port],
-                capture_output=True,
-                check=False,
+            check = forked_cli.run(
+                [str(dagster), "api", "grpc-health-check", "-p", port], env=os.environ
             )
             if check.returncode == 0:
                 break

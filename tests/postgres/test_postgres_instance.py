@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,30 @@ def test_a_second_process_sees_runs_and_materializations(
     built = zip(results[1:], PARTITIONS, strict=True)
     assert seen["materializations"] == sorted([run.run_id, key, 3] for run, key in built)
     assert seen["partitions"] == list(PARTITIONS)
+
+
+def test_processes_racing_to_create_a_pool_s_limit_row_all_succeed(pg_home: PostgresHome) -> None:
+    """The sensor and the run queue create a pool's limit row when it is missing, and on
+    Postgres two of them can insert it at once (a backfill once made a run too many from that).
+    Racing threads, each with an instance of its own, create 20 pools' rows: none fails, and
+    every row is there (whoever made it)."""
+    from flux_pipeline.assets.dagster_internals import create_missing_pool_limits
+
+    pools = [f"race-{n}" for n in range(20)]
+    racers = 4
+    start = threading.Barrier(racers)
+
+    def race() -> list[str]:
+        with pg_home.instance() as instance:
+            created = []
+            for pool in pools:
+                start.wait(timeout=60)
+                created += create_missing_pool_limits(instance, [pool])
+            return created
+
+    with pg_home.instance() as instance:  # the schema, made once before the race
+        with ThreadPoolExecutor(racers) as pool_of_racers:
+            results = list(pool_of_racers.map(lambda _: race(), range(racers)))
+
+        assert {pool for created in results for pool in created} == set(pools)
+        assert set(pools) <= instance.event_log_storage.get_concurrency_keys()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +34,7 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import LINEAGE_SCHEMA
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support import forked_cli
 from tests.support.dagster_support import KEY, make_resources
 
 DAY, NEXT = "2026-11-20", "2026-11-21"
@@ -221,18 +221,16 @@ def test_two_concurrent_runs_storing_near_identical_images_give_one_flagged_row(
         "SEGMIND_BASE_URL": emulator.url,
     }
 
-    def start(partition: str) -> subprocess.Popen[str]:
+    def start(partition: str) -> forked_cli.Command:
         home = tmp_path / f"home-{partition}"
         home.mkdir()
-        return subprocess.Popen(
+        return forked_cli.start(
             [
                 *(str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"),
                 *("--select", "generated_images,near_duplicates", "--partition", partition),
             ],
             env={**env, "DAGSTER_HOME": str(home)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            output=tmp_path / f"run-{partition}.log",
         )
 
     runs = [start(NEXT), start(DAY)]

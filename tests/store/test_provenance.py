@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from flux_pipeline.store.ledger import Ledger
 from flux_pipeline.store.lineage import LINEAGE_SCHEMA, read_lineage
 from flux_pipeline.store.provenance import backend_slug, image_id, is_service, service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support import forked_cli
 from tests.support.loopback import fast_config
 
 DAY = "2026-11-20"
@@ -109,7 +109,7 @@ def test_a_partition_written_before_backends_reads_as_unknown_and_is_not_exporte
 
     def export(*flags: str) -> dict[str, Any]:
         out = tmp_path / f"out{len(flags)}"
-        run = subprocess.run(
+        run = forked_cli.run(
             [
                 str(FLUX_PIPELINE),
                 "export",
@@ -119,12 +119,10 @@ def test_a_partition_written_before_backends_reads_as_unknown_and_is_not_exporte
                 local_store.root,
                 *flags,
             ],
-            capture_output=True,
-            text=True,
             env=os.environ,
             timeout=120,
-            check=True,
         )
+        assert run.returncode == 0, run.stderr
         manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
         manifest["stdout"] = run.stdout
         return manifest

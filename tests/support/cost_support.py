@@ -22,6 +22,7 @@ from flux_pipeline.builder import BuildReport, build_partition
 from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.store.provenance import service_backend
 from flux_pipeline.store.storage import ObjectStore
+from tests.support import forked_cli
 from tests.support.loopback import TEST_KEY, fast_config
 
 COMMAND = Path(sys.executable).with_name("flux-pipeline")
@@ -39,14 +40,7 @@ blocked,something nsfw,,1,1:1
 def plan(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``flux-pipeline plan ARGS`` in a subprocess; ``env`` is added (FLUX_PROMPTS removed)."""
     environment = {k: v for k, v in os.environ.items() if k != "FLUX_PROMPTS"}
-    return subprocess.run(
-        [str(COMMAND), "plan", *args],
-        capture_output=True,
-        text=True,
-        env={**environment, **env},
-        timeout=600,  # a hang bound
-        check=False,
-    )
+    return forked_cli.run([str(COMMAND), "plan", *args], env={**environment, **env})
 
 
 def plan_json(*args: str, **env: str) -> dict[str, Any]:

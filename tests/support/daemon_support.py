@@ -34,6 +34,8 @@ from typing import Any
 
 import dagster as dg
 
+from tests.support import forked_cli
+
 DAGSTER_DAEMON = Path(sys.executable).with_name("dagster-daemon")
 #: The code location as the project ships it (``workspace.yaml``).
 MODULE, LOCATION = "flux_pipeline.definitions", "flux_pipeline"
@@ -153,20 +155,17 @@ class DaemonHome:
         return self._instance
 
     @contextmanager
-    def daemon(self, *, ready_timeout: float = 600.0) -> Iterator[subprocess.Popen[bytes]]:
-        """``dagster-daemon run`` on this home's workspace, in its own process group; stopped
-        (SIGTERM, then SIGKILL of the group after 20 s) on exit with its code server and runs.
-        ``ready_timeout`` only bounds a hang: a start-up takes about 5 s of CPU, and over a
-        minute of wall time on a machine loaded many times over."""
-        with self.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [str(DAGSTER_DAEMON), "run", "-w", str(self.workspace)],
-                cwd=self.path,
-                env={**(self.daemon_base_env or os.environ), **self.env, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def daemon(self, *, ready_timeout: float = 600.0) -> Iterator[forked_cli.Command]:
+        """``dagster-daemon run`` on this home's workspace (forked warm: :mod:`.forked_cli`), in
+        its own process group; stopped (SIGTERM, then SIGKILL of the group after 20 s) on exit
+        with its code server and runs. ``ready_timeout`` only bounds a hang: its code server
+        takes about 5 s of CPU to start, and over a minute on a machine loaded many times over."""
+        process = forked_cli.start(
+            [str(DAGSTER_DAEMON), "run", "-w", str(self.workspace)],
+            cwd=self.path,
+            env={**(self.daemon_base_env or os.environ), **self.env, "PYTHONUNBUFFERED": "1"},
+            output=self.log_path,
+        )
         try:
             self._wait_for_heartbeats(process, ready_timeout)
             yield process
@@ -257,7 +256,7 @@ class DaemonHome:
         """The end of the daemon's output."""
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
-    def _wait_for_heartbeats(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+    def _wait_for_heartbeats(self, process: forked_cli.Command, timeout: float) -> None:
         """Until this daemon's first heartbeat is stored (older ones may be in the home)."""
         instance = self.instance()
         started, start = time.time(), time.monotonic()
@@ -278,7 +277,7 @@ def _all_requested(data: Any) -> bool:
     return data is not None and (data.target_subset - data.requested_subset).is_empty
 
 
-def _stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+def _stop_group(process: forked_cli.Command, grace: float = 20.0) -> None:
     """Stop the daemon's process group (the daemon, its code server and the runs it launched)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)

@@ -31,6 +31,7 @@ from flux_pipeline.prompts import load_prompt_table, partition_requests
 from flux_pipeline.protocol import GenerationRequest
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.storage import ObjectStore, last_record
+from tests.support import forked_cli
 from tests.support.loopback import free_port
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def wait_for_mid_build(
     raise TimeoutError("the build never reached the middle of the first run")
 
 
-def kill_group(process: subprocess.Popen[bytes]) -> None:
+def kill_group(process: subprocess.Popen[bytes] | forked_cli.Command) -> None:
     """SIGKILL the process group ``process`` leads, and wait until none of it is left."""
     pid = process.pid
     os.killpg(pid, signal.SIGKILL)
@@ -221,10 +222,8 @@ def wait_for_grpc(port: int, process: subprocess.Popen[bytes], timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the code server exited"
-        check = subprocess.run(
-            [str(DAGSTER), "api", "grpc-health-check", "-p", str(port)],
-            capture_output=True,
-            check=False,
+        check = forked_cli.run(
+            [str(DAGSTER), "api", "grpc-health-check", "-p", str(port)], env=os.environ
         )
         if check.returncode == 0:
             return

@@ -12,7 +12,6 @@ import random
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from flux_pipeline.segmind import EngineConfig
 from flux_pipeline.store.layout import LEDGER_DIR
 from flux_pipeline.store.lineage import read_lineage
 from flux_pipeline.store.storage import ObjectStore, last_record
+from tests.support import forked_cli
 from tests.support.dagster_support import key_from_env
 from tests.support.loopback import TEST_KEY, fast_config
 from tests.support.recovery_support import settled_submits
@@ -159,15 +159,7 @@ class Materialization:
     def __init__(self, env: dict[str, str], cwd: Path, *selection: str) -> None:
         self.log = cwd / f"dagster-{time.monotonic_ns()}.log"
         command = [str(DAGSTER), "asset", "materialize", "-m", "flux_pipeline.definitions"]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [*command, *selection],
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = forked_cli.start([*command, *selection], cwd=cwd, env=env, output=self.log)
 
     def finish(self) -> None:
         code = self.process.wait(timeout=TIMEOUT)
