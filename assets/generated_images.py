@@ -108,7 +108,7 @@ with warnings.catch_warnings():
         # The pool's share holds only if every run using the account holds a slot of it, queued
         # or not: the build waits for one of the pool's slots in the store before any request.
         account = (
-            AccountSlot(store, slots=share.slots, owner=context.run_id, say=context.log.info)
+            AccountSlot(store, slots=share.slots, owner=context.run.run_id, say=context.log.info)
             if share.limited
             else None
         )
