@@ -14,6 +14,7 @@ temporary folder (the virtualenv may sit under a folder that user cannot enter).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import pwd
@@ -36,6 +37,12 @@ from tests.support.loopback import free_port
 DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 UNPRIVILEGED_USER = "nobody"
 START_TIMEOUT = 300.0
+#: Ports tried before giving up when each is taken between being picked and being bound.
+PORT_ATTEMPTS = 5
+
+
+class PortTaken(RuntimeError):
+    """Postgres could not bind its port: another process took it after it was picked."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class PostgresServer:
             user=self.username,
             password=self.password,
             dbname=database or self.database,
+            connect_timeout=10,  # a port another program holds must not hang the start
         )
         connection.autocommit = True
         return connection
@@ -128,7 +136,10 @@ def _wait_until_ready(server: PostgresServer, process: subprocess.Popen[bytes]) 
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"postgres exited ({process.returncode}):\n{server.log.read_text()}")
+            log = server.log.read_text()
+            if "could not bind" in log and "Address already in use" in log:
+                raise PortTaken(server.port)
+            raise RuntimeError(f"postgres exited ({process.returncode}):\n{log}")
         try:
             server.connect("postgres").close()
             return
@@ -147,6 +158,39 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _start(
+    bin_dir: Path, data: Path, server: PostgresServer, base: Path, as_user: dict[str, Any]
+) -> subprocess.Popen[bytes]:
+    """``postgres`` on ``server``'s port, its output to ``server.log`` (truncated)."""
+    with server.log.open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                server.host,
+                "-p",
+                str(server.port),
+                "-k",
+                str(data),
+                # A throw-away server: durability buys nothing, speed does.
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            cwd=base,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **as_user,
+        )
 
 
 @contextlib.contextmanager
@@ -192,34 +236,19 @@ def running_postgres(database: str = "dagster") -> Iterator[PostgresServer]:
             capture_output=True,
             **as_user,
         )
-        with server.log.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    str(bin_dir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-h",
-                    server.host,
-                    "-p",
-                    str(server.port),
-                    "-k",
-                    str(data),
-                    # A throw-away server: durability buys nothing, speed does.
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=200",
-                ],
-                cwd=base,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **as_user,
-            )
-        _wait_until_ready(server, process)
+        # The port was free when picked, but another process (a second suite beside this one)
+        # may take it before postgres binds it: then a new port, a few times.
+        for attempt in range(PORT_ATTEMPTS):
+            if attempt:
+                server = dataclasses.replace(server, port=free_port())
+            process = _start(bin_dir, data, server, base, as_user)
+            try:
+                _wait_until_ready(server, process)
+                break
+            except PortTaken:
+                process = None
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
         server.create_database(database)
         yield server
     finally:
