@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,9 +66,11 @@ class Command:
         output: Path | None = None,
     ) -> None:
         self.args = [str(arg) for arg in args]
+        #: The folder of the captured output when no ``output`` file was given.
+        self._folder: Path | None = None
         if output is None:
-            folder = Path(tempfile.mkdtemp(prefix="forked-cli-"))
-            self._stdout, self._stderr = folder / "stdout", folder / "stderr"
+            self._folder = Path(tempfile.mkdtemp(prefix="forked-cli-"))
+            self._stdout, self._stderr = self._folder / "stdout", self._folder / "stderr"
         else:
             self._stdout = self._stderr = output
         self._stdout.touch()
@@ -137,6 +140,8 @@ def run(
         command.kill()
         raise
     stdout, stderr = command.communicate()
+    if command._folder is not None:  # read: the temporary files are not needed any more
+        shutil.rmtree(command._folder, ignore_errors=True)
     return subprocess.CompletedProcess(command.args, returncode, stdout, stderr)
 
 
